@@ -1,0 +1,1 @@
+"""The HTTP surfaces: translators between an API shape and the job model."""

@@ -1,0 +1,109 @@
+"""Error rendering: domain errors, validation errors and HTTP errors as each surface's JSON shape."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from imagegate.errors import ImagegateError, InvalidRequest
+
+logger = logging.getLogger(__name__)
+
+Renderer = Callable[[ImagegateError], JSONResponse]
+
+HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class HttpError(ImagegateError):
+    """An HTTP-level error (unknown route, wrong method, body too large)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers=headers)
+        self.status = status
+        self.code = HTTP_CODES.get(status, "http_error")
+
+
+def native_error(error: ImagegateError, extra: dict[str, Any] | None = None) -> JSONResponse:
+    """{"error": {"code", "message", "param"}} with the error's status and headers."""
+    body: dict[str, Any] = {"code": error.code, "message": error.message, "param": error.param}
+    body.update(extra or {})
+    return JSONResponse({"error": body}, status_code=error.status, headers=error.headers)
+
+
+def validation_to_error(exc: RequestValidationError) -> InvalidRequest:
+    """The first pydantic complaint as an InvalidRequest naming the field."""
+    errors = exc.errors()
+    if not errors:
+        return InvalidRequest()
+    first = errors[0]
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
+    param = _dotted(location) or None
+    kind = first.get("type", "")
+    if kind == "extra_forbidden":
+        return InvalidRequest(f"Unknown field {param!r}; remove it.", param=param)
+    if kind == "missing":
+        return InvalidRequest(f"{param} is required.", param=param)
+    if kind == "json_invalid":
+        return InvalidRequest("The body is not valid JSON.")
+    if kind == "model_attributes_type":
+        return InvalidRequest("The body must be a JSON object.")
+    message = first.get("msg", "invalid value")
+    return InvalidRequest(f"{param}: {message}." if param else f"{message}.", param=param)
+
+
+def _dotted(parts: list[str]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out
+
+
+def install(app: FastAPI, renderers: list[tuple[str, Renderer]] | None = None) -> None:
+    """Register the handlers; a request whose path starts with a listed prefix gets that surface's shape."""
+    table = sorted(renderers or [], key=lambda item: len(item[0]), reverse=True)
+
+    def render(request: Request, error: ImagegateError) -> JSONResponse:
+        for prefix, renderer in table:
+            if request.url.path.startswith(prefix):
+                return renderer(error)
+        return native_error(error)
+
+    async def on_domain(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ImagegateError)
+        return render(request, exc)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return render(request, validation_to_error(exc))
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        message = exc.detail if isinstance(exc.detail, str) else "HTTP error"
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"No such endpoint: {request.method} {request.url.path}."
+        return render(request, HttpError(exc.status_code, message, dict(exc.headers or {})))
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return render(
+            request, ImagegateError("Internal server error; the operator can find details in the log.")
+        )
+
+    app.add_exception_handler(ImagegateError, on_domain)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

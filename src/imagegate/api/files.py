@@ -1,0 +1,44 @@
+"""GET /generated/{name}: output images under unguessable names, exact matches only."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse
+
+from imagegate.errors import NotFound
+from imagegate.images import CONTENT_TYPES
+from imagegate.storage import Storage
+
+router = APIRouter(tags=["files"])
+
+NAME = re.compile(r"^[A-Za-z0-9_-]{24}\.(png|jpeg|webp|gif)$")
+# Names are never reused and files never change, so caches may keep them as long as they like.
+CACHE_CONTROL = "public, max-age=31536000, immutable"
+
+
+@router.get("/generated/{name}", response_model=None)
+async def generated(name: str, request: Request) -> Response:
+    """Serve one stored image; anything that is not exactly one of our names is a 404."""
+    match = NAME.match(name)
+    if match is None:
+        raise NotFound("No such image.")
+    etag = f'"{name.rsplit(".", 1)[0]}"'
+    headers = {"Cache-Control": CACHE_CONTROL, "ETag": etag}
+    storage: Storage = request.app.state.storage
+    key = f"images/{name}"
+    path = storage.local_path(key)
+    if path is not None:
+        if not path.is_file():
+            raise NotFound("No such image (it may have expired or been deleted).")
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        return FileResponse(path, media_type=CONTENT_TYPES[match[1]], headers=headers)
+    try:
+        data = await storage.get(key)
+    except FileNotFoundError:
+        raise NotFound("No such image (it may have expired or been deleted).") from None
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type=CONTENT_TYPES[match[1]], headers=headers)

@@ -1,0 +1,201 @@
+"""The native API (codex-image-service compatible): /v1/images/generate and /v1/images/jobs."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from imagegate.api.errors import native_error
+from imagegate.errors import ImagegateError, InvalidRequest
+from imagegate.images import decode_base64
+from imagegate.jobs import service
+from imagegate.jobs.models import Job, JobStatus
+from imagegate.jobs.requests import GenerationRequest, Reference
+from imagegate.jobs.service import JobContext
+from imagegate.keys.auth import CallerKey
+
+router = APIRouter(prefix="/v1/images", tags=["native"])
+
+
+class GenerateBody(BaseModel):
+    """The body of POST /v1/images/generate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(description="What to draw.")
+    model: str | None = Field(default=None, description="A routed model name; the default model if omitted.")
+    size: str = Field(default="auto", description="WIDTHxHEIGHT, or auto.")
+    quality: str = Field(default="auto", description="auto, low, medium, high (standard, hd for DALL-E).")
+    count: int = Field(default=1, description="How many images.")
+    output_format: str = Field(default="png", description="png, jpeg or webp.")
+    reference_images_base64: list[str] | None = Field(
+        default=None, description="Reference images (edit mode)."
+    )
+    reference_image_base64: str | None = Field(default=None, description="One reference image (alias).")
+
+
+def job_context(request: Request) -> JobContext:
+    """The app's JobContext."""
+    ctx: JobContext = request.app.state.jobs
+    return ctx
+
+
+def base_url(request: Request) -> str:
+    """Absolute URL prefix for links: the configured public URL, else what the request came in on."""
+    configured: str | None = request.app.state.settings.public_base_url
+    return configured or str(request.base_url).rstrip("/")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def render_job(job: Job, base: str) -> dict[str, Any]:
+    """A job as the native API shows it."""
+    expires_at = _iso(job.expires_at)
+    return {
+        "id": job.id,
+        "object": "image.job",
+        "status": job.status,
+        "model": job.model,
+        "backend": job.backend,
+        "prompt": job.prompt,
+        "size": job.size,
+        "width": job.width,
+        "height": job.height,
+        "quality": job.quality,
+        "output_format": job.output_format,
+        "count": job.count,
+        "image_count": job.image_count,
+        "reference_image_count": len(job.inputs),
+        "cancel_requested": job.cancel_requested,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "expires_at": expires_at,
+        "images": [
+            {
+                "url": f"{base}/generated/{image.name}",
+                "name": image.name,
+                "width": image.width,
+                "height": image.height,
+                "format": image.format,
+                "bytes": image.bytes,
+                "sha256": image.sha256,
+                "expires_at": expires_at,
+            }
+            for image in job.images
+        ],
+        "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
+        "status_url": f"{base}/v1/images/jobs/{job.id}",
+    }
+
+
+async def _references(body: GenerateBody) -> tuple[Reference, ...]:
+    if body.reference_images_base64 is not None and body.reference_image_base64 is not None:
+        raise InvalidRequest(
+            "Send reference_images_base64 or reference_image_base64, not both.",
+            param="reference_image_base64",
+        )
+    if body.reference_image_base64 is not None:
+        items = [("reference_image_base64", body.reference_image_base64)]
+    else:
+        items = [
+            (f"reference_images_base64[{i}]", v) for i, v in enumerate(body.reference_images_base64 or [])
+        ]
+    decoded = []
+    for param, value in items:
+        data = await asyncio.to_thread(decode_base64, value, param=param)
+        decoded.append(Reference(data, param))
+    return tuple(decoded)
+
+
+def _finished_response(job: Job, base: str) -> JSONResponse:
+    if job.status == JobStatus.SUCCEEDED:
+        return JSONResponse(render_job(job, base))
+    error = ImagegateError(job.error_message or "The job did not finish.")
+    error.status = job.error_status or 500
+    error.code = job.error_code or "job_failed"
+    return native_error(error, {"job_id": job.id, "status": job.status})
+
+
+def _accepted(job: Job, base: str, *, preference_applied: bool) -> JSONResponse:
+    headers = {"Location": f"{base}/v1/images/jobs/{job.id}"}
+    if preference_applied:
+        headers["Preference-Applied"] = "respond-async"
+    return JSONResponse(render_job(job, base), status_code=202, headers=headers)
+
+
+@router.post("/generate", responses={202: {"description": "Accepted; poll status_url."}})
+async def generate(
+    body: GenerateBody,
+    request: Request,
+    key: CallerKey,
+    prefer: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Queue a generation and wait for it up to the wait timeout (or answer 202 at once with Prefer)."""
+    ctx = job_context(request)
+    generation = GenerationRequest(
+        prompt=body.prompt,
+        model=body.model,
+        size=body.size,
+        quality=body.quality,
+        count=body.count,
+        output_format=body.output_format,
+        references=await _references(body),
+    )
+    job = await service.submit(ctx=ctx, request=generation, key=key)
+    base = base_url(request)
+    respond_async = prefer is not None and "respond-async" in prefer.lower()
+    if respond_async or ctx.settings.wait_timeout_seconds == 0:
+        return _accepted(job, base, preference_applied=respond_async)
+    job = await service.wait_until_finished(
+        ctx=ctx, job_id=job.id, key=key, timeout=ctx.settings.wait_timeout_seconds
+    )
+    if not job.is_finished:
+        return _accepted(job, base, preference_applied=False)
+    return _finished_response(job, base)
+
+
+@router.get("/jobs")
+async def list_jobs(
+    request: Request,
+    key: CallerKey,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """The caller's jobs, newest first."""
+    page = await service.list_jobs(ctx=job_context(request), key=key, limit=limit, cursor=cursor)
+    base = base_url(request)
+    return {
+        "object": "list",
+        "data": [render_job(job, base) for job in page.jobs],
+        "has_more": page.next_cursor is not None,
+        "next_cursor": page.next_cursor,
+    }
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: str, request: Request, key: CallerKey) -> dict[str, Any]:
+    """One of the caller's jobs."""
+    job = await service.get_job(ctx=job_context(request), job_id=job_id, key=key)
+    return render_job(job, base_url(request))
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, request: Request, key: CallerKey) -> dict[str, Any]:
+    """Cancel a queued or running job."""
+    job = await service.cancel(ctx=job_context(request), job_id=job_id, key=key)
+    return render_job(job, base_url(request))
+
+
+@router.delete("/jobs/{job_id}")
+async def delete_job(job_id: str, request: Request, key: CallerKey) -> dict[str, Any]:
+    """Delete a finished or queued job and its files."""
+    await service.delete_job(ctx=job_context(request), job_id=job_id, key=key)
+    return {"id": job_id, "object": "image.job", "deleted": True}

@@ -1,0 +1,99 @@
+"""create_app(settings): the FastAPI app and its lifespan (engine, storage, backends, scheduler)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from imagegate import __version__
+from imagegate.admin.password import ensure_admin_password
+from imagegate.api import errors, files, health, native
+from imagegate.api.limits import BodyLimitMiddleware
+from imagegate.backends.registry import BackendSet
+from imagegate.db import create_engine, session_factory
+from imagegate.jobs.events import JobEvents
+from imagegate.jobs.scheduler import Scheduler
+from imagegate.jobs.service import JobContext
+from imagegate.migrations import upgrade_async
+from imagegate.retention import run_periodically
+from imagegate.settings import Settings
+from imagegate.storage import LocalStorage
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the app; nothing is opened until its lifespan starts."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with running(app, settings):
+            yield
+
+    app = FastAPI(title="ImageGate", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(native.router)
+    app.include_router(files.router)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    """Open everything the app needs, and close it all in reverse order."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.auto_migrate:
+        await upgrade_async(settings.database_url)
+    engine = create_engine(settings.database_url)
+    sessions = session_factory(engine)
+    backends = BackendSet.from_settings(settings)
+    ctx = JobContext(
+        sessions=sessions,
+        storage=LocalStorage(settings.data_dir / "files"),
+        backends=backends,
+        settings=settings,
+        events=JobEvents(),
+    )
+    app.state.engine, app.state.sessions, app.state.storage, app.state.jobs = (
+        engine,
+        sessions,
+        ctx.storage,
+        ctx,
+    )
+    password = await ensure_admin_password(sessions, settings)
+    if password is not None:
+        announce_admin_password(password)
+    scheduler = Scheduler(ctx) if settings.run_scheduler else None
+    app.state.scheduler = scheduler
+    sweeper = None
+    try:
+        if scheduler is not None:
+            await scheduler.start()
+            sweeper = asyncio.create_task(
+                run_periodically(sessions=sessions, storage=ctx.storage, settings=settings), name="retention"
+            )
+        yield
+    finally:
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
+        if scheduler is not None:
+            await scheduler.stop()
+        await backends.aclose()
+        await engine.dispose()
+
+
+def announce_admin_password(password: str) -> None:
+    """Say the generated admin password once; only its hash is stored."""
+    banner = "=" * 72
+    print(
+        f"\n{banner}\nImageGate generated an admin password (shown only this once; only its hash is kept):\n"
+        f"\n    {password}\n\nSet your own with IMAGEGATE_ADMIN_PASSWORD (or _FILE).\n{banner}\n",
+        flush=True,
+    )

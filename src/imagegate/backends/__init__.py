@@ -1,0 +1,1 @@
+"""Backends make pixels; they plug in through one small Protocol."""

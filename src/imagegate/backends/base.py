@@ -1,0 +1,105 @@
+"""The Backend protocol and the values that cross it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from imagegate.settings import Settings
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """A reference image handed to a backend (edit mode)."""
+
+    data: bytes
+    width: int
+    height: int
+    format: str
+
+
+@dataclass(frozen=True)
+class BackendRequest:
+    """What a backend is asked to make; sizes are already parsed and validated."""
+
+    job_id: str
+    model: str
+    prompt: str
+    width: int
+    height: int
+    quality: str
+    output_format: str
+    count: int
+    references: tuple[InputImage, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_edit(self) -> bool:
+        """True when reference images were given."""
+        return bool(self.references)
+
+
+@dataclass(frozen=True)
+class OutputImage:
+    """One image a backend made, as encoded bytes."""
+
+    data: bytes
+
+
+@dataclass
+class BackendResult:
+    """A backend's answer: the images, and anything worth recording on the job."""
+
+    images: list[OutputImage]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class JobLog:
+    """A backend's log for one job, kept for the admin history and bounded in size."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._parts: list[str] = []
+        self._size = 0
+        self.truncated = False
+
+    def write(self, text: str) -> None:
+        """Append text; past the bound, the rest is dropped and the log says so."""
+        if self.truncated:
+            return
+        encoded = len(text.encode("utf-8", "replace"))
+        if self._size + encoded > self._max:
+            room = max(self._max - self._size, 0)
+            self._parts.append(text.encode("utf-8", "replace")[:room].decode("utf-8", "ignore"))
+            self._parts.append("\n[log truncated]\n")
+            self.truncated = True
+            return
+        self._parts.append(text)
+        self._size += encoded
+
+    def text(self) -> str:
+        """Everything written so far."""
+        return "".join(self._parts)
+
+
+class Backend(Protocol):
+    """What makes pixels. Built once per configured backend by create_app."""
+
+    name: str
+
+    async def generate(self, request: BackendRequest, log: JobLog) -> BackendResult:
+        """Make request.count images (or fewer, saying why in the log); raise ImagegateError on failure."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the backend holds (clients, processes)."""
+        ...
+
+
+class BackendFactory(Protocol):
+    """A backend class: built with its configured name, its options and the settings."""
+
+    def __call__(self, *, name: str, options: Mapping[str, Any], settings: Settings) -> Backend:
+        """Build the backend; raise ValueError for bad options."""
+        ...

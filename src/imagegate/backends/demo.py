@@ -1,0 +1,121 @@
+"""The offline demo backend: deterministic pictures from the prompt, reference images blended in."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+from pydantic import BaseModel, Field
+
+from imagegate.backends.base import BackendRequest, BackendResult, InputImage, JobLog, OutputImage
+from imagegate.settings import Settings
+
+PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+
+
+class DemoOptions(BaseModel):
+    """Options of the demo backend."""
+
+    model_config = {"extra": "forbid"}
+
+    delay_seconds: float = Field(default=0.0, ge=0, description="Simulated latency per job (benchmarks).")
+
+
+class DemoBackend:
+    """Makes images without credentials or network: same prompt and parameters, same image."""
+
+    def __init__(self, *, name: str, options: Mapping[str, Any], settings: Settings) -> None:
+        self.name = name
+        self.options = DemoOptions.model_validate(dict(options))
+
+    async def generate(self, request: BackendRequest, log: JobLog) -> BackendResult:
+        """Render request.count images in a thread (after the configured delay, if any)."""
+        if self.options.delay_seconds:
+            await asyncio.sleep(self.options.delay_seconds)
+        log.write(f"demo: rendering {request.count} image(s) at {request.width}x{request.height}\n")
+        images = [
+            OutputImage(await asyncio.to_thread(render, request, index)) for index in range(request.count)
+        ]
+        return BackendResult(images=images, metadata={"revised_prompt": None})
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def render(request: BackendRequest, index: int) -> bytes:
+    """One deterministic image for the request, encoded in its output format."""
+    seed = hashlib.sha256(
+        "\x1f".join(
+            [
+                request.model,
+                request.prompt,
+                str(request.width),
+                str(request.height),
+                request.quality,
+                str(index),
+            ]
+        ).encode()
+    ).digest()
+    rng = random.Random(seed)  # noqa: S311 - pictures, not secrets
+    image = _background(request.width, request.height, seed)
+    _shapes(image, rng)
+    if request.references:
+        image = Image.blend(image, _collage(request.references, image.size), 0.6)
+    _caption(image, request.prompt)
+    return _encode(image, request.output_format)
+
+
+def _background(width: int, height: int, seed: bytes) -> Image.Image:
+    gradient = Image.linear_gradient("L").rotate(seed[6] % 360).resize((width, height))
+    start = Image.new("RGB", (width, height), (seed[0], seed[1], seed[2]))
+    end = Image.new("RGB", (width, height), (seed[3], seed[4], seed[5]))
+    return Image.composite(end, start, gradient)
+
+
+def _shapes(image: Image.Image, rng: random.Random) -> None:
+    draw = ImageDraw.Draw(image, "RGBA")
+    width, height = image.size
+    for _ in range(8):
+        x, y = rng.randrange(width), rng.randrange(height)
+        radius = rng.randrange(max(width, height) // 12 + 1, max(width, height) // 3 + 2)
+        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256), 140)
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour)
+
+
+def _collage(references: tuple[InputImage, ...], size: tuple[int, int]) -> Image.Image:
+    """The references side by side, cropped to fill the canvas: visibly what the caller sent."""
+    canvas = Image.new("RGB", size)
+    width, height = size
+    strip = max(width // len(references), 1)
+    for position, reference in enumerate(references):
+        with Image.open(io.BytesIO(reference.data)) as source:
+            tile = ImageOps.fit(source.convert("RGB"), (strip, height))
+        canvas.paste(tile, (position * strip, 0))
+    return canvas
+
+
+def _caption(image: Image.Image, prompt: str) -> None:
+    width, height = image.size
+    if width < 96 or height < 48:
+        return
+    font = ImageFont.load_default(size=max(10, min(width, height) // 24))
+    text = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+    draw = ImageDraw.Draw(image, "RGBA")
+    box = draw.textbbox((0, 0), text, font=font)
+    pad = 6
+    top = height - (box[3] - box[1]) - 3 * pad
+    draw.rectangle((0, top, width, height), fill=(0, 0, 0, 120))
+    draw.text((pad, top + pad), text, fill=(255, 255, 255, 255), font=font)
+
+
+def _encode(image: Image.Image, output_format: str) -> bytes:
+    buffer = io.BytesIO()
+    pil_format = PIL_FORMATS[output_format]
+    options: dict[str, Any] = {"quality": 90} if pil_format in ("JPEG", "WEBP") else {}
+    image.save(buffer, format=pil_format, **options)
+    return buffer.getvalue()

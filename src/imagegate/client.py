@@ -1,0 +1,71 @@
+"""A small client for a running ImageGate (used by `imagegate generate`)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+POLL_SECONDS = 1.0
+
+
+class ClientError(Exception):
+    """The server refused the request or the job failed."""
+
+
+def _error_text(response: httpx2.Response) -> str:
+    try:
+        error = response.json().get("error", {})
+        return f"{response.status_code} {error.get('code')}: {error.get('message')}"
+    except ValueError:
+        return f"{response.status_code} {response.text[:200]}"
+
+
+def output_paths(output: Path, count: int) -> list[Path]:
+    """out.png for one image; out.png, out-2.png, … for several."""
+    return [
+        output if i == 0 else output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(count)
+    ]
+
+
+async def generate_to_files(
+    *, url: str, key: str, body: dict[str, Any], output: Path, timeout: float
+) -> list[Path]:
+    """Submit, wait for the job (polling past the server's own wait), and save its images."""
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx2.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout) as client:
+        try:
+            response = await client.post("/v1/images/generate", json=body)
+        except httpx2.HTTPError as exc:
+            raise ClientError(f"cannot reach {url}: {exc}") from None
+        if response.status_code not in (200, 202):
+            raise ClientError(_error_text(response))
+        job = await _wait(client, response.json(), timeout)
+        paths = output_paths(output, len(job["images"]))
+        for image, path in zip(job["images"], paths, strict=True):
+            download = await client.get(image["url"])
+            if download.status_code != 200:
+                raise ClientError(f"download of {image['url']} failed: {_error_text(download)}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(path.write_bytes, download.content)
+        return paths
+
+
+async def _wait(client: httpx2.AsyncClient, job: dict[str, Any], timeout: float) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while job["status"] in ("queued", "running"):
+        if asyncio.get_running_loop().time() > deadline:
+            raise ClientError(
+                f"job {job['id']} still {job['status']} after {timeout:.0f}s; see {job['status_url']}"
+            )
+        await asyncio.sleep(POLL_SECONDS)
+        response = await client.get(job["status_url"])
+        if response.status_code != 200:
+            raise ClientError(_error_text(response))
+        job = response.json()
+    if job["status"] != "succeeded":
+        error = job.get("error") or {}
+        raise ClientError(f"job {job['id']} {job['status']}: {error.get('message')}")
+    return job

@@ -1,0 +1,125 @@
+"""Domain errors: each carries an HTTP status and a stable code; each surface renders them its own way."""
+
+from __future__ import annotations
+
+
+class ImagegateError(Exception):
+    """Something went wrong."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or (type(self).__doc__ or "").strip()
+        self.param = param
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+
+class InvalidRequest(ImagegateError):
+    """The request is not valid."""
+
+    status = 400
+    code = "invalid_request"
+
+
+class UnknownModel(InvalidRequest):
+    """That model is not available."""
+
+    code = "unknown_model"
+
+
+class InvalidImage(InvalidRequest):
+    """That input is not a readable image."""
+
+    code = "invalid_image"
+
+
+class PayloadTooLarge(ImagegateError):
+    """The request is too large."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class MissingApiKey(ImagegateError):
+    """Missing API key: send 'Authorization: Bearer <key>'."""
+
+    status = 401
+    code = "missing_api_key"
+
+
+class InvalidApiKey(ImagegateError):
+    """Invalid API key: it is not one this service issued, or it was deleted."""
+
+    status = 401
+    code = "invalid_api_key"
+
+
+class KeyDisabled(ImagegateError):
+    """This API key is disabled; ask the operator to enable it."""
+
+    status = 403
+    code = "key_disabled"
+
+
+class KeyExpired(ImagegateError):
+    """This API key has expired; ask the operator for a new one."""
+
+    status = 403
+    code = "key_expired"
+
+
+class NotFound(ImagegateError):
+    """Not found."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ImagegateError):
+    """The resource is not in a state that allows this."""
+
+    status = 409
+    code = "conflict"
+
+
+class QueueFull(ImagegateError):
+    """The queue is full; retry later."""
+
+    status = 429
+    code = "queue_full"
+
+
+class BackendError(ImagegateError):
+    """The image backend failed."""
+
+    status = 502
+    code = "backend_error"
+
+
+class BackendTimeout(BackendError):
+    """The image backend did not answer in time."""
+
+    status = 504
+    code = "backend_timeout"
+
+
+class JobInterrupted(ImagegateError):
+    """The job was interrupted by a restart of the service."""
+
+    status = 503
+    code = "interrupted"
+
+
+class ServiceUnavailable(ImagegateError):
+    """The service is not ready."""
+
+    status = 503
+    code = "unavailable"

@@ -1,0 +1,68 @@
+"""Image bytes: decode base64 input, check that bytes really are an image, describe them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import re
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+from imagegate.errors import InvalidImage, InvalidRequest
+
+FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "GIF": "gif"}
+CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,", re.ASCII)
+# Refuse decompression bombs: no input may claim more pixels than this.
+MAX_PIXELS = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What we record about stored image bytes."""
+
+    width: int
+    height: int
+    format: str
+    bytes: int
+    sha256: str
+
+
+def decode_base64(value: str, *, param: str) -> bytes:
+    """Bytes from plain base64 or a data: URL; InvalidRequest naming the field otherwise."""
+    payload = DATA_URL.sub("", value.strip(), count=1)
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(
+            f"{param} is not valid base64 (plain base64 or a data: URL).", param=param
+        ) from None
+
+
+def inspect_image(data: bytes, *, param: str = "image") -> ImageInfo:
+    """Decode the bytes fully (CPU work: call in a thread) and describe them; else InvalidImage."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                fmt = FORMATS.get(image.format or "")
+                width, height = image.size
+                if fmt is None:
+                    raise InvalidImage(
+                        f"{param} is a {image.format} image; use PNG, JPEG, WebP or GIF.", param=param
+                    )
+                if width * height > MAX_PIXELS:
+                    raise InvalidImage(f"{param} is too large ({width}x{height} pixels).", param=param)
+                image.load()
+    except InvalidImage:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError, Warning):
+        raise InvalidImage(
+            f"{param} is not a readable image (PNG, JPEG, WebP or GIF).", param=param
+        ) from None
+    return ImageInfo(width, height, fmt, len(data), hashlib.sha256(data).hexdigest())

@@ -1,0 +1,57 @@
+"""The in-process bus between the API and the scheduler: wake-ups for waiters, workers and cancels.
+
+Another process sees none of this; it polls the database instead, so nothing depends on these events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+
+class JobEvents:
+    """Job id → events of the requests waiting on it, plus listeners for new and cancelled jobs."""
+
+    def __init__(self) -> None:
+        self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._queued_listeners: list[Callable[[str], None]] = []
+        self._cancel_listeners: list[Callable[[str], object]] = []
+
+    @contextmanager
+    def subscribe(self, job_id: str) -> Iterator[asyncio.Event]:
+        """An event set whenever the job changes state; subscribe before reading the job to miss nothing."""
+        event = asyncio.Event()
+        self._waiters[job_id].add(event)
+        try:
+            yield event
+        finally:
+            waiters = self._waiters.get(job_id)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._waiters[job_id]
+
+    def notify(self, job_id: str) -> None:
+        """Wake everyone waiting on the job."""
+        for event in self._waiters.get(job_id, ()):
+            event.set()
+
+    def on_queued(self, listener: Callable[[str], None]) -> None:
+        """Call listener(backend) whenever a job is queued for that backend."""
+        self._queued_listeners.append(listener)
+
+    def queued(self, backend: str) -> None:
+        """A job was queued for the backend."""
+        for listener in self._queued_listeners:
+            listener(backend)
+
+    def on_cancel(self, listener: Callable[[str], object]) -> None:
+        """Call listener(job_id) whenever a caller cancels a running job."""
+        self._cancel_listeners.append(listener)
+
+    def cancel(self, job_id: str) -> None:
+        """A caller asked to cancel a running job."""
+        for listener in self._cancel_listeners:
+            listener(job_id)

@@ -1,0 +1,133 @@
+"""The job, job_input, job_image and worker tables: the queue is the job table."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from imagegate.db import Base, UTCDateTime, utcnow
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
+
+
+class Job(Base):
+    """One generation request, any number of output images."""
+
+    __tablename__ = "job"
+    __table_args__ = (
+        Index("ix_job_claim", "status", "backend", "fair_tag", "seq"),
+        Index("ix_job_key_history", "key_id", "created_at"),
+        Index("ix_job_key_status", "key_id", "status", "fair_tag"),
+        Index("ix_job_expiry", "status", "expires_at"),
+        Index("ix_job_created", "created_at"),
+    )
+
+    # seq orders the queue (FIFO within a fairness tag); id is the public, random name.
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_key.id", ondelete="SET NULL"))
+    key_handle: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
+    model: Mapped[str] = mapped_column(String(100))
+    backend: Mapped[str] = mapped_column(String(100))
+    prompt: Mapped[str] = mapped_column(Text)
+    size: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    quality: Mapped[str] = mapped_column(String(16))
+    output_format: Mapped[str] = mapped_column(String(8))
+    count: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    fair_tag: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    image_count: Mapped[int] = mapped_column(Integer, default=0)
+    error_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    error_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    logs: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    images: Mapped[list[JobImage]] = relationship(
+        back_populates="job", order_by="JobImage.index", cascade="all, delete-orphan", lazy="raise"
+    )
+    inputs: Mapped[list[JobInput]] = relationship(
+        back_populates="job", order_by="JobInput.index", cascade="all, delete-orphan", lazy="raise"
+    )
+
+    @property
+    def is_finished(self) -> bool:
+        """True once the job can no longer change (other than expiring)."""
+        return self.status in FINISHED
+
+
+class JobImage(Base):
+    """One output image of a job, stored under an unguessable name."""
+
+    __tablename__ = "job_image"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(80), unique=True)
+    storage_key: Mapped[str] = mapped_column(String(200))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(8))
+    bytes: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="images")
+
+
+class JobInput(Base):
+    """One reference image of a job: its bytes are in storage, only the key is here."""
+
+    __tablename__ = "job_input"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    storage_key: Mapped[str] = mapped_column(String(200))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(8))
+    bytes: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    sha256: Mapped[str] = mapped_column(String(64))
+
+    job: Mapped[Job] = relationship(back_populates="inputs")
+
+
+class Worker(Base):
+    """A process that runs jobs; its heartbeat tells others whether its running jobs are still alive."""
+
+    __tablename__ = "worker"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

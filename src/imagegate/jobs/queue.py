@@ -1,0 +1,263 @@
+"""Job verbs for workers: claim, finish, settle interrupted jobs. Every write is fenced by the attempt."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, text, true, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
+
+from imagegate.db import utcnow
+from imagegate.errors import ImagegateError, JobInterrupted
+from imagegate.images import ImageInfo
+from imagegate.jobs.models import Job, JobImage, JobStatus, Worker
+
+# A job is tried at most this many times when the process running it dies or shuts down.
+MAX_ATTEMPTS = 2
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A job this worker now owns; attempt fences every later write."""
+
+    job_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An output image already written to storage."""
+
+    name: str
+    storage_key: str
+    info: ImageInfo
+
+
+async def claim(session: AsyncSession, *, backend: str, limit: int, worker_id: str) -> Claimed | None:
+    """Take the fairest queued job of the backend if fewer than `limit` of its jobs run anywhere."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Serialises claimers of one backend so the running-count check below is exact across processes.
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": f"imagegate.claim.{backend}"}
+        )
+    queued, running = aliased(Job), aliased(Job)
+    next_job = (
+        select(queued.seq)
+        .where(queued.status == JobStatus.QUEUED, queued.backend == backend)
+        .order_by(queued.fair_tag, queued.seq)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    running_now = (
+        select(func.count())
+        .select_from(running)
+        .where(running.status == JobStatus.RUNNING, running.backend == backend)
+        .scalar_subquery()
+    )
+    statement = (
+        update(Job)
+        .where(Job.seq == next_job, running_now < limit)
+        .values(
+            status=JobStatus.RUNNING,
+            started_at=utcnow(),
+            attempts=Job.attempts + 1,
+            worker_id=worker_id,
+            cancel_requested=False,
+        )
+        .returning(Job.id, Job.attempts)
+        .execution_options(synchronize_session=False)
+    )
+    row = (await session.execute(statement)).first()
+    return Claimed(row.id, row.attempts) if row else None
+
+
+def _owned(claimed: Claimed) -> Any:
+    return (Job.id == claimed.job_id) & (Job.status == JobStatus.RUNNING) & (Job.attempts == claimed.attempt)
+
+
+async def finish_succeeded(
+    sessions: async_sessionmaker[AsyncSession],
+    claimed: Claimed,
+    images: list[StoredImage],
+    logs: str,
+    metadata: dict[str, Any],
+) -> bool:
+    """Record the images and mark the job succeeded; False when the job is no longer ours."""
+    async with sessions() as session, session.begin():
+        job = await session.scalar(select(Job).where(_owned(claimed)))
+        if job is None:
+            return False
+        job.status = JobStatus.SUCCEEDED
+        job.finished_at = utcnow()
+        job.image_count = len(images)
+        job.logs = logs
+        if metadata:
+            job.params = {**job.params, "result": metadata}
+        for index, image in enumerate(images):
+            session.add(
+                JobImage(
+                    job_id=job.id,
+                    index=index,
+                    name=image.name,
+                    storage_key=image.storage_key,
+                    width=image.info.width,
+                    height=image.info.height,
+                    format=image.info.format,
+                    bytes=image.info.bytes,
+                    sha256=image.info.sha256,
+                    created_at=job.finished_at,
+                )
+            )
+    return True
+
+
+async def finish_failed(
+    sessions: async_sessionmaker[AsyncSession], claimed: Claimed, error: ImagegateError, logs: str
+) -> bool:
+    """Mark the job failed with the error callers will see; False when the job is no longer ours."""
+    return await _settle(
+        sessions,
+        claimed,
+        status=JobStatus.FAILED,
+        logs=logs,
+        error_code=error.code,
+        error_message=error.message,
+        error_status=error.status,
+    )
+
+
+async def finish_cancelled(sessions: async_sessionmaker[AsyncSession], claimed: Claimed, logs: str) -> bool:
+    """Mark a running job cancelled at the caller's request."""
+    return await _settle(
+        sessions,
+        claimed,
+        status=JobStatus.CANCELLED,
+        logs=logs,
+        error_code="cancelled",
+        error_message="Cancelled by the caller while it was running.",
+        error_status=409,
+    )
+
+
+async def settle_interrupted(
+    sessions: async_sessionmaker[AsyncSession], claimed: Claimed, logs: str | None, *, retry: bool
+) -> JobStatus:
+    """Put a job whose run was cut short back in the queue (once), or fail it as interrupted."""
+    kept = {} if logs is None else {"logs": logs}
+    if retry and claimed.attempt < MAX_ATTEMPTS:
+        async with sessions() as session, session.begin():
+            await session.execute(
+                update(Job)
+                .where(_owned(claimed))
+                .values(status=JobStatus.QUEUED, worker_id=None, started_at=None, **kept)
+            )
+        return JobStatus.QUEUED
+    error = JobInterrupted("The job was interrupted by a restart of the service; submit it again.")
+    await _settle(
+        sessions,
+        claimed,
+        status=JobStatus.FAILED,
+        error_code=error.code,
+        error_message=error.message,
+        error_status=error.status,
+        **kept,
+    )
+    return JobStatus.FAILED
+
+
+async def _settle(sessions: async_sessionmaker[AsyncSession], claimed: Claimed, **values: Any) -> bool:
+    async with sessions() as session, session.begin():
+        result = await session.execute(
+            update(Job).where(_owned(claimed)).values(finished_at=utcnow(), **values)
+        )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def register_worker(sessions: async_sessionmaker[AsyncSession], worker_id: str) -> None:
+    """Announce this process as a worker."""
+    async with sessions() as session, session.begin():
+        session.add(Worker(id=worker_id, hostname=socket.gethostname(), pid=os.getpid()))
+
+
+async def heartbeat(sessions: async_sessionmaker[AsyncSession], worker_id: str) -> None:
+    """Tell other processes this worker is alive."""
+    async with sessions() as session, session.begin():
+        await session.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=utcnow()))
+
+
+async def unregister_worker(sessions: async_sessionmaker[AsyncSession], worker_id: str) -> None:
+    """Remove this worker's row on a clean shutdown."""
+    async with sessions() as session, session.begin():
+        await session.execute(delete(Worker).where(Worker.id == worker_id))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def dead_workers(
+    sessions: async_sessionmaker[AsyncSession], *, me: str, stale_after: float
+) -> set[str]:
+    """Workers that stopped: heartbeat too old, or on this host with their process gone."""
+    host, pid = socket.gethostname(), os.getpid()
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    async with sessions() as session:
+        workers = (await session.scalars(select(Worker).where(Worker.id != me))).all()
+    dead = set()
+    for worker in workers:
+        same_host = worker.hostname == host
+        if worker.heartbeat_at < cutoff or (same_host and (worker.pid == pid or not _pid_alive(worker.pid))):
+            dead.add(worker.id)
+    return dead
+
+
+async def recover_interrupted(
+    sessions: async_sessionmaker[AsyncSession], *, me: str, stale_after: float, retry: bool
+) -> list[str]:
+    """Settle running jobs whose worker is gone: requeue them once or fail them; returns their ids."""
+    dead = await dead_workers(sessions, me=me, stale_after=stale_after)
+    async with sessions() as session:
+        live = select(Worker.id).where(Worker.id.not_in(dead) if dead else true())
+        rows = (
+            await session.execute(
+                select(Job.id, Job.attempts).where(
+                    Job.status == JobStatus.RUNNING,
+                    or_(Job.worker_id.is_(None), Job.worker_id.not_in(live)),
+                )
+            )
+        ).all()
+    settled = []
+    for row in rows:
+        claimed = Claimed(row.id, row.attempts)
+        await settle_interrupted(sessions, claimed, None, retry=retry)
+        settled.append(row.id)
+    if dead:
+        async with sessions() as session, session.begin():
+            await session.execute(delete(Worker).where(Worker.id.in_(dead)))
+    return settled
+
+
+async def cancel_requested(sessions: async_sessionmaker[AsyncSession], job_ids: list[str]) -> list[str]:
+    """Which of these running jobs a caller asked to cancel."""
+    if not job_ids:
+        return []
+    async with sessions() as session:
+        return list(
+            (
+                await session.scalars(
+                    select(Job.id).where(Job.id.in_(job_ids), Job.cancel_requested.is_(True))
+                )
+            ).all()
+        )

@@ -1,0 +1,99 @@
+"""GenerationRequest: what every surface translates its request into, and its validation."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from imagegate.errors import InvalidRequest
+from imagegate.images import OUTPUT_FORMATS
+from imagegate.settings import Settings
+
+SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+AUTO_SIZE = (1024, 1024)
+MIN_SIDE = 16
+QUALITIES = ("auto", "low", "medium", "high", "standard", "hd")
+FORMAT_ALIASES = {"jpg": "jpeg"}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference image as received; param names its field in the caller's request for errors."""
+
+    data: bytes
+    param: str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A surface-independent image request."""
+
+    prompt: str
+    model: str | None = None
+    size: str = "auto"
+    quality: str = "auto"
+    count: int = 1
+    output_format: str = "png"
+    references: tuple[Reference, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ValidRequest:
+    """A GenerationRequest after validation: size parsed, format normalised."""
+
+    prompt: str
+    size: str
+    width: int
+    height: int
+    quality: str
+    count: int
+    output_format: str
+
+
+def validate(request: GenerationRequest, settings: Settings) -> ValidRequest:
+    """Check everything that does not need I/O; InvalidRequest says which field and what to change."""
+    prompt = request.prompt.strip()
+    if not prompt:
+        raise InvalidRequest("prompt must not be empty.", param="prompt")
+    if len(prompt) > settings.max_prompt_chars:
+        raise InvalidRequest(
+            f"prompt is {len(prompt)} characters; the limit is {settings.max_prompt_chars}.", param="prompt"
+        )
+    width, height = parse_size(request.size, settings.max_image_side)
+    if not 1 <= request.count <= settings.max_images_per_job:
+        raise InvalidRequest(f"count must be between 1 and {settings.max_images_per_job}.", param="count")
+    if request.quality not in QUALITIES:
+        raise InvalidRequest(f"quality must be one of: {', '.join(QUALITIES)}.", param="quality")
+    output_format = FORMAT_ALIASES.get(request.output_format, request.output_format)
+    if output_format not in OUTPUT_FORMATS:
+        raise InvalidRequest(
+            f"output_format must be one of: {', '.join(OUTPUT_FORMATS)}.", param="output_format"
+        )
+    if len(request.references) > settings.max_reference_images:
+        raise InvalidRequest(
+            f"{len(request.references)} reference images given; "
+            f"the limit is {settings.max_reference_images}.",
+            param=request.references[0].param.split("[")[0] if request.references else "references",
+        )
+    size = "auto" if request.size == "auto" else f"{width}x{height}"
+    return ValidRequest(prompt, size, width, height, request.quality, request.count, output_format)
+
+
+def parse_size(size: str, max_side: int) -> tuple[int, int]:
+    """'WIDTHxHEIGHT' (or 'auto') to integers within [16, max_side]."""
+    if size == "auto":
+        return AUTO_SIZE
+    match = SIZE.match(size)
+    if not match:
+        raise InvalidRequest(
+            f"size {size!r} is malformed; use WIDTHxHEIGHT such as 1024x1024, or auto.", param="size"
+        )
+    width, height = int(match[1]), int(match[2])
+    if not (MIN_SIDE <= width <= max_side and MIN_SIDE <= height <= max_side):
+        raise InvalidRequest(
+            f"size {size} is out of range; each side must be between {MIN_SIDE} and {max_side} pixels.",
+            param="size",
+        )
+    return width, height

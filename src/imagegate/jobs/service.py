@@ -1,0 +1,258 @@
+"""Job verbs for callers: submit, read, list, wait, cancel, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import selectinload
+
+from imagegate.backends.registry import BackendSet
+from imagegate.db import utcnow
+from imagegate.errors import Conflict, NotFound, PayloadTooLarge, QueueFull
+from imagegate.images import ImageInfo, inspect_image
+from imagegate.jobs.events import JobEvents
+from imagegate.jobs.models import Job, JobInput, JobStatus
+from imagegate.jobs.requests import GenerationRequest, validate
+from imagegate.keys.models import ApiKey
+from imagegate.settings import Settings
+from imagegate.storage import Storage
+
+# One lock id for every submit on PostgreSQL: the queue-size check and the fairness tag need a
+# consistent view; SQLite gets the same from its single writer.
+SUBMIT_LOCK_ID = 0x1A6E5B17
+QUEUE_FULL_RETRY_AFTER = "5"
+# A cancel answers once the job has stopped, or after this long with the job still stopping.
+CANCEL_WAIT_SECONDS = 10.0
+
+
+def new_job_id() -> str:
+    """A random public job id, 'img_' + 24 hex characters."""
+    return "img_" + secrets.token_hex(12)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What the job verbs need from the running app."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    storage: Storage
+    backends: BackendSet
+    settings: Settings
+    events: JobEvents
+
+
+async def submit(*, ctx: JobContext, request: GenerationRequest, key: ApiKey) -> Job:
+    """Validate, store the reference images, and queue the job; QueueFull when the queue is at its limit."""
+    route = ctx.backends.route(request.model)
+    valid = validate(request, ctx.settings)
+    infos = await _inspect_references(request, ctx.settings)
+    job_id = new_job_id()
+    input_keys = [f"inputs/{job_id}/{index}.{info.format}" for index, info in enumerate(infos)]
+    for storage_key, reference in zip(input_keys, request.references, strict=True):
+        await ctx.storage.put(storage_key, reference.data)
+    now = utcnow()
+    job = Job(
+        id=job_id,
+        key_id=key.id,
+        key_handle=key.handle,
+        status=JobStatus.QUEUED,
+        model=route.model,
+        backend=route.backend,
+        prompt=valid.prompt,
+        size=valid.size,
+        width=valid.width,
+        height=valid.height,
+        quality=valid.quality,
+        output_format=valid.output_format,
+        count=valid.count,
+        params=dict(request.params),
+        created_at=now,
+        expires_at=now + timedelta(days=ctx.settings.retention_days),
+        inputs=[
+            JobInput(
+                index=i,
+                storage_key=k,
+                width=info.width,
+                height=info.height,
+                format=info.format,
+                bytes=info.bytes,
+                sha256=info.sha256,
+            )
+            for i, (k, info) in enumerate(zip(input_keys, infos, strict=True))
+        ],
+        images=[],
+    )
+    try:
+        await _insert_queued(ctx, job)
+    except BaseException:
+        for storage_key in input_keys:
+            await ctx.storage.delete(storage_key)
+        raise
+    ctx.events.queued(job.backend)
+    return job
+
+
+async def _inspect_references(request: GenerationRequest, settings: Settings) -> list[ImageInfo]:
+    infos = []
+    for reference in request.references:
+        if len(reference.data) > settings.max_reference_bytes:
+            raise PayloadTooLarge(
+                f"{reference.param} is {len(reference.data)} bytes; the limit is "
+                f"{settings.max_reference_bytes} bytes per reference image.",
+                param=reference.param,
+            )
+        infos.append(await asyncio.to_thread(inspect_image, reference.data, param=reference.param))
+    return infos
+
+
+async def _insert_queued(ctx: JobContext, job: Job) -> None:
+    async with ctx.sessions() as session, session.begin():
+        if session.get_bind().dialect.name == "postgresql":
+            await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": SUBMIT_LOCK_ID})
+        job.fair_tag = await _fair_tag(session, job)
+        session.add(job)
+        await session.flush()
+        queued = await session.scalar(
+            select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED)
+        )
+        if (queued or 0) > ctx.settings.queue_max_size:
+            raise QueueFull(
+                f"The queue is full ({ctx.settings.queue_max_size} jobs waiting); retry in a few seconds.",
+                headers={"Retry-After": QUEUE_FULL_RETRY_AFTER},
+            )
+
+
+async def _fair_tag(session: AsyncSession, job: Job) -> int:
+    """Start-time fair queuing: a key's next job goes after its own queued ones, never behind other keys'.
+
+    The tag is the larger of the smallest queued tag (the queue's virtual time) and one past this key's
+    last queued tag; the scheduler runs the smallest tag first.
+    """
+    queued_on_backend = and_(Job.status == JobStatus.QUEUED, Job.backend == job.backend)
+    virtual_time = await session.scalar(select(func.min(Job.fair_tag)).where(queued_on_backend))
+    last_of_key = await session.scalar(
+        select(func.max(Job.fair_tag)).where(queued_on_backend, Job.key_id == job.key_id)
+    )
+    candidates = [virtual_time or 0]
+    if last_of_key is not None:
+        candidates.append(last_of_key + 1)
+    return max(candidates)
+
+
+async def get_job(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Job:
+    """The job with its images and inputs; NotFound for other keys' jobs (their existence is not revealed)."""
+    async with ctx.sessions() as session:
+        statement = (
+            select(Job).where(Job.id == job_id).options(selectinload(Job.images), selectinload(Job.inputs))
+        )
+        if key is not None:
+            statement = statement.where(Job.key_id == key.id)
+        job = await session.scalar(statement)
+    if job is None:
+        raise NotFound(f"No job {job_id!r} for this key.", param="id")
+    return job
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of a key's jobs, newest first."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+async def list_jobs(*, ctx: JobContext, key: ApiKey, limit: int, cursor: str | None) -> JobPage:
+    """The key's jobs newest first; the cursor is the last job id of the previous page."""
+    statement = (
+        select(Job)
+        .where(Job.key_id == key.id)
+        .options(selectinload(Job.images), selectinload(Job.inputs))
+        .order_by(Job.created_at.desc(), Job.seq.desc())
+        .limit(limit + 1)
+    )
+    async with ctx.sessions() as session:
+        if cursor:
+            anchor = await session.execute(
+                select(Job.created_at, Job.seq).where(Job.id == cursor, Job.key_id == key.id)
+            )
+            row = anchor.first()
+            if row is None:
+                raise NotFound(
+                    f"Unknown cursor {cursor!r}; use next_cursor from the previous page.", param="cursor"
+                )
+            statement = statement.where(
+                or_(
+                    Job.created_at < row.created_at, and_(Job.created_at == row.created_at, Job.seq < row.seq)
+                )
+            )
+        jobs = list((await session.scalars(statement)).all())
+    has_more = len(jobs) > limit
+    jobs = jobs[:limit]
+    return JobPage(jobs, jobs[-1].id if has_more else None)
+
+
+async def wait_until_finished(*, ctx: JobContext, job_id: str, key: ApiKey | None, timeout: float) -> Job:
+    """The job once finished, or as it is when the timeout runs out."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    with ctx.events.subscribe(job_id) as changed:
+        while True:
+            job = await get_job(ctx=ctx, job_id=job_id, key=key)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if job.is_finished or remaining <= 0:
+                return job
+            changed.clear()
+            # Jobs run by another process only show up by polling.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(remaining, ctx.settings.poll_interval_seconds))
+
+
+async def cancel(*, ctx: JobContext, job_id: str, key: ApiKey) -> Job:
+    """Cancel a queued job at once, or ask the worker running it to stop; Conflict when it has finished."""
+    now = utcnow()
+    async with ctx.sessions() as session, session.begin():
+        job = await session.scalar(select(Job).where(Job.id == job_id, Job.key_id == key.id))
+        if job is None:
+            raise NotFound(f"No job {job_id!r} for this key.", param="id")
+        if job.status == JobStatus.QUEUED:
+            await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+                .values(
+                    status=JobStatus.CANCELLED,
+                    finished_at=now,
+                    error_code="cancelled",
+                    error_message="Cancelled by the caller before it started.",
+                )
+            )
+        elif job.status == JobStatus.RUNNING:
+            await session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+        else:
+            raise Conflict(f"Job {job_id} has already finished ({job.status}); nothing to cancel.")
+    ctx.events.cancel(job_id)
+    ctx.events.notify(job_id)
+    return await wait_until_finished(ctx=ctx, job_id=job_id, key=key, timeout=CANCEL_WAIT_SECONDS)
+
+
+async def delete_job(*, ctx: JobContext, job_id: str, key: ApiKey) -> None:
+    """Delete a job that is not running, with its images and inputs."""
+    job = await get_job(ctx=ctx, job_id=job_id, key=key)
+    if job.status == JobStatus.RUNNING:
+        raise Conflict(f"Job {job_id} is running; cancel it first (POST /v1/images/jobs/{job_id}/cancel).")
+    async with ctx.sessions() as session, session.begin():
+        result = await session.execute(delete(Job).where(Job.id == job_id, Job.status != JobStatus.RUNNING))
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            raise Conflict(f"Job {job_id} started meanwhile; cancel it first.")
+    for storage_key in [image.storage_key for image in job.images] + [i.storage_key for i in job.inputs]:
+        await ctx.storage.delete(storage_key)
+    ctx.events.notify(job_id)
+
+
+def expires_in(job: Job, now: datetime | None = None) -> float:
+    """Seconds until the job's files expire."""
+    return max((job.expires_at - (now or utcnow())).total_seconds(), 0.0)

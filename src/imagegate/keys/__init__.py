@@ -1,0 +1,1 @@
+"""API keys: issue, verify, disable, delete."""

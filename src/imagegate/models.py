@@ -1,0 +1,8 @@
+"""Imports every table so that Base.metadata is complete (Alembic and tests use it)."""
+
+from imagegate.admin.models import AdminCredential
+from imagegate.db import Base
+from imagegate.jobs.models import Job, JobImage, JobInput, Worker
+from imagegate.keys.models import ApiKey
+
+__all__ = ["AdminCredential", "ApiKey", "Base", "Job", "JobImage", "JobInput", "Worker"]

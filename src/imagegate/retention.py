@@ -1,0 +1,134 @@
+"""Retention: expire finished jobs past their expires_at, and remove files no job references."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from imagegate.db import utcnow
+from imagegate.jobs.models import FINISHED, Job, JobImage, JobInput, JobStatus
+from imagegate.settings import Settings
+from imagegate.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+LIVE_STATUSES = [s for s in JobStatus if s != JobStatus.EXPIRED]
+EXPIRABLE = [s for s in FINISHED if s != JobStatus.EXPIRED]
+
+
+@dataclass
+class SweepReport:
+    """What one sweep removed."""
+
+    expired_jobs: int = 0
+    deleted_files: int = 0
+    orphan_files: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def sweep(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    storage: Storage,
+    settings: Settings,
+    now: datetime | None = None,
+) -> SweepReport:
+    """Expire every job due, batch after batch until none is left, then remove orphan files."""
+    now = now or utcnow()
+    report = SweepReport()
+    while await _expire_batch(sessions, storage, now, report):
+        pass
+    await _remove_orphans(sessions, storage, now - timedelta(seconds=settings.orphan_grace_seconds), report)
+    return report
+
+
+async def _expire_batch(
+    sessions: async_sessionmaker[AsyncSession], storage: Storage, now: datetime, report: SweepReport
+) -> bool:
+    async with sessions() as session, session.begin():
+        ids = list(
+            (
+                await session.scalars(
+                    select(Job.id).where(Job.status.in_(EXPIRABLE), Job.expires_at <= now).limit(BATCH_SIZE)
+                )
+            ).all()
+        )
+        if not ids:
+            return False
+        keys = list(
+            (await session.scalars(select(JobImage.storage_key).where(JobImage.job_id.in_(ids)))).all()
+        )
+        keys += (await session.scalars(select(JobInput.storage_key).where(JobInput.job_id.in_(ids)))).all()
+        await session.execute(delete(JobImage).where(JobImage.job_id.in_(ids)))
+        await session.execute(delete(JobInput).where(JobInput.job_id.in_(ids)))
+        await session.execute(
+            update(Job).where(Job.id.in_(ids), Job.status.in_(EXPIRABLE)).values(status=JobStatus.EXPIRED)
+        )
+    report.expired_jobs += len(ids)
+    # Files go after the commit: a crash in between leaves orphans, which the next sweep removes.
+    for key in keys:
+        await _delete(storage, key, report, orphan=False)
+    return True
+
+
+async def _remove_orphans(
+    sessions: async_sessionmaker[AsyncSession], storage: Storage, older_than: datetime, report: SweepReport
+) -> None:
+    """Files in images/ and inputs/ that no live job references, past a grace period for in-flight writes."""
+    candidates = [obj async for obj in storage.list("images/") if obj.modified_at < older_than]
+    candidates += [obj async for obj in storage.list("inputs/") if obj.modified_at < older_than]
+    for start in range(0, len(candidates), BATCH_SIZE):
+        batch = candidates[start : start + BATCH_SIZE]
+        keys = [obj.key for obj in batch]
+        async with sessions() as session:
+            referenced = set(
+                (
+                    await session.scalars(select(JobImage.storage_key).where(JobImage.storage_key.in_(keys)))
+                ).all()
+            )
+            referenced |= set(
+                (
+                    await session.scalars(select(JobInput.storage_key).where(JobInput.storage_key.in_(keys)))
+                ).all()
+            )
+        for obj in batch:
+            if obj.key not in referenced:
+                await _delete(storage, obj.key, report, orphan=True)
+
+
+async def _delete(storage: Storage, key: str, report: SweepReport, *, orphan: bool) -> None:
+    try:
+        removed = await storage.delete(key)
+    except OSError as exc:
+        report.errors.append(f"{key}: {exc.strerror}")
+        return
+    if removed:
+        if orphan:
+            report.orphan_files += 1
+        else:
+            report.deleted_files += 1
+
+
+async def run_periodically(
+    *, sessions: async_sessionmaker[AsyncSession], storage: Storage, settings: Settings
+) -> None:
+    """Sweep at start-up and then every cleanup interval, until cancelled."""
+    while True:
+        try:
+            report = await sweep(sessions=sessions, storage=storage, settings=settings)
+            if report.expired_jobs or report.orphan_files:
+                logger.info(
+                    "retention: expired %d job(s), removed %d file(s) and %d orphan(s)",
+                    report.expired_jobs,
+                    report.deleted_files,
+                    report.orphan_files,
+                )
+        except Exception:
+            logger.exception("retention sweep failed; will retry at the next interval")
+        await asyncio.sleep(settings.cleanup_interval_seconds)

@@ -1,0 +1,165 @@
+"""One Settings object: IMAGEGATE_* environment, .env, an optional TOML file and *_FILE secrets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "IMAGEGATE_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+
+
+class BackendConfig(BaseModel):
+    """One configured backend: which plugin type runs it, how many jobs at once, its own options."""
+
+    model_config = {"extra": "forbid"}
+
+    type: str = Field(description="Backend plugin: a registered name (demo, …) or 'package.module:Class'.")
+    concurrency: int = Field(default=2, ge=1, le=10_000)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def _default_backends() -> dict[str, BackendConfig]:
+    return {"demo": BackendConfig(type="demo", concurrency=4)}
+
+
+class Settings(BaseSettings):
+    """Every knob ImageGate has; documented one by one in docs/configuration.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # Where things live.
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    public_base_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    auto_migrate: bool = True
+
+    # Backends and routing.
+    backends: dict[str, BackendConfig] = Field(default_factory=_default_backends)
+    models: dict[str, str] = Field(default_factory=lambda: {"demo": "demo"})
+    default_model: str = "demo"
+
+    # Queue and scheduler.
+    run_scheduler: bool = True
+    queue_max_size: int = Field(default=1000, ge=1)
+    wait_timeout_seconds: float = Field(default=120.0, ge=0)
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
+    worker_heartbeat_seconds: float = Field(default=10.0, gt=0)
+    worker_stale_seconds: float = Field(default=60.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    interrupted_jobs: Literal["retry", "fail"] = "retry"
+    job_log_max_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # Request limits.
+    max_prompt_chars: int = Field(default=32_000, ge=1)
+    max_images_per_job: int = Field(default=10, ge=1, le=100)
+    max_image_side: int = Field(default=4096, ge=16)
+    max_reference_images: int = Field(default=4, ge=0, le=16)
+    max_reference_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+
+    # Retention.
+    retention_days: float = Field(default=7.0, gt=0)
+    cleanup_interval_seconds: float = Field(default=3600.0, gt=0)
+    orphan_grace_seconds: float = Field(default=3600.0, ge=0)
+
+    # Secrets.
+    admin_password: SecretStr | None = None
+
+    # Logging.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else None
+
+    @model_validator(mode="after")
+    def _check_routing(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'imagegate.db'}"
+        for model, backend in self.models.items():
+            if backend not in self.backends:
+                raise ValueError(f"model {model!r} routes to backend {backend!r}, which is not configured")
+        if self.default_model not in self.models:
+            raise ValueError(f"default_model {self.default_model!r} is not one of the routed models")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is SQLite (embedded mode)."""
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            env_settings,
+            FileVariableSource(settings_cls),
+            dotenv_settings,
+        ]
+        toml_file = settings_cls.model_config.get("toml_file")
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+class FileVariableSource(PydanticBaseSettingsSource):
+    """Reads IMAGEGATE_<NAME>_FILE: the setting's value is that file's content (Docker secrets)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        path = os.environ.get(f"{ENV_PREFIX}{field_name.upper()}_FILE")
+        if not path:
+            return None, field_name, False
+        try:
+            value = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(f"{ENV_PREFIX}{field_name.upper()}_FILE: cannot read {path}: {exc}") from exc
+        return value, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[key] = value
+        return values
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings from the environment, .env and the TOML file (argument or IMAGEGATE_CONFIG)."""
+    path = config_file or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    if path is None:
+        return Settings(**overrides)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    return FileSettings(**overrides)

@@ -1,0 +1,108 @@
+"""Storage in a local folder: atomic writes by rename, all file work in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from imagegate.storage.base import StoredObject
+
+TMP_SUFFIX = ".part"
+
+
+class LocalStorage:
+    """Objects are files under root; keys map to relative paths and may not escape it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def path_for(self, key: str) -> Path:
+        """The file for a key; ValueError for keys that are absolute or climb out of the root."""
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in key:
+            raise ValueError(f"invalid storage key: {key!r}")
+        return self.root.joinpath(*parts)
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Write to a temporary file beside the target, then rename it into place."""
+        await asyncio.to_thread(self._put, self.path_for(key), data)
+
+    @staticmethod
+    def _put(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    async def get(self, key: str) -> bytes:
+        """Read a whole object."""
+        return await asyncio.to_thread(self.path_for(key).read_bytes)
+
+    async def delete(self, key: str) -> bool:
+        """Remove an object and any folder it leaves empty below the root."""
+        return await asyncio.to_thread(self._delete, self.path_for(key))
+
+    def _delete(self, path: Path) -> bool:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        parent = path.parent
+        while parent != self.root and parent.is_relative_to(self.root):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+        return True
+
+    async def list(self, prefix: str) -> AsyncIterator[StoredObject]:
+        """Objects under prefix, read a directory at a time in a thread."""
+        base = self.path_for(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        batches = await asyncio.to_thread(lambda: list(self._walk(base)))
+        for item in batches:
+            yield item
+
+    def _walk(self, base: Path) -> Iterator[StoredObject]:
+        if not base.is_dir():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                path = Path(dirpath, name)
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue
+                yield StoredObject(
+                    key=path.relative_to(self.root).as_posix(),
+                    size=stat.st_size,
+                    modified_at=datetime.fromtimestamp(stat.st_mtime, UTC),
+                )
+
+    async def usage_bytes(self) -> int:
+        """Sum of all file sizes under the root."""
+        total = 0
+        async for item in self.list(""):
+            total += item.size
+        return total
+
+    async def check(self) -> None:
+        """Write and remove a probe file."""
+        key = f"health/{secrets.token_hex(8)}"
+        await self.put(key, b"ok")
+        await self.delete(key)
+
+    def local_path(self, key: str) -> Path | None:
+        """Local files are served directly."""
+        return self.path_for(key)
