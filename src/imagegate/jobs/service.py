@@ -129,15 +129,18 @@ async def _insert_queued(ctx: JobContext, job: Job) -> None:
 
 
 async def _fair_tag(session: AsyncSession, job: Job) -> int:
-    """Start-time fair queuing: a key's next job goes after its own queued ones, never behind other keys'.
+    """Start-time fair queuing: the scheduler runs the smallest tag first.
 
-    The tag is the larger of the smallest queued tag (the queue's virtual time) and one past this key's
-    last queued tag; the scheduler runs the smallest tag first.
+    The queue's virtual time is the smallest tag still queued or running; a key's next job starts at
+    one past its own latest queued or running job, and never before the virtual time. A key with a long
+    backlog therefore alternates with newcomers instead of making them wait behind all of it.
     """
-    queued_on_backend = and_(Job.status == JobStatus.QUEUED, Job.backend == job.backend)
-    virtual_time = await session.scalar(select(func.min(Job.fair_tag)).where(queued_on_backend))
+    active = Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])
+    virtual_time = await session.scalar(
+        select(func.min(Job.fair_tag)).where(active, Job.backend == job.backend)
+    )
     last_of_key = await session.scalar(
-        select(func.max(Job.fair_tag)).where(queued_on_backend, Job.key_id == job.key_id)
+        select(func.max(Job.fair_tag)).where(Job.key_id == job.key_id, active, Job.backend == job.backend)
     )
     candidates = [virtual_time or 0]
     if last_of_key is not None:

@@ -1,0 +1,320 @@
+"""The native API: generate, jobs, and a clear 4xx for every bad input."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from imagegate.jobs.models import Job
+from tests.conftest import Harness, HarnessFactory, fake_backends
+from tests.fakes.backends import tiny_png
+
+GENERATE = "/v1/images/generate"
+ASYNC = {"Prefer": "respond-async"}
+
+
+def b64(data: bytes) -> str:
+    """Plain base64 text."""
+    return base64.b64encode(data).decode()
+
+
+async def post(harness: Harness, body: Any, headers: dict[str, str], **kwargs: Any) -> Any:
+    """POST to the generate endpoint."""
+    return await harness.client.post(GENERATE, json=body, headers=headers, **kwargs)
+
+
+async def test_generate_waits_and_returns_downloadable_images(harness: Harness) -> None:
+    auth = await harness.auth()
+    response = await post(harness, {"prompt": "a fox", "size": "32x16", "count": 2}, auth)
+    assert response.status_code == 200, response.text
+    job = response.json()
+    assert job["status"] == "succeeded"
+    assert job["id"].startswith("img_")
+    assert job["model"] == "fake-model"
+    assert [(i["width"], i["height"], i["format"]) for i in job["images"]] == [(32, 16, "png")] * 2
+    download = await harness.client.get(job["images"][0]["url"])
+    assert download.status_code == 200
+    assert download.headers["content-type"] == "image/png"
+    assert download.content == tiny_png(size=(32, 16))
+    assert "immutable" in download.headers["cache-control"]
+    again = await harness.client.get(
+        job["images"][0]["url"], headers={"If-None-Match": download.headers["etag"]}
+    )
+    assert again.status_code == 304
+
+
+async def test_urls_use_public_base_url_when_configured(harness: Harness) -> None:
+    harness.app.state.settings.public_base_url = "https://img.example.test/gate"
+    response = await post(harness, {"prompt": "x"}, await harness.auth())
+    assert response.json()["images"][0]["url"].startswith("https://img.example.test/gate/generated/")
+    assert response.json()["status_url"].startswith("https://img.example.test/gate/v1/images/jobs/img_")
+
+
+async def test_prefer_respond_async_answers_202_and_the_job_goes_on(harness: Harness) -> None:
+    auth = await harness.auth()
+    response = await post(harness, {"prompt": "gate:async"}, {**auth, **ASYNC})
+    assert response.status_code == 202
+    assert response.headers["preference-applied"] == "respond-async"
+    job = response.json()
+    assert response.headers["location"] == job["status_url"]
+    await harness.fake.wait_started(1)
+    harness.fake.open("gate:async")
+    status = await harness.client.get(job["status_url"], headers=auth)
+    while status.json()["status"] != "succeeded":
+        status = await harness.client.get(job["status_url"], headers=auth)
+    assert len(status.json()["images"]) == 1
+
+
+async def test_wait_timeout_answers_202_not_an_error(harness: Harness) -> None:
+    harness.app.state.settings.wait_timeout_seconds = 0.3
+    auth = await harness.auth()
+    response = await post(harness, {"prompt": "gate:slow"}, auth)
+    assert response.status_code == 202
+    assert response.json()["status"] in ("queued", "running")
+    harness.fake.open("gate:slow")
+
+
+async def test_backend_failure_is_reported_with_the_job_id(harness: Harness) -> None:
+    response = await post(harness, {"prompt": "fail: no"}, await harness.auth())
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "backend_error"
+    assert error["job_id"].startswith("img_")
+    assert "refused" in error["message"]
+
+
+@pytest.mark.parametrize("prompt", ["crash: boom", "garbage: bytes", "empty: none"])
+async def test_backend_bugs_never_leak_details(harness: Harness, prompt: str) -> None:
+    auth = await harness.auth()
+    response = await post(harness, {"prompt": prompt}, auth)
+    assert response.status_code == 502
+    assert "secret" not in response.text and "/srv" not in response.text
+    job = await harness.client.get(f"/v1/images/jobs/{response.json()['error']['job_id']}", headers=auth)
+    assert job.json()["status"] == "failed"
+    assert "secret" not in job.text
+
+
+def _bad_inputs() -> list[tuple[str, dict[str, Any], int, str]]:
+    png = b64(tiny_png())
+    return [
+        ("empty prompt", {"prompt": "   "}, 400, "prompt"),
+        ("over-long prompt", {"prompt": "x" * 32_001}, 400, "prompt"),
+        ("prompt not a string", {"prompt": 123}, 400, "prompt"),
+        ("missing prompt", {"size": "64x64"}, 400, "prompt"),
+        ("unknown model", {"prompt": "x", "model": "nope"}, 400, "model"),
+        ("malformed size", {"prompt": "x", "size": "big"}, 400, "size"),
+        ("size too small", {"prompt": "x", "size": "8x8"}, 400, "size"),
+        ("size too large", {"prompt": "x", "size": "5000x5000"}, 400, "size"),
+        ("count zero", {"prompt": "x", "count": 0}, 400, "count"),
+        ("count too high", {"prompt": "x", "count": 11}, 400, "count"),
+        ("count not a number", {"prompt": "x", "count": "many"}, 400, "count"),
+        ("bad quality", {"prompt": "x", "quality": "ultra"}, 400, "quality"),
+        ("bad output format", {"prompt": "x", "output_format": "bmp"}, 400, "output_format"),
+        ("unknown field", {"prompt": "x", "colour": "red"}, 400, "colour"),
+        (
+            "invalid base64",
+            {"prompt": "x", "reference_images_base64": ["%%%"]},
+            400,
+            "reference_images_base64[0]",
+        ),
+        (
+            "not an image",
+            {"prompt": "x", "reference_image_base64": b64(b"hello world")},
+            400,
+            "reference_image_base64",
+        ),
+        (
+            "too many references",
+            {"prompt": "x", "reference_images_base64": [png] * 5},
+            400,
+            "reference_images_base64",
+        ),
+        (
+            "both reference fields",
+            {"prompt": "x", "reference_images_base64": [png], "reference_image_base64": png},
+            400,
+            "reference_image_base64",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "body", "status", "param"), _bad_inputs(), ids=[c[0] for c in _bad_inputs()]
+)
+async def test_bad_input_gets_a_clear_4xx(
+    harness: Harness, case: str, body: dict[str, Any], status: int, param: str
+) -> None:
+    response = await post(harness, body, await harness.auth())
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["param"] == param
+    assert error["code"] in ("invalid_request", "unknown_model", "invalid_image")
+    assert len(error["message"]) > 10
+    assert harness.fake.requests == []
+
+
+async def test_unknown_model_lists_the_available_ones(harness: Harness) -> None:
+    response = await post(harness, {"prompt": "x", "model": "dall-e-9"}, await harness.auth())
+    assert "demo" in response.json()["error"]["message"]
+    assert "fake-model" in response.json()["error"]["message"]
+
+
+async def test_non_json_body_is_a_400(harness: Harness) -> None:
+    response = await harness.client.post(
+        GENERATE, content=b"{not json", headers={**await harness.auth(), "content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
+async def test_reference_over_the_byte_limit_is_413(harness: Harness) -> None:
+    harness.app.state.settings.max_reference_bytes = 2048
+    big = tiny_png(size=(300, 300), colour=(1, 2, 3)) + b"\0" * 3000
+    response = await post(
+        harness, {"prompt": "x", "reference_images_base64": [b64(big)]}, await harness.auth()
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["param"] == "reference_images_base64[0]"
+
+
+async def test_body_over_the_limit_is_refused_while_reading(harness: Harness) -> None:
+    auth = await harness.auth()
+    limit = harness.app.state.settings.max_body_bytes
+    declared = await harness.client.post(
+        GENERATE, content=b"x" * (limit + 1), headers={**auth, "content-type": "application/json"}
+    )
+    assert declared.status_code == 413
+    assert declared.json()["error"]["code"] == "payload_too_large"
+
+    chunks_sent = 0
+
+    async def stream() -> Any:
+        nonlocal chunks_sent
+        chunk = b" " * (1024 * 1024)
+        for _ in range(limit // len(chunk) + 10):
+            chunks_sent += 1
+            yield chunk
+
+    streamed = await harness.client.post(
+        GENERATE, content=stream(), headers={**auth, "content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    assert streamed.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_references_go_to_storage_and_reach_the_backend(harness: Harness) -> None:
+    refs = [tiny_png((255, 0, 0)), tiny_png((0, 0, 255))]
+    response = await post(
+        harness,
+        {"prompt": "edit", "reference_images_base64": [f"data:image/png;base64,{b64(r)}" for r in refs]},
+        await harness.auth(),
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["reference_image_count"] == 2
+    assert [r.data for r in harness.fake.requests[0].references] == refs
+    stored = sorted((harness.app.state.settings.data_dir / "files" / "inputs").rglob("*.png"))
+    assert [p.read_bytes() for p in stored] == refs
+    async with harness.app.state.sessions() as session:
+        job = await session.get(Job, 1)
+    assert job is not None
+    assert "base64" not in str(job.params) and job.prompt == "edit"
+
+
+async def test_single_reference_alias(harness: Harness) -> None:
+    response = await post(
+        harness, {"prompt": "edit", "reference_image_base64": b64(tiny_png())}, await harness.auth()
+    )
+    assert response.status_code == 200
+    assert len(harness.fake.requests[0].references) == 1
+
+
+async def test_jobs_are_private_to_their_key(harness: Harness) -> None:
+    owner, other = await harness.auth("owner"), await harness.auth("other")
+    job = (await post(harness, {"prompt": "mine"}, owner)).json()
+    assert (await harness.client.get(f"/v1/images/jobs/{job['id']}", headers=owner)).status_code == 200
+    for method, path in [
+        ("GET", f"/v1/images/jobs/{job['id']}"),
+        ("POST", f"/v1/images/jobs/{job['id']}/cancel"),
+        ("DELETE", f"/v1/images/jobs/{job['id']}"),
+    ]:
+        response = await harness.client.request(method, path, headers=other)
+        assert response.status_code == 404, (method, path)
+        assert response.json()["error"]["code"] == "not_found"
+    listed = await harness.client.get("/v1/images/jobs", headers=other)
+    assert listed.json()["data"] == []
+
+
+async def test_list_jobs_is_paginated_newest_first(harness: Harness) -> None:
+    auth = await harness.auth()
+    ids = [(await post(harness, {"prompt": f"p{i}"}, {**auth, **ASYNC})).json()["id"] for i in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await harness.client.get("/v1/images/jobs", params=params, headers=auth)).json()
+        seen += [job["id"] for job in page["data"]]
+        cursor = page["next_cursor"]
+        assert page["has_more"] == (cursor is not None)
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+    bad = await harness.client.get("/v1/images/jobs", params={"limit": 500}, headers=auth)
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "limit"
+
+
+async def test_cancel_a_queued_job(harness_with: HarnessFactory) -> None:
+    async with harness_with(backends=fake_backends(concurrency=1)) as harness:
+        auth = await harness.auth()
+        await post(harness, {"prompt": "gate:first"}, {**auth, **ASYNC})
+        await harness.fake.wait_started(1)
+        queued = (await post(harness, {"prompt": "second"}, {**auth, **ASYNC})).json()
+        assert queued["status"] == "queued"
+        cancelled = await harness.client.post(f"/v1/images/jobs/{queued['id']}/cancel", headers=auth)
+        assert cancelled.status_code == 200
+        assert cancelled.json()["status"] == "cancelled"
+        again = await harness.client.post(f"/v1/images/jobs/{queued['id']}/cancel", headers=auth)
+        assert again.status_code == 409
+        harness.fake.open("gate:first")
+        assert harness.fake.started == ["gate:first"]
+
+
+async def test_cancel_a_running_job(harness: Harness) -> None:
+    auth = await harness.auth()
+    job = (await post(harness, {"prompt": "gate:forever"}, {**auth, **ASYNC})).json()
+    await harness.fake.wait_started(1)
+    response = await harness.client.post(f"/v1/images/jobs/{job['id']}/cancel", headers=auth)
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    assert response.json()["error"]["code"] == "cancelled"
+
+
+async def test_delete_removes_the_job_and_its_files(harness: Harness) -> None:
+    auth = await harness.auth()
+    job = (await post(harness, {"prompt": "x", "reference_image_base64": b64(tiny_png())}, auth)).json()
+    files = harness.app.state.settings.data_dir / "files"
+    assert list(files.rglob("*.png"))
+    deleted = await harness.client.delete(f"/v1/images/jobs/{job['id']}", headers=auth)
+    assert deleted.status_code == 200 and deleted.json()["deleted"] is True
+    assert not list(files.rglob("*.png"))
+    assert (await harness.client.get(job["images"][0]["url"])).status_code == 404
+    assert (await harness.client.get(f"/v1/images/jobs/{job['id']}", headers=auth)).status_code == 404
+
+
+async def test_delete_a_running_job_is_a_conflict(harness: Harness) -> None:
+    auth = await harness.auth()
+    job = (await post(harness, {"prompt": "gate:busy"}, {**auth, **ASYNC})).json()
+    await harness.fake.wait_started(1)
+    response = await harness.client.delete(f"/v1/images/jobs/{job['id']}", headers=auth)
+    assert response.status_code == 409
+    assert "cancel" in response.json()["error"]["message"]
+    harness.fake.open("gate:busy")
+
+
+async def test_unknown_route_and_method_use_the_error_shape(harness: Harness) -> None:
+    missing = await harness.client.get("/v1/nothing")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    wrong = await harness.client.get(GENERATE)
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"

@@ -1,0 +1,180 @@
+"""The queue and its scheduler: fairness, concurrency, queue-full, restart recovery, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from imagegate.db import utcnow
+from imagegate.jobs.models import Job, JobInput, JobStatus, Worker
+from tests.api.test_native import ASYNC, GENERATE, b64
+from tests.conftest import Harness, HarnessFactory, fake_backends
+from tests.fakes.backends import tiny_png
+
+
+async def submit(harness: Harness, prompt: str, auth: dict[str, str]) -> str:
+    """Queue a job without waiting; returns its id."""
+    response = await harness.client.post(GENERATE, json={"prompt": prompt}, headers={**auth, **ASYNC})
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+async def wait_status(harness: Harness, job_id: str, auth: dict[str, str], status: str) -> None:
+    """Poll the job until it reaches status (bounded)."""
+    async with asyncio.timeout(15):
+        while True:
+            response = await harness.client.get(f"/v1/images/jobs/{job_id}", headers=auth)
+            if response.json()["status"] == status:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def test_a_backlog_does_not_make_another_key_wait_behind_it(harness_with: HarnessFactory) -> None:
+    async with harness_with(backends=fake_backends(concurrency=1)) as harness:
+        a, b = await harness.auth("a"), await harness.auth("b")
+        await submit(harness, "gate:a0", a)
+        await harness.fake.wait_started(1)
+        a_jobs = [await submit(harness, f"a{i}", a) for i in range(1, 6)]
+        b_jobs = [await submit(harness, f"b{i}", b) for i in range(1, 3)]
+        harness.fake.open("gate:a0")
+        await harness.fake.wait_started(8)
+        assert harness.fake.started == ["gate:a0", "b1", "a1", "b2", "a2", "a3", "a4", "a5"]
+        await wait_status(harness, a_jobs[-1], a, "succeeded")
+        await wait_status(harness, b_jobs[-1], b, "succeeded")
+
+
+async def test_backend_concurrency_is_bounded(harness_with: HarnessFactory) -> None:
+    async with harness_with(backends=fake_backends(concurrency=2)) as harness:
+        auth = await harness.auth()
+        ids = [await submit(harness, f"gate:{i}", auth) for i in range(5)]
+        await harness.fake.wait_started(2)
+        async with harness.app.state.sessions() as session:
+            running = await session.scalar(select(func.count()).where(Job.status == JobStatus.RUNNING))
+        assert running == 2
+        for i in range(5):
+            harness.fake.open(f"gate:{i}")
+        await wait_status(harness, ids[-1], auth, "succeeded")
+        assert harness.fake.max_running == 2
+
+
+async def test_queue_full_is_429_and_writes_nothing(harness_with: HarnessFactory) -> None:
+    async with harness_with(backends=fake_backends(concurrency=1), queue_max_size=2) as harness:
+        auth = await harness.auth()
+        await submit(harness, "gate:running", auth)
+        await harness.fake.wait_started(1)
+        await submit(harness, "q1", auth)
+        await submit(harness, "q2", auth)
+        body = {"prompt": "one too many", "reference_image_base64": b64(tiny_png())}
+        response = await harness.client.post(GENERATE, json=body, headers=auth)
+        assert response.status_code == 429
+        assert response.headers["retry-after"].isdigit()
+        assert response.json()["error"]["code"] == "queue_full"
+        async with harness.app.state.sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(Job)) == 3
+            assert await session.scalar(select(func.count()).select_from(JobInput)) == 0
+        inputs = harness.app.state.settings.data_dir / "files" / "inputs"
+        assert not inputs.exists() or not any(inputs.rglob("*.png"))
+        harness.fake.open("gate:running")
+
+
+async def _orphan_running_job(harness: Harness, auth: dict[str, str], *, attempts: int) -> str:
+    """A job left 'running' by a worker that died (a process on this host that no longer exists)."""
+    job_id = await submit(harness, "gate:orphan", auth)
+    await harness.fake.wait_started(1)
+    async with harness.app.state.sessions() as session, session.begin():
+        session.add(Worker(id="wrk_dead", hostname=socket.gethostname(), pid=_dead_pid()))
+        await session.flush()
+        await session.execute(
+            update(Job).where(Job.id == job_id).values(worker_id="wrk_dead", attempts=attempts)
+        )
+    return job_id
+
+
+def _dead_pid() -> int:
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid -= 1
+
+
+async def test_a_job_whose_worker_died_is_retried_once(harness: Harness) -> None:
+    auth = await harness.auth()
+    job_id = await _orphan_running_job(harness, auth, attempts=1)
+    settled = await harness.app.state.scheduler.recover()
+    assert settled == [job_id]
+    harness.fake.open("gate:orphan")
+    await wait_status(harness, job_id, auth, "succeeded")
+    async with harness.app.state.sessions() as session:
+        job = await session.scalar(select(Job).where(Job.id == job_id))
+        assert job is not None and job.attempts == 2
+        assert await session.get(Worker, "wrk_dead") is None
+
+
+async def test_a_job_interrupted_twice_fails_with_a_clear_reason(harness: Harness) -> None:
+    auth = await harness.auth()
+    job_id = await _orphan_running_job(harness, auth, attempts=2)
+    await harness.app.state.scheduler.recover()
+    response = await harness.client.get(f"/v1/images/jobs/{job_id}", headers=auth)
+    assert response.json()["status"] == "failed"
+    assert response.json()["error"]["code"] == "interrupted"
+    assert "restart" in response.json()["error"]["message"]
+    harness.fake.open("gate:orphan")
+
+
+async def test_fail_policy_fails_interrupted_jobs_at_once(harness_with: HarnessFactory) -> None:
+    async with harness_with(interrupted_jobs="fail") as harness:
+        auth = await harness.auth()
+        job_id = await _orphan_running_job(harness, auth, attempts=1)
+        await harness.app.state.scheduler.recover()
+        response = await harness.client.get(f"/v1/images/jobs/{job_id}", headers=auth)
+        assert response.json()["status"] == "failed"
+        harness.fake.open("gate:orphan")
+
+
+async def test_a_live_workers_jobs_are_left_alone(harness: Harness) -> None:
+    auth = await harness.auth()
+    job_id = await _orphan_running_job(harness, auth, attempts=1)
+    async with harness.app.state.sessions() as session, session.begin():
+        await session.execute(update(Worker).where(Worker.id == "wrk_dead").values(hostname="another-host"))
+    assert await harness.app.state.scheduler.recover() == []
+    async with harness.app.state.sessions() as session, session.begin():
+        stale = utcnow() - timedelta(seconds=harness.app.state.settings.worker_stale_seconds + 1)
+        await session.execute(update(Worker).where(Worker.id == "wrk_dead").values(heartbeat_at=stale))
+    assert await harness.app.state.scheduler.recover() == [job_id]
+    harness.fake.open("gate:orphan")
+
+
+async def test_shutdown_requeues_running_jobs_after_the_grace_period(harness_with: HarnessFactory) -> None:
+    async with harness_with(shutdown_grace_seconds=0.2) as harness:
+        auth = await harness.auth()
+        job_id = await submit(harness, "gate:never", auth)
+        await harness.fake.wait_started(1)
+        sessions = harness.app.state.sessions
+    async with sessions() as session:
+        job = await session.scalar(select(Job).where(Job.id == job_id))
+        assert job is not None
+        assert job.status == JobStatus.QUEUED
+        assert "interrupted by shutdown" in job.logs
+        assert await session.scalar(select(func.count()).select_from(Worker)) == 0
+
+
+async def test_shutdown_lets_running_jobs_finish_within_the_grace(harness_with: HarnessFactory) -> None:
+    async with harness_with(shutdown_grace_seconds=10) as harness:
+        auth = await harness.auth()
+        job_id = await submit(harness, "gate:finishing", auth)
+        await harness.fake.wait_started(1)
+        sessions = harness.app.state.sessions
+        asyncio.get_running_loop().call_soon(harness.fake.open, "gate:finishing")
+    async with sessions() as session:
+        job = await session.scalar(select(Job).where(Job.id == job_id))
+        assert job is not None and job.status == JobStatus.SUCCEEDED
