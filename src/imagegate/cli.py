@@ -46,9 +46,7 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @app.command()
@@ -134,9 +132,7 @@ def parse_expiry(value: str, now: datetime | None = None) -> datetime:
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise typer.BadParameter(
-            "use a duration like 30d, 12h, 90m, 2w, or an ISO date like 2027-01-31"
-        ) from None
+        raise typer.BadParameter("use a duration like 30d, 12h, 90m, 2w, or an ISO date like 2027-01-31") from None
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     if moment <= now:
         raise typer.BadParameter("the expiry is in the past")
@@ -171,9 +167,7 @@ def keys_list(config: ConfigOption = None) -> None:
     typer.echo(f"{'HANDLE':<18} {'STATUS':<9} {'CREATED':<20} {'LAST USED':<20} {'EXPIRES':<20} NAME")
     for key in rows:
         status = (
-            "disabled"
-            if not key.enabled
-            else ("expired" if key.expires_at and key.expires_at <= now else "enabled")
+            "disabled" if not key.enabled else ("expired" if key.expires_at and key.expires_at <= now else "enabled")
         )
         typer.echo(
             f"{key.handle:<18} {status:<9} {_short(key.created_at):<20} {_short(key.last_used_at):<20} "

@@ -25,14 +25,10 @@ def _error_text(response: httpx2.Response) -> str:
 
 def output_paths(output: Path, count: int) -> list[Path]:
     """out.png for one image; out.png, out-2.png, … for several."""
-    return [
-        output if i == 0 else output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(count)
-    ]
+    return [output if i == 0 else output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(count)]
 
 
-async def generate_to_files(
-    *, url: str, key: str, body: dict[str, Any], output: Path, timeout: float
-) -> list[Path]:
+async def generate_to_files(*, url: str, key: str, body: dict[str, Any], output: Path, timeout: float) -> list[Path]:
     """Submit, wait for the job (polling past the server's own wait), and save its images."""
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx2.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout) as client:
@@ -57,9 +53,7 @@ async def _wait(client: httpx2.AsyncClient, job: dict[str, Any], timeout: float)
     deadline = asyncio.get_running_loop().time() + timeout
     while job["status"] in ("queued", "running"):
         if asyncio.get_running_loop().time() > deadline:
-            raise ClientError(
-                f"job {job['id']} still {job['status']} after {timeout:.0f}s; see {job['status_url']}"
-            )
+            raise ClientError(f"job {job['id']} still {job['status']} after {timeout:.0f}s; see {job['status_url']}")
         await asyncio.sleep(POLL_SECONDS)
         response = await client.get(job["status_url"])
         if response.status_code != 200:

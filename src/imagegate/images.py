@@ -39,9 +39,7 @@ def decode_base64(value: str, *, param: str) -> bytes:
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidRequest(
-            f"{param} is not valid base64 (plain base64 or a data: URL).", param=param
-        ) from None
+        raise InvalidRequest(f"{param} is not valid base64 (plain base64 or a data: URL).", param=param) from None
 
 
 def inspect_image(data: bytes, *, param: str = "image") -> ImageInfo:
@@ -53,16 +51,12 @@ def inspect_image(data: bytes, *, param: str = "image") -> ImageInfo:
                 fmt = FORMATS.get(image.format or "")
                 width, height = image.size
                 if fmt is None:
-                    raise InvalidImage(
-                        f"{param} is a {image.format} image; use PNG, JPEG, WebP or GIF.", param=param
-                    )
+                    raise InvalidImage(f"{param} is a {image.format} image; use PNG, JPEG, WebP or GIF.", param=param)
                 if width * height > MAX_PIXELS:
                     raise InvalidImage(f"{param} is too large ({width}x{height} pixels).", param=param)
                 image.load()
     except InvalidImage:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError, Warning):
-        raise InvalidImage(
-            f"{param} is not a readable image (PNG, JPEG, WebP or GIF).", param=param
-        ) from None
+        raise InvalidImage(f"{param} is not a readable image (PNG, JPEG, WebP or GIF).", param=param) from None
     return ImageInfo(width, height, fmt, len(data), hashlib.sha256(data).hexdigest())

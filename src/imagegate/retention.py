@@ -61,9 +61,7 @@ async def _expire_batch(
         )
         if not ids:
             return False
-        keys = list(
-            (await session.scalars(select(JobImage.storage_key).where(JobImage.job_id.in_(ids)))).all()
-        )
+        keys = list((await session.scalars(select(JobImage.storage_key).where(JobImage.job_id.in_(ids)))).all())
         keys += (await session.scalars(select(JobInput.storage_key).where(JobInput.job_id.in_(ids)))).all()
         await session.execute(delete(JobImage).where(JobImage.job_id.in_(ids)))
         await session.execute(delete(JobInput).where(JobInput.job_id.in_(ids)))
@@ -88,14 +86,10 @@ async def _remove_orphans(
         keys = [obj.key for obj in batch]
         async with sessions() as session:
             referenced = set(
-                (
-                    await session.scalars(select(JobImage.storage_key).where(JobImage.storage_key.in_(keys)))
-                ).all()
+                (await session.scalars(select(JobImage.storage_key).where(JobImage.storage_key.in_(keys)))).all()
             )
             referenced |= set(
-                (
-                    await session.scalars(select(JobInput.storage_key).where(JobInput.storage_key.in_(keys)))
-                ).all()
+                (await session.scalars(select(JobInput.storage_key).where(JobInput.storage_key.in_(keys)))).all()
             )
         for obj in batch:
             if obj.key not in referenced:
@@ -115,9 +109,7 @@ async def _delete(storage: Storage, key: str, report: SweepReport, *, orphan: bo
             report.deleted_files += 1
 
 
-async def run_periodically(
-    *, sessions: async_sessionmaker[AsyncSession], storage: Storage, settings: Settings
-) -> None:
+async def run_periodically(*, sessions: async_sessionmaker[AsyncSession], storage: Storage, settings: Settings) -> None:
     """Sweep at start-up and then every cleanup interval, until cancelled."""
     while True:
         try:

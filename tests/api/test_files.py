@@ -10,9 +10,7 @@ from tests.conftest import Harness
 @pytest.fixture
 async def image_name(harness: Harness) -> str:
     """The name of one generated image."""
-    response = await harness.client.post(
-        "/v1/images/generate", json={"prompt": "x"}, headers=await harness.auth()
-    )
+    response = await harness.client.post("/v1/images/generate", json={"prompt": "x"}, headers=await harness.auth())
     name: str = response.json()["images"][0]["name"]
     return name
 

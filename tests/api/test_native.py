@@ -39,9 +39,7 @@ async def test_generate_waits_and_returns_downloadable_images(harness: Harness) 
     assert download.headers["content-type"] == "image/png"
     assert download.content == tiny_png(size=(32, 16))
     assert "immutable" in download.headers["cache-control"]
-    again = await harness.client.get(
-        job["images"][0]["url"], headers={"If-None-Match": download.headers["etag"]}
-    )
+    again = await harness.client.get(job["images"][0]["url"], headers={"If-None-Match": download.headers["etag"]})
     assert again.status_code == 304
 
 
@@ -90,7 +88,8 @@ async def test_backend_bugs_never_leak_details(harness: Harness, prompt: str) ->
     auth = await harness.auth()
     response = await post(harness, {"prompt": prompt}, auth)
     assert response.status_code == 502
-    assert "secret" not in response.text and "/srv" not in response.text
+    assert "secret" not in response.text
+    assert "/srv" not in response.text
     job = await harness.client.get(f"/v1/images/jobs/{response.json()['error']['job_id']}", headers=auth)
     assert job.json()["status"] == "failed"
     assert "secret" not in job.text
@@ -140,9 +139,7 @@ def _bad_inputs() -> list[tuple[str, dict[str, Any], int, str]]:
     ]
 
 
-@pytest.mark.parametrize(
-    ("case", "body", "status", "param"), _bad_inputs(), ids=[c[0] for c in _bad_inputs()]
-)
+@pytest.mark.parametrize(("case", "body", "status", "param"), _bad_inputs(), ids=[c[0] for c in _bad_inputs()])
 async def test_bad_input_gets_a_clear_4xx(
     harness: Harness, case: str, body: dict[str, Any], status: int, param: str
 ) -> None:
@@ -172,9 +169,7 @@ async def test_non_json_body_is_a_400(harness: Harness) -> None:
 async def test_reference_over_the_byte_limit_is_413(harness: Harness) -> None:
     harness.app.state.settings.max_reference_bytes = 2048
     big = tiny_png(size=(300, 300), colour=(1, 2, 3)) + b"\0" * 3000
-    response = await post(
-        harness, {"prompt": "x", "reference_images_base64": [b64(big)]}, await harness.auth()
-    )
+    response = await post(harness, {"prompt": "x", "reference_images_base64": [b64(big)]}, await harness.auth())
     assert response.status_code == 413
     assert response.json()["error"]["param"] == "reference_images_base64[0]"
 
@@ -219,13 +214,12 @@ async def test_references_go_to_storage_and_reach_the_backend(harness: Harness) 
     async with harness.app.state.sessions() as session:
         job = await session.get(Job, 1)
     assert job is not None
-    assert "base64" not in str(job.params) and job.prompt == "edit"
+    assert "base64" not in str(job.params)
+    assert job.prompt == "edit"
 
 
 async def test_single_reference_alias(harness: Harness) -> None:
-    response = await post(
-        harness, {"prompt": "edit", "reference_image_base64": b64(tiny_png())}, await harness.auth()
-    )
+    response = await post(harness, {"prompt": "edit", "reference_image_base64": b64(tiny_png())}, await harness.auth())
     assert response.status_code == 200
     assert len(harness.fake.requests[0].references) == 1
 
@@ -297,7 +291,8 @@ async def test_delete_removes_the_job_and_its_files(harness: Harness) -> None:
     files = harness.app.state.settings.data_dir / "files"
     assert list(files.rglob("*.png"))
     deleted = await harness.client.delete(f"/v1/images/jobs/{job['id']}", headers=auth)
-    assert deleted.status_code == 200 and deleted.json()["deleted"] is True
+    assert deleted.status_code == 200
+    assert deleted.json()["deleted"] is True
     assert not list(files.rglob("*.png"))
     assert (await harness.client.get(job["images"][0]["url"])).status_code == 404
     assert (await harness.client.get(f"/v1/images/jobs/{job['id']}", headers=auth)).status_code == 404
@@ -315,6 +310,8 @@ async def test_delete_a_running_job_is_a_conflict(harness: Harness) -> None:
 
 async def test_unknown_route_and_method_use_the_error_shape(harness: Harness) -> None:
     missing = await harness.client.get("/v1/nothing")
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
     wrong = await harness.client.get(GENERATE)
-    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["code"] == "method_not_allowed"

@@ -89,9 +89,7 @@ async def _orphan_running_job(harness: Harness, auth: dict[str, str], *, attempt
     async with harness.app.state.sessions() as session, session.begin():
         session.add(Worker(id="wrk_dead", hostname=socket.gethostname(), pid=_dead_pid()))
         await session.flush()
-        await session.execute(
-            update(Job).where(Job.id == job_id).values(worker_id="wrk_dead", attempts=attempts)
-        )
+        await session.execute(update(Job).where(Job.id == job_id).values(worker_id="wrk_dead", attempts=attempts))
     return job_id
 
 
@@ -116,7 +114,8 @@ async def test_a_job_whose_worker_died_is_retried_once(harness: Harness) -> None
     await wait_status(harness, job_id, auth, "succeeded")
     async with harness.app.state.sessions() as session:
         job = await session.scalar(select(Job).where(Job.id == job_id))
-        assert job is not None and job.attempts == 2
+        assert job is not None
+        assert job.attempts == 2
         assert await session.get(Worker, "wrk_dead") is None
 
 
@@ -177,4 +176,5 @@ async def test_shutdown_lets_running_jobs_finish_within_the_grace(harness_with: 
         asyncio.get_running_loop().call_soon(harness.fake.open, "gate:finishing")
     async with sessions() as session:
         job = await session.scalar(select(Job).where(Job.id == job_id))
-        assert job is not None and job.status == JobStatus.SUCCEEDED
+        assert job is not None
+        assert job.status == JobStatus.SUCCEEDED

@@ -13,7 +13,8 @@ from tests.conftest import Harness
 async def test_tokens_are_random_and_stored_only_as_a_hash(harness: Harness) -> None:
     key, token = await harness.new_key("ci")
     _other, other_token = await harness.new_key("ci")
-    assert token.startswith("ig_") and len(token) >= 3 + 43
+    assert token.startswith("ig_")
+    assert len(token) >= 3 + 43
     assert token != other_token
     async with harness.app.state.sessions() as session:
         stored = await session.scalar(select(ApiKey).where(ApiKey.id == key.id))
@@ -28,7 +29,8 @@ async def test_verify_records_last_use(harness: Harness) -> None:
     assert key.last_used_at is None
     async with harness.app.state.sessions() as session, session.begin():
         verified = await keys.verify(session, token)
-    assert verified.id == key.id and verified.last_used_at is not None
+    assert verified.id == key.id
+    assert verified.last_used_at is not None
 
 
 async def test_deleting_a_key_keeps_its_jobs_marked_with_the_handle(harness: Harness) -> None:
@@ -42,5 +44,6 @@ async def test_deleting_a_key_keeps_its_jobs_marked_with_the_handle(harness: Har
     async with harness.app.state.sessions() as session:
         job = await session.scalar(select(Job).where(Job.id == response.json()["id"]))
     assert job is not None
-    assert job.key_id is None and job.key_handle == key.handle
+    assert job.key_id is None
+    assert job.key_handle == key.handle
     assert job.status == "succeeded"

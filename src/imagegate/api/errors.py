@@ -99,9 +99,7 @@ def install(app: FastAPI, renderers: list[tuple[str, Renderer]] | None = None) -
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return render(
-            request, ImagegateError("Internal server error; the operator can find details in the log.")
-        )
+        return render(request, ImagegateError("Internal server error; the operator can find details in the log."))
 
     app.add_exception_handler(ImagegateError, on_domain)
     app.add_exception_handler(RequestValidationError, on_validation)

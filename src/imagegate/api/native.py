@@ -33,9 +33,7 @@ class GenerateBody(BaseModel):
     quality: str = Field(default="auto", description="auto, low, medium, high (standard, hd for DALL-E).")
     count: int = Field(default=1, description="How many images.")
     output_format: str = Field(default="png", description="png, jpeg or webp.")
-    reference_images_base64: list[str] | None = Field(
-        default=None, description="Reference images (edit mode)."
-    )
+    reference_images_base64: list[str] | None = Field(default=None, description="Reference images (edit mode).")
     reference_image_base64: str | None = Field(default=None, description="One reference image (alias).")
 
 
@@ -105,9 +103,7 @@ async def _references(body: GenerateBody) -> tuple[Reference, ...]:
     if body.reference_image_base64 is not None:
         items = [("reference_image_base64", body.reference_image_base64)]
     else:
-        items = [
-            (f"reference_images_base64[{i}]", v) for i, v in enumerate(body.reference_images_base64 or [])
-        ]
+        items = [(f"reference_images_base64[{i}]", v) for i, v in enumerate(body.reference_images_base64 or [])]
     decoded = []
     for param, value in items:
         data = await asyncio.to_thread(decode_base64, value, param=param)
@@ -154,9 +150,7 @@ async def generate(
     respond_async = prefer is not None and "respond-async" in prefer.lower()
     if respond_async or ctx.settings.wait_timeout_seconds == 0:
         return _accepted(job, base, preference_applied=respond_async)
-    job = await service.wait_until_finished(
-        ctx=ctx, job_id=job.id, key=key, timeout=ctx.settings.wait_timeout_seconds
-    )
+    job = await service.wait_until_finished(ctx=ctx, job_id=job.id, key=key, timeout=ctx.settings.wait_timeout_seconds)
     if not job.is_finished:
         return _accepted(job, base, preference_applied=False)
     return _finished_response(job, base)

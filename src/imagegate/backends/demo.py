@@ -38,9 +38,7 @@ class DemoBackend:
         if self.options.delay_seconds:
             await asyncio.sleep(self.options.delay_seconds)
         log.write(f"demo: rendering {request.count} image(s) at {request.width}x{request.height}\n")
-        images = [
-            OutputImage(await asyncio.to_thread(render, request, index)) for index in range(request.count)
-        ]
+        images = [OutputImage(await asyncio.to_thread(render, request, index)) for index in range(request.count)]
         return BackendResult(images=images, metadata={"revised_prompt": None})
 
     async def aclose(self) -> None:

@@ -39,9 +39,7 @@ class Job(Base):
     )
 
     # seq orders the queue (FIFO within a fairness tag); id is the public, random name.
-    seq: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(40), unique=True)
     key_id: Mapped[int | None] = mapped_column(ForeignKey("api_key.id", ondelete="SET NULL"))
     key_handle: Mapped[str] = mapped_column(String(32))

@@ -173,9 +173,7 @@ async def settle_interrupted(
 
 async def _settle(sessions: async_sessionmaker[AsyncSession], claimed: Claimed, **values: Any) -> bool:
     async with sessions() as session, session.begin():
-        result = await session.execute(
-            update(Job).where(_owned(claimed)).values(finished_at=utcnow(), **values)
-        )
+        result = await session.execute(update(Job).where(_owned(claimed)).values(finished_at=utcnow(), **values))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -207,9 +205,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-async def dead_workers(
-    sessions: async_sessionmaker[AsyncSession], *, me: str, stale_after: float
-) -> set[str]:
+async def dead_workers(sessions: async_sessionmaker[AsyncSession], *, me: str, stale_after: float) -> set[str]:
     """Workers that stopped: heartbeat too old, or on this host with their process gone."""
     host, pid = socket.gethostname(), os.getpid()
     cutoff = utcnow() - timedelta(seconds=stale_after)
@@ -255,9 +251,5 @@ async def cancel_requested(sessions: async_sessionmaker[AsyncSession], job_ids: 
         return []
     async with sessions() as session:
         return list(
-            (
-                await session.scalars(
-                    select(Job.id).where(Job.id.in_(job_ids), Job.cancel_requested.is_(True))
-                )
-            ).all()
+            (await session.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.cancel_requested.is_(True)))).all()
         )

@@ -68,13 +68,10 @@ def validate(request: GenerationRequest, settings: Settings) -> ValidRequest:
         raise InvalidRequest(f"quality must be one of: {', '.join(QUALITIES)}.", param="quality")
     output_format = FORMAT_ALIASES.get(request.output_format, request.output_format)
     if output_format not in OUTPUT_FORMATS:
-        raise InvalidRequest(
-            f"output_format must be one of: {', '.join(OUTPUT_FORMATS)}.", param="output_format"
-        )
+        raise InvalidRequest(f"output_format must be one of: {', '.join(OUTPUT_FORMATS)}.", param="output_format")
     if len(request.references) > settings.max_reference_images:
         raise InvalidRequest(
-            f"{len(request.references)} reference images given; "
-            f"the limit is {settings.max_reference_images}.",
+            f"{len(request.references)} reference images given; the limit is {settings.max_reference_images}.",
             param=request.references[0].param.split("[")[0] if request.references else "references",
         )
     size = "auto" if request.size == "auto" else f"{width}x{height}"
@@ -87,9 +84,7 @@ def parse_size(size: str, max_side: int) -> tuple[int, int]:
         return AUTO_SIZE
     match = SIZE.match(size)
     if not match:
-        raise InvalidRequest(
-            f"size {size!r} is malformed; use WIDTHxHEIGHT such as 1024x1024, or auto.", param="size"
-        )
+        raise InvalidRequest(f"size {size!r} is malformed; use WIDTHxHEIGHT such as 1024x1024, or auto.", param="size")
     width, height = int(match[1]), int(match[2])
     if not (MIN_SIDE <= width <= max_side and MIN_SIDE <= height <= max_side):
         raise InvalidRequest(

@@ -110,9 +110,7 @@ class Scheduler:
             wake.clear()
             try:
                 async with self.ctx.sessions() as session, session.begin():
-                    claimed = await queue.claim(
-                        session, backend=backend, limit=limit, worker_id=self.worker_id
-                    )
+                    claimed = await queue.claim(session, backend=backend, limit=limit, worker_id=self.worker_id)
             except Exception:
                 slots.release()
                 logger.exception("claiming a %s job failed; retrying", backend)
@@ -192,9 +190,7 @@ class Scheduler:
 
     async def _backend_request(self, claimed: Claimed) -> BackendRequest:
         async with self.ctx.sessions() as session:
-            job = await session.scalar(
-                select(Job).where(Job.id == claimed.job_id).options(selectinload(Job.inputs))
-            )
+            job = await session.scalar(select(Job).where(Job.id == claimed.job_id).options(selectinload(Job.inputs)))
         if job is None:
             raise BackendError("The job disappeared before it ran.")
         references = []

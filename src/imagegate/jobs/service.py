@@ -118,9 +118,7 @@ async def _insert_queued(ctx: JobContext, job: Job) -> None:
         job.fair_tag = await _fair_tag(session, job)
         session.add(job)
         await session.flush()
-        queued = await session.scalar(
-            select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED)
-        )
+        queued = await session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED))
         if (queued or 0) > ctx.settings.queue_max_size:
             raise QueueFull(
                 f"The queue is full ({ctx.settings.queue_max_size} jobs waiting); retry in a few seconds.",
@@ -136,9 +134,7 @@ async def _fair_tag(session: AsyncSession, job: Job) -> int:
     backlog therefore alternates with newcomers instead of making them wait behind all of it.
     """
     active = Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])
-    virtual_time = await session.scalar(
-        select(func.min(Job.fair_tag)).where(active, Job.backend == job.backend)
-    )
+    virtual_time = await session.scalar(select(func.min(Job.fair_tag)).where(active, Job.backend == job.backend))
     last_of_key = await session.scalar(
         select(func.max(Job.fair_tag)).where(Job.key_id == job.key_id, active, Job.backend == job.backend)
     )
@@ -151,9 +147,7 @@ async def _fair_tag(session: AsyncSession, job: Job) -> int:
 async def get_job(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Job:
     """The job with its images and inputs; NotFound for other keys' jobs (their existence is not revealed)."""
     async with ctx.sessions() as session:
-        statement = (
-            select(Job).where(Job.id == job_id).options(selectinload(Job.images), selectinload(Job.inputs))
-        )
+        statement = select(Job).where(Job.id == job_id).options(selectinload(Job.images), selectinload(Job.inputs))
         if key is not None:
             statement = statement.where(Job.key_id == key.id)
         job = await session.scalar(statement)
@@ -186,13 +180,9 @@ async def list_jobs(*, ctx: JobContext, key: ApiKey, limit: int, cursor: str | N
             )
             row = anchor.first()
             if row is None:
-                raise NotFound(
-                    f"Unknown cursor {cursor!r}; use next_cursor from the previous page.", param="cursor"
-                )
+                raise NotFound(f"Unknown cursor {cursor!r}; use next_cursor from the previous page.", param="cursor")
             statement = statement.where(
-                or_(
-                    Job.created_at < row.created_at, and_(Job.created_at == row.created_at, Job.seq < row.seq)
-                )
+                or_(Job.created_at < row.created_at, and_(Job.created_at == row.created_at, Job.seq < row.seq))
             )
         jobs = list((await session.scalars(statement)).all())
     has_more = len(jobs) > limit

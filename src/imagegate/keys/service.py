@@ -36,9 +36,7 @@ def new_handle() -> str:
     return HANDLE_PREFIX + secrets.token_hex(6)
 
 
-async def create_key(
-    session: AsyncSession, *, name: str, expires_at: datetime | None = None
-) -> tuple[ApiKey, str]:
+async def create_key(session: AsyncSession, *, name: str, expires_at: datetime | None = None) -> tuple[ApiKey, str]:
     """Store a new key and return it with its raw token, which is never shown again."""
     token = new_token()
     key = ApiKey(

@@ -50,9 +50,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "job",
-        sa.Column(
-            "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("key_id", sa.Integer(), nullable=True),
         sa.Column("key_handle", sa.String(length=32), nullable=False),
@@ -80,9 +78,7 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["key_id"], ["api_key.id"], name=op.f("fk_job_key_id_api_key"), ondelete="SET NULL"
-        ),
+        sa.ForeignKeyConstraint(["key_id"], ["api_key.id"], name=op.f("fk_job_key_id_api_key"), ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_job")),
         sa.UniqueConstraint("id", name=op.f("uq_job_id")),
     )
@@ -106,9 +102,7 @@ def upgrade() -> None:
         sa.Column("bytes", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["job_id"], ["job.id"], name=op.f("fk_job_image_job_id_job"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["job_id"], ["job.id"], name=op.f("fk_job_image_job_id_job"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_image")),
         sa.UniqueConstraint("name", name=op.f("uq_job_image_name")),
     )
@@ -126,9 +120,7 @@ def upgrade() -> None:
         sa.Column("format", sa.String(length=8), nullable=False),
         sa.Column("bytes", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["job_id"], ["job.id"], name=op.f("fk_job_input_job_id_job"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["job_id"], ["job.id"], name=op.f("fk_job_input_job_id_job"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_input")),
     )
     with op.batch_alter_table("job_input", schema=None) as batch_op:
