@@ -1,0 +1,88 @@
+"""A real `imagegate serve` process on a free loopback port, for acceptance tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx2
+
+from tests.fakes.postgres import free_port
+
+START_TIMEOUT_SECONDS = 30
+
+
+class ServerProcess:
+    """A running server: its URL, process and captured output."""
+
+    def __init__(self, process: subprocess.Popen[str], url: str, log: Path) -> None:
+        self.process = process
+        self.url = url
+        self.log = log
+
+    def output(self) -> str:
+        """Everything the server printed so far."""
+        return self.log.read_text()
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies mid-work, as in a crash or power loss."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def terminate(self) -> int:
+        """SIGTERM and wait for a graceful exit; returns the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+def imagegate(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the imagegate command as a user would."""
+    return subprocess.run([sys.executable, "-m", "imagegate.cli", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+@contextmanager
+def serve(env: dict[str, str], cwd: Path, name: str = "server") -> Iterator[ServerProcess]:
+    """Start `imagegate serve`, wait until /health answers, and stop it afterwards."""
+    port = free_port()
+    log = cwd / f"{name}-{port}.log"
+    with open(log, "w") as sink:
+        process = subprocess.Popen(  # noqa: S603 - our own command
+            [sys.executable, "-m", "imagegate.cli", "serve", "--port", str(port)],
+            env=env, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, text=True,
+        )
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", log)
+    try:
+        _wait_healthy(server)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _wait_healthy(server: ServerProcess) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{server.output()}")
+        try:
+            if httpx2.get(f"{server.url}/health", timeout=1).status_code == 200:
+                return
+        except httpx2.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"server did not become healthy:\n{server.output()}")
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """The current environment without IMAGEGATE_* settings, plus extra."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGATE_")}
+    env.update(extra)
+    return env

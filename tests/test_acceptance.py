@@ -1,0 +1,79 @@
+"""Real server processes: the README quick start, and a crash mid-job that the next start settles."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from PIL import Image
+
+from tests.fakes.server import base_env, imagegate, serve
+
+pytestmark = pytest.mark.acceptance
+SLOW_DEMO = json.dumps({"demo": {"type": "demo", "concurrency": 2, "options": {"delay_seconds": 3600}}})
+
+
+def _poll(url: str, headers: dict[str, str], until: set[str], timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = httpx2.get(url, headers=headers, timeout=5).json()
+        if job["status"] in until or time.monotonic() > deadline:
+            return job
+        time.sleep(0.05)
+
+
+def test_quick_start_as_a_new_user(tmp_path: Path) -> None:
+    env = base_env()
+    with serve(env, tmp_path) as server:
+        assert "generated an admin password" in server.output()
+        created = imagegate("keys", "create", "me", env=env, cwd=tmp_path)
+        assert created.returncode == 0, created.stderr
+        token = created.stdout.strip().splitlines()[-1]
+        headers = {"Authorization": f"Bearer {token}"}
+
+        response = httpx2.post(f"{server.url}/v1/images/generate", headers=headers, timeout=60,
+                               json={"prompt": "a lighthouse at dusk", "size": "256x256"})
+        assert response.status_code == 200, response.text
+        image = httpx2.get(response.json()["images"][0]["url"], timeout=10)
+        assert image.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(image.content)).size == (256, 256)
+
+        out = tmp_path / "out" / "cat.webp"
+        client = imagegate("generate", "a cat", "-o", str(out), "--url", server.url, "--key", token,
+                           "--size", "128x96", "--count", "2", env=env, cwd=tmp_path)
+        assert client.returncode == 0, client.stderr
+        assert Image.open(out).size == (128, 96)
+        assert Image.open(out).format == "WEBP"
+        assert Image.open(tmp_path / "out" / "cat-2.webp").format == "WEBP"
+        assert (tmp_path / "data" / "imagegate.db").exists()
+        assert server.terminate() in (0, -15)  # uvicorn re-raises SIGTERM after a clean shutdown
+        assert "Application shutdown complete" in server.output()
+    with serve(env, tmp_path, name="again") as server:
+        assert "generated an admin password" not in server.output()
+        jobs = httpx2.get(f"{server.url}/v1/images/jobs", headers=headers, timeout=10).json()
+        assert len(jobs["data"]) == 2
+
+
+def test_a_job_running_when_the_server_is_killed_settles_on_the_next_start(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = base_env(IMAGEGATE_DATABASE_URL=database_url, IMAGEGATE_DATA_DIR=str(tmp_path / "data"),
+                   IMAGEGATE_ADMIN_PASSWORD="x" * 16)
+    token = imagegate("keys", "create", "crash", env=env, cwd=tmp_path).stdout.strip().splitlines()[-1]
+    headers = {"Authorization": f"Bearer {token}"}
+    with serve({**env, "IMAGEGATE_BACKENDS": SLOW_DEMO}, tmp_path, name="slow") as server:
+        accepted = httpx2.post(f"{server.url}/v1/images/generate", json={"prompt": "interrupted"},
+                               headers={**headers, "Prefer": "respond-async"}, timeout=10)
+        assert accepted.status_code == 202
+        job_path = f"/v1/images/jobs/{accepted.json()['id']}"
+        assert _poll(server.url + job_path, headers, {"running"})["status"] == "running"
+        server.kill()
+    with serve(env, tmp_path, name="recovered") as server:
+        job = _poll(server.url + job_path, headers, {"succeeded", "failed"})
+        assert job["status"] == "succeeded"
+        assert len(job["images"]) == 1
