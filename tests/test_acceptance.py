@@ -36,16 +36,34 @@ def test_quick_start_as_a_new_user(tmp_path: Path) -> None:
         token = created.stdout.strip().splitlines()[-1]
         headers = {"Authorization": f"Bearer {token}"}
 
-        response = httpx2.post(f"{server.url}/v1/images/generate", headers=headers, timeout=60,
-                               json={"prompt": "a lighthouse at dusk", "size": "256x256"})
+        response = httpx2.post(
+            f"{server.url}/v1/images/generate",
+            headers=headers,
+            timeout=60,
+            json={"prompt": "a lighthouse at dusk", "size": "256x256"},
+        )
         assert response.status_code == 200, response.text
         image = httpx2.get(response.json()["images"][0]["url"], timeout=10)
         assert image.headers["content-type"] == "image/png"
         assert Image.open(io.BytesIO(image.content)).size == (256, 256)
 
         out = tmp_path / "out" / "cat.webp"
-        client = imagegate("generate", "a cat", "-o", str(out), "--url", server.url, "--key", token,
-                           "--size", "128x96", "--count", "2", env=env, cwd=tmp_path)
+        client = imagegate(
+            "generate",
+            "a cat",
+            "-o",
+            str(out),
+            "--url",
+            server.url,
+            "--key",
+            token,
+            "--size",
+            "128x96",
+            "--count",
+            "2",
+            env=env,
+            cwd=tmp_path,
+        )
         assert client.returncode == 0, client.stderr
         assert Image.open(out).size == (128, 96)
         assert Image.open(out).format == "WEBP"
@@ -59,16 +77,21 @@ def test_quick_start_as_a_new_user(tmp_path: Path) -> None:
         assert len(jobs["data"]) == 2
 
 
-def test_a_job_running_when_the_server_is_killed_settles_on_the_next_start(
-    database_url: str, tmp_path: Path
-) -> None:
-    env = base_env(IMAGEGATE_DATABASE_URL=database_url, IMAGEGATE_DATA_DIR=str(tmp_path / "data"),
-                   IMAGEGATE_ADMIN_PASSWORD="x" * 16)
+def test_a_job_running_when_the_server_is_killed_settles_on_the_next_start(database_url: str, tmp_path: Path) -> None:
+    env = base_env(
+        IMAGEGATE_DATABASE_URL=database_url,
+        IMAGEGATE_DATA_DIR=str(tmp_path / "data"),
+        IMAGEGATE_ADMIN_PASSWORD="x" * 16,
+    )
     token = imagegate("keys", "create", "crash", env=env, cwd=tmp_path).stdout.strip().splitlines()[-1]
     headers = {"Authorization": f"Bearer {token}"}
     with serve({**env, "IMAGEGATE_BACKENDS": SLOW_DEMO}, tmp_path, name="slow") as server:
-        accepted = httpx2.post(f"{server.url}/v1/images/generate", json={"prompt": "interrupted"},
-                               headers={**headers, "Prefer": "respond-async"}, timeout=10)
+        accepted = httpx2.post(
+            f"{server.url}/v1/images/generate",
+            json={"prompt": "interrupted"},
+            headers={**headers, "Prefer": "respond-async"},
+            timeout=10,
+        )
         assert accepted.status_code == 202
         job_path = f"/v1/images/jobs/{accepted.json()['id']}"
         assert _poll(server.url + job_path, headers, {"running"})["status"] == "running"

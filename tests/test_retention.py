@@ -25,9 +25,7 @@ async def _make_jobs(harness: Harness, count: int) -> list[dict[str, object]]:
 
 async def _age(harness: Harness, job_ids: list[str], days: float) -> None:
     async with harness.app.state.sessions() as session, session.begin():
-        await session.execute(
-            update(Job).where(Job.id.in_(job_ids)).values(expires_at=utcnow() - timedelta(days=days))
-        )
+        await session.execute(update(Job).where(Job.id.in_(job_ids)).values(expires_at=utcnow() - timedelta(days=days)))
 
 
 async def test_sweep_expires_due_jobs_in_batches_until_none_is_left(
@@ -81,8 +79,9 @@ async def test_orphans_are_removed_after_the_grace_period(harness: Harness) -> N
     for image in job["images"]:  # type: ignore[attr-defined]
         os.utime(storage.path_for(f"images/{image['name']}"), (old, old))
 
-    report = await retention.sweep(sessions=harness.app.state.sessions, storage=storage,
-                                   settings=harness.app.state.settings)
+    report = await retention.sweep(
+        sessions=harness.app.state.sessions, storage=storage, settings=harness.app.state.settings
+    )
 
     assert report.orphan_files == 2
     assert not storage.path_for("images/AAAAAAAAAAAAAAAAAAAAAAAA.png").exists()

@@ -51,16 +51,16 @@ def test_file_variant_reads_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 def test_environment_beats_file_variant_beats_toml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "imagegate.toml"
-    config.write_text('port = 7000\nhost = "0.0.0.0"\nretention_days = 2\n[models]\ndemo = "demo"\n')
+    config.write_text('port = 7000\nhost = "::"\nretention_days = 2\n[models]\ndemo = "demo"\n')
     port_file = tmp_path / "port"
     port_file.write_text("7100")
     monkeypatch.setenv("IMAGEGATE_PORT_FILE", str(port_file))
     settings = load_settings(config)
-    assert (settings.port, settings.host, settings.retention_days) == (7100, "0.0.0.0", 2)
+    assert (settings.port, settings.host, settings.retention_days) == (7100, "::", 2)
     monkeypatch.setenv("IMAGEGATE_PORT", "7200")
     assert load_settings(config).port == 7200
     monkeypatch.setenv("IMAGEGATE_CONFIG", str(config))
-    assert load_settings().host == "0.0.0.0"
+    assert load_settings().host == "::"
 
 
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:

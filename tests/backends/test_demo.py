@@ -19,8 +19,16 @@ def _backend(tmp_path: Path) -> DemoBackend:
 
 
 def _request(**overrides: object) -> BackendRequest:
-    values: dict[str, object] = {"job_id": "img_x", "model": "demo", "prompt": "a lighthouse at dusk", "width": 96,
-                                 "height": 64, "quality": "auto", "output_format": "png", "count": 1}
+    values: dict[str, object] = {
+        "job_id": "img_x",
+        "model": "demo",
+        "prompt": "a lighthouse at dusk",
+        "width": 96,
+        "height": 64,
+        "quality": "auto",
+        "output_format": "png",
+        "count": 1,
+    }
     values.update(overrides)
     return BackendRequest(**values)  # type: ignore[arg-type]
 

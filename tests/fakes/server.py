@@ -43,8 +43,15 @@ class ServerProcess:
 
 def imagegate(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run the imagegate command as a user would."""
-    return subprocess.run([sys.executable, "-m", "imagegate.cli", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "imagegate.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @contextmanager
@@ -53,9 +60,13 @@ def serve(env: dict[str, str], cwd: Path, name: str = "server") -> Iterator[Serv
     port = free_port()
     log = cwd / f"{name}-{port}.log"
     with open(log, "w") as sink:
-        process = subprocess.Popen(  # noqa: S603 - our own command
+        process = subprocess.Popen(
             [sys.executable, "-m", "imagegate.cli", "serve", "--port", str(port)],
-            env=env, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, text=True,
+            env=env,
+            cwd=cwd,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
     server = ServerProcess(process, f"http://127.0.0.1:{port}", log)
     try:
