@@ -12,7 +12,7 @@ import httpx2
 import pytest
 from PIL import Image
 
-from tests.fakes.server import base_env, imagegate, serve
+from tests.fakes.server import base_env, imagegate, serve, worker
 
 pytestmark = pytest.mark.acceptance
 SLOW_DEMO = json.dumps({"demo": {"type": "demo", "concurrency": 2, "options": {"delay_seconds": 3600}}})
@@ -100,3 +100,31 @@ def test_a_job_running_when_the_server_is_killed_settles_on_the_next_start(datab
         job = _poll(server.url + job_path, headers, {"succeeded", "failed"})
         assert job["status"] == "succeeded"
         assert len(job["images"]) == 1
+
+
+def test_api_process_without_workers_and_a_separate_worker_process(database_url: str, tmp_path: Path) -> None:
+    env = base_env(
+        IMAGEGATE_DATABASE_URL=database_url,
+        IMAGEGATE_DATA_DIR=str(tmp_path / "data"),
+        IMAGEGATE_ADMIN_PASSWORD="x" * 16,
+        IMAGEGATE_POLL_INTERVAL_SECONDS="0.1",
+    )
+    token = imagegate("keys", "create", "split", env=env, cwd=tmp_path).stdout.strip().splitlines()[-1]
+    headers = {"Authorization": f"Bearer {token}"}
+    with serve({**env, "IMAGEGATE_RUN_SCHEDULER": "false"}, tmp_path, name="api") as server:
+        queued = httpx2.post(
+            f"{server.url}/v1/images/generate",
+            json={"prompt": "who runs me"},
+            headers={**headers, "Prefer": "respond-async"},
+            timeout=10,
+        )
+        assert queued.status_code == 202
+        with worker(env, tmp_path) as process:
+            job = _poll(queued.json()["status_url"], headers, {"succeeded", "failed"})
+            assert job["status"] == "succeeded"
+            waited = httpx2.post(
+                f"{server.url}/v1/images/generate", json={"prompt": "and me"}, headers=headers, timeout=30
+            )
+            assert waited.status_code == 200, waited.text
+            assert process.poll() is None
+        assert process.returncode == 0

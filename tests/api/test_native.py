@@ -315,3 +315,14 @@ async def test_unknown_route_and_method_use_the_error_shape(harness: Harness) ->
     wrong = await harness.client.get(GENERATE)
     assert wrong.status_code == 405
     assert wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("content", [b"", b"[1, 2]", b'"prompt"', b"null"])
+async def test_a_body_that_is_not_an_object_is_a_400(harness: Harness, content: bytes) -> None:
+    response = await harness.client.post(
+        GENERATE, content=content, headers={**await harness.auth(), "content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert "JSON" in response.json()["error"]["message"]
+    assert "None" not in response.json()["error"]["message"]

@@ -78,6 +78,24 @@ def serve(env: dict[str, str], cwd: Path, name: str = "server") -> Iterator[Serv
             process.wait(timeout=10)
 
 
+@contextmanager
+def worker(env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[str]]:
+    """Start `imagegate worker` (no HTTP); stop it with SIGTERM afterwards."""
+    log = open(cwd / "worker.log", "w")  # noqa: SIM115 - closed below, after the process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "imagegate.cli", "worker"], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
 def _wait_healthy(server: ServerProcess) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
 from imagegate.db import utcnow
 from imagegate.jobs.models import Job, JobInput, JobStatus, Worker
+from imagegate.jobs.queue import host_identity
 from tests.api.test_native import ASYNC, GENERATE, b64
 from tests.conftest import Harness, HarnessFactory, fake_backends
 from tests.fakes.backends import tiny_png
@@ -87,7 +87,7 @@ async def _orphan_running_job(harness: Harness, auth: dict[str, str], *, attempt
     job_id = await submit(harness, "gate:orphan", auth)
     await harness.fake.wait_started(1)
     async with harness.app.state.sessions() as session, session.begin():
-        session.add(Worker(id="wrk_dead", hostname=socket.gethostname(), pid=_dead_pid()))
+        session.add(Worker(id="wrk_dead", hostname=host_identity(), pid=_dead_pid()))
         await session.flush()
         await session.execute(update(Job).where(Job.id == job_id).values(worker_id="wrk_dead", attempts=attempts))
     return job_id

@@ -53,14 +53,14 @@ def validation_to_error(exc: RequestValidationError) -> InvalidRequest:
     location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
     param = _dotted(location) or None
     kind = first.get("type", "")
+    if kind == "json_invalid":
+        return InvalidRequest("The body is not valid JSON.")
+    if param is None:
+        return InvalidRequest("The body must be a JSON object with the request's fields.")
     if kind == "extra_forbidden":
         return InvalidRequest(f"Unknown field {param!r}; remove it.", param=param)
     if kind == "missing":
         return InvalidRequest(f"{param} is required.", param=param)
-    if kind == "json_invalid":
-        return InvalidRequest("The body is not valid JSON.")
-    if kind == "model_attributes_type":
-        return InvalidRequest("The body must be a JSON object.")
     message = first.get("msg", "invalid value")
     return InvalidRequest(f"{param}: {message}." if param else f"{message}.", param=param)
 

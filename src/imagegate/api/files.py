@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 
 from fastapi import APIRouter, Request, Response
@@ -30,11 +32,13 @@ async def generated(name: str, request: Request) -> Response:
     key = f"images/{name}"
     path = storage.local_path(key)
     if path is not None:
-        if not path.is_file():
-            raise NotFound("No such image (it may have expired or been deleted).")
+        try:
+            stat = await asyncio.to_thread(os.stat, path)
+        except FileNotFoundError:
+            raise NotFound("No such image (it may have expired or been deleted).") from None
         if etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
-        return FileResponse(path, media_type=CONTENT_TYPES[match[1]], headers=headers)
+        return FileResponse(path, media_type=CONTENT_TYPES[match[1]], headers=headers, stat_result=stat)
     try:
         data = await storage.get(key)
     except FileNotFoundError:

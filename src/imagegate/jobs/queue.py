@@ -180,7 +180,7 @@ async def _settle(sessions: async_sessionmaker[AsyncSession], claimed: Claimed, 
 async def register_worker(sessions: async_sessionmaker[AsyncSession], worker_id: str) -> None:
     """Announce this process as a worker."""
     async with sessions() as session, session.begin():
-        session.add(Worker(id=worker_id, hostname=socket.gethostname(), pid=os.getpid()))
+        session.add(Worker(id=worker_id, hostname=host_identity(), pid=os.getpid()))
 
 
 async def heartbeat(sessions: async_sessionmaker[AsyncSession], worker_id: str) -> None:
@@ -195,6 +195,15 @@ async def unregister_worker(sessions: async_sessionmaker[AsyncSession], worker_i
         await session.execute(delete(Worker).where(Worker.id == worker_id))
 
 
+def host_identity() -> str:
+    """This host and PID namespace: only processes sharing both can judge each other's pids."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}#{namespace}"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -207,7 +216,7 @@ def _pid_alive(pid: int) -> bool:
 
 async def dead_workers(sessions: async_sessionmaker[AsyncSession], *, me: str, stale_after: float) -> set[str]:
     """Workers that stopped: heartbeat too old, or on this host with their process gone."""
-    host, pid = socket.gethostname(), os.getpid()
+    host, pid = host_identity(), os.getpid()
     cutoff = utcnow() - timedelta(seconds=stale_after)
     async with sessions() as session:
         workers = (await session.scalars(select(Worker).where(Worker.id != me))).all()
