@@ -79,7 +79,7 @@ def serve(env: dict[str, str], cwd: Path, name: str = "server") -> Iterator[Serv
 
 
 @contextmanager
-def worker(env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[str]]:
+def worker(env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Start `imagegate worker` (no HTTP); stop it with SIGTERM afterwards."""
     log = open(cwd / "worker.log", "w")  # noqa: SIM115 - closed below, after the process
     process = subprocess.Popen(
