@@ -77,14 +77,21 @@ def test_quick_start_as_a_new_user(tmp_path: Path) -> None:
         assert len(jobs["data"]) == 2
 
 
-def test_a_job_running_when_the_server_is_killed_settles_on_the_next_start(database_url: str, tmp_path: Path) -> None:
+def _env_with_key(database_url: str, tmp_path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Server environment on the test database, and auth headers for a key made with the CLI."""
     env = base_env(
         IMAGEGATE_DATABASE_URL=database_url,
         IMAGEGATE_DATA_DIR=str(tmp_path / "data"),
         IMAGEGATE_ADMIN_PASSWORD="x" * 16,
+        IMAGEGATE_POLL_INTERVAL_SECONDS="0.1",
     )
-    token = imagegate("keys", "create", "crash", env=env, cwd=tmp_path).stdout.strip().splitlines()[-1]
-    headers = {"Authorization": f"Bearer {token}"}
+    created = imagegate("keys", "create", "acceptance", env=env, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    return env, {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
+
+
+def test_a_job_running_when_the_server_is_killed_settles_on_the_next_start(database_url: str, tmp_path: Path) -> None:
+    env, headers = _env_with_key(database_url, tmp_path)
     with serve({**env, "IMAGEGATE_BACKENDS": SLOW_DEMO}, tmp_path, name="slow") as server:
         accepted = httpx2.post(
             f"{server.url}/v1/images/generate",
@@ -103,14 +110,7 @@ def test_a_job_running_when_the_server_is_killed_settles_on_the_next_start(datab
 
 
 def test_api_process_without_workers_and_a_separate_worker_process(database_url: str, tmp_path: Path) -> None:
-    env = base_env(
-        IMAGEGATE_DATABASE_URL=database_url,
-        IMAGEGATE_DATA_DIR=str(tmp_path / "data"),
-        IMAGEGATE_ADMIN_PASSWORD="x" * 16,
-        IMAGEGATE_POLL_INTERVAL_SECONDS="0.1",
-    )
-    token = imagegate("keys", "create", "split", env=env, cwd=tmp_path).stdout.strip().splitlines()[-1]
-    headers = {"Authorization": f"Bearer {token}"}
+    env, headers = _env_with_key(database_url, tmp_path)
     with serve({**env, "IMAGEGATE_RUN_SCHEDULER": "false"}, tmp_path, name="api") as server:
         queued = httpx2.post(
             f"{server.url}/v1/images/generate",
