@@ -21,7 +21,7 @@ from imagegate.jobs.service import JobContext
 from imagegate.migrations import upgrade_async
 from imagegate.retention import run_periodically
 from imagegate.settings import Settings
-from imagegate.storage import LocalStorage
+from imagegate.storage import storage_for
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ async def running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     backends = BackendSet.from_settings(settings)
     ctx = JobContext(
         sessions=sessions,
-        storage=LocalStorage(settings.data_dir / "files"),
+        storage=storage_for(settings),
         backends=backends,
         settings=settings,
         events=JobEvents(),

@@ -204,15 +204,13 @@ def keys_delete(handle: str, config: ConfigOption = None) -> None:
 def cleanup(config: ConfigOption = None) -> None:
     """Expire due jobs and remove orphan files now."""
     from imagegate.retention import sweep
-    from imagegate.storage import LocalStorage
+    from imagegate.storage import storage_for
 
     settings = _settings(config)
 
     async def main() -> None:
         async with _sessions(settings) as sessions:
-            report = await sweep(
-                sessions=sessions, storage=LocalStorage(settings.data_dir / "files"), settings=settings
-            )
+            report = await sweep(sessions=sessions, storage=storage_for(settings), settings=settings)
         typer.echo(
             f"Expired {report.expired_jobs} job(s); removed {report.deleted_files} file(s) and "
             f"{report.orphan_files} orphan file(s)."

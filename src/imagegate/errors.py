@@ -123,3 +123,12 @@ class ServiceUnavailable(ImagegateError):
 
     status = 503
     code = "unavailable"
+
+
+class RecordedError(ImagegateError):
+    """An error recorded on a job, rendered again with its original status and code."""
+
+    def __init__(self, *, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagegate.api.errors import native_error
-from imagegate.errors import ImagegateError, InvalidRequest
+from imagegate.errors import InvalidRequest, RecordedError
 from imagegate.images import decode_base64
 from imagegate.jobs import service
 from imagegate.jobs.models import Job, JobStatus
@@ -114,9 +114,11 @@ async def _references(body: GenerateBody) -> tuple[Reference, ...]:
 def _finished_response(job: Job, base: str) -> JSONResponse:
     if job.status == JobStatus.SUCCEEDED:
         return JSONResponse(render_job(job, base))
-    error = ImagegateError(job.error_message or "The job did not finish.")
-    error.status = job.error_status or 500
-    error.code = job.error_code or "job_failed"
+    error = RecordedError(
+        status=job.error_status or 500,
+        code=job.error_code or "job_failed",
+        message=job.error_message or "The job did not finish.",
+    )
     return native_error(error, {"job_id": job.id, "status": job.status})
 
 

@@ -207,29 +207,37 @@ async def wait_until_finished(*, ctx: JobContext, job_id: str, key: ApiKey | Non
 
 async def cancel(*, ctx: JobContext, job_id: str, key: ApiKey) -> Job:
     """Cancel a queued job at once, or ask the worker running it to stop; Conflict when it has finished."""
-    now = utcnow()
+    job = await get_job(ctx=ctx, job_id=job_id, key=key)
     async with ctx.sessions() as session, session.begin():
-        job = await session.scalar(select(Job).where(Job.id == job_id, Job.key_id == key.id))
-        if job is None:
-            raise NotFound(f"No job {job_id!r} for this key.", param="id")
-        if job.status == JobStatus.QUEUED:
-            await session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-                .values(
-                    status=JobStatus.CANCELLED,
-                    finished_at=now,
-                    error_code="cancelled",
-                    error_message="Cancelled by the caller before it started.",
-                )
+        dequeued = await session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+            .values(
+                status=JobStatus.CANCELLED,
+                finished_at=utcnow(),
+                error_code="cancelled",
+                error_message="Cancelled by the caller before it started.",
+                error_status=409,
             )
-        elif job.status == JobStatus.RUNNING:
-            await session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
-        else:
-            raise Conflict(f"Job {job_id} has already finished ({job.status}); nothing to cancel.")
-    ctx.events.cancel(job_id)
+        )
+        # A worker may have claimed it in the meantime: then ask that worker to stop it.
+        flagged = None
+        if not _rowcount(dequeued):
+            flagged = await session.execute(
+                update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING).values(cancel_requested=True)
+            )
+    if flagged is not None and not _rowcount(flagged):
+        job = await get_job(ctx=ctx, job_id=job_id, key=key)
+        raise Conflict(f"Job {job_id} has already finished ({job.status}); nothing to cancel.")
+    if flagged is not None:
+        ctx.events.cancel(job_id)
     ctx.events.notify(job_id)
     return await wait_until_finished(ctx=ctx, job_id=job_id, key=key, timeout=CANCEL_WAIT_SECONDS)
+
+
+def _rowcount(result: object) -> int:
+    count: int = getattr(result, "rowcount", 0)
+    return count
 
 
 async def delete_job(*, ctx: JobContext, job_id: str, key: ApiKey) -> None:
@@ -239,7 +247,7 @@ async def delete_job(*, ctx: JobContext, job_id: str, key: ApiKey) -> None:
         raise Conflict(f"Job {job_id} is running; cancel it first (POST /v1/images/jobs/{job_id}/cancel).")
     async with ctx.sessions() as session, session.begin():
         result = await session.execute(delete(Job).where(Job.id == job_id, Job.status != JobStatus.RUNNING))
-        if result.rowcount == 0:  # type: ignore[attr-defined]
+        if not _rowcount(result):
             raise Conflict(f"Job {job_id} started meanwhile; cancel it first.")
     for storage_key in [image.storage_key for image in job.images] + [i.storage_key for i in job.inputs]:
         await ctx.storage.delete(storage_key)
