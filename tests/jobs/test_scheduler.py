@@ -178,3 +178,17 @@ async def test_shutdown_lets_running_jobs_finish_within_the_grace(harness_with: 
         job = await session.scalar(select(Job).where(Job.id == job_id))
         assert job is not None
         assert job.status == JobStatus.SUCCEEDED
+
+
+async def test_many_parallel_requests_all_succeed(harness: Harness) -> None:
+    keys = [await harness.auth(f"k{i}") for i in range(4)]
+
+    async def one(i: int) -> int:
+        body = {"prompt": f"parallel {i}", "size": "16x16"}
+        response = await harness.client.post(GENERATE, json=body, headers=keys[i % 4])
+        return response.status_code
+
+    statuses = await asyncio.gather(*(one(i) for i in range(60)))
+    assert statuses == [200] * 60
+    async with harness.app.state.sessions() as session:
+        assert await session.scalar(select(func.count()).where(Job.status == JobStatus.SUCCEEDED)) == 60

@@ -1,0 +1,50 @@
+"""Engine set-up: SQLite pragmas, and timestamps that come back timezone-aware on both databases."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+
+from imagegate.db import create_engine, session_factory
+from imagegate.keys.models import ApiKey
+
+
+async def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'nested' / 'x.db'}")
+    try:
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+            assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+            assert (await connection.execute(text("PRAGMA busy_timeout"))).scalar() >= 5000
+    finally:
+        await engine.dispose()
+
+
+async def test_timestamps_round_trip_as_utc(database_url: str) -> None:
+    engine = create_engine(database_url)
+    moment = datetime(2026, 5, 1, 12, 30, tzinfo=timezone(timedelta(hours=2)))
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            session.add(ApiKey(handle="key_tz", name="tz", token_hash="0" * 64, created_at=moment))
+        async with session_factory(engine)() as session:
+            stored = await session.scalar(select(ApiKey.created_at).where(ApiKey.handle == "key_tz"))
+    finally:
+        await engine.dispose()
+    assert stored == moment
+    assert stored is not None
+    assert stored.tzinfo is not None
+    assert stored.utcoffset() == timedelta(0)
+    assert stored.astimezone(UTC).hour == 10
+
+
+async def test_naive_timestamps_are_refused(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        with pytest.raises(Exception, match="naive datetime"):
+            async with session_factory(engine)() as session, session.begin():
+                session.add(ApiKey(handle="key_nv", name="n", token_hash="1" * 64, created_at=datetime(2026, 1, 1)))
+    finally:
+        await engine.dispose()
