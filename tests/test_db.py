@@ -18,7 +18,9 @@ async def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(tmp_pa
         async with engine.connect() as connection:
             assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
             assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1
-            assert (await connection.execute(text("PRAGMA busy_timeout"))).scalar() >= 5000
+            busy_timeout = (await connection.execute(text("PRAGMA busy_timeout"))).scalar()
+            assert busy_timeout is not None
+            assert busy_timeout >= 5000
     finally:
         await engine.dispose()
 
