@@ -107,7 +107,7 @@ class Harness:
     async def new_key(self, name: str = "tester", **kwargs: Any) -> tuple[ApiKey, str]:
         """Create a key; returns it and its raw token."""
         async with self.app.state.sessions() as session, session.begin():
-            return await keys.create_key(session, name=name, **kwargs)
+            return await keys.create_key(session=session, name=name, **kwargs)
 
     async def auth(self, name: str = "tester") -> dict[str, str]:
         """Authorization headers for a new key."""

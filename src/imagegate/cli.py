@@ -148,7 +148,7 @@ def keys_create(
     """Create a key and print it once."""
     settings = _settings(config)
     expires_at = parse_expiry(expires) if expires else None
-    key, token = _run_db(settings, lambda s: keys.create_key(s, name=name, expires_at=expires_at))
+    key, token = _run_db(settings, lambda s: keys.create_key(session=s, name=name, expires_at=expires_at))
     typer.echo(f"Created key {key.handle} ({key.name}).")
     if key.expires_at:
         typer.echo(f"Expires at {key.expires_at.isoformat()}.")
@@ -159,7 +159,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(config: ConfigOption = None) -> None:
     """List keys (handles, never secrets)."""
-    rows = _run_db(_settings(config), keys.list_keys)
+    rows = _run_db(_settings(config), lambda s: keys.list_keys(session=s))
     if not rows:
         typer.echo("No keys yet. Create one with: imagegate keys create NAME")
         return
@@ -182,21 +182,21 @@ def _short(value: datetime | None) -> str:
 @keys_app.command("disable")
 def keys_disable(handle: str, config: ConfigOption = None) -> None:
     """Disable a key: requests with it get 403 until it is enabled again."""
-    _run_db(_settings(config), lambda s: keys.set_enabled(s, handle, enabled=False))
+    _run_db(_settings(config), lambda s: keys.set_enabled(session=s, handle=handle, enabled=False))
     typer.echo(f"Disabled {handle}.")
 
 
 @keys_app.command("enable")
 def keys_enable(handle: str, config: ConfigOption = None) -> None:
     """Enable a disabled key."""
-    _run_db(_settings(config), lambda s: keys.set_enabled(s, handle, enabled=True))
+    _run_db(_settings(config), lambda s: keys.set_enabled(session=s, handle=handle, enabled=True))
     typer.echo(f"Enabled {handle}.")
 
 
 @keys_app.command("delete")
 def keys_delete(handle: str, config: ConfigOption = None) -> None:
     """Delete a key for good; its jobs stay in the history."""
-    _run_db(_settings(config), lambda s: keys.delete_key(s, handle))
+    _run_db(_settings(config), lambda s: keys.delete_key(session=s, handle=handle))
     typer.echo(f"Deleted {handle}.")
 
 

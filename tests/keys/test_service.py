@@ -28,7 +28,7 @@ async def test_verify_records_last_use(harness: Harness) -> None:
     key, token = await harness.new_key()
     assert key.last_used_at is None
     async with harness.app.state.sessions() as session, session.begin():
-        verified = await keys.verify(session, token)
+        verified = await keys.verify(session=session, token=token)
     assert verified.id == key.id
     assert verified.last_used_at is not None
 
@@ -40,7 +40,7 @@ async def test_deleting_a_key_keeps_its_jobs_marked_with_the_handle(harness: Har
     )
     assert response.status_code == 200
     async with harness.app.state.sessions() as session, session.begin():
-        await keys.delete_key(session, key.handle)
+        await keys.delete_key(session=session, handle=key.handle)
     async with harness.app.state.sessions() as session:
         job = await session.scalar(select(Job).where(Job.id == response.json()["id"]))
     assert job is not None

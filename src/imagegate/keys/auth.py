@@ -31,7 +31,7 @@ async def require_key(request: Request) -> ApiKey:
     token = bearer_token(request)
     try:
         async with request.app.state.sessions() as session, session.begin():
-            key: ApiKey = await service.verify(session, token)
+            key: ApiKey = await service.verify(session=session, token=token)
     except InvalidApiKey as error:
         error.headers = BEARER_HEADERS
         raise

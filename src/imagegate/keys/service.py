@@ -52,7 +52,7 @@ async def create_key(session: AsyncSession, *, name: str, expires_at: datetime |
     return key, token
 
 
-async def verify(session: AsyncSession, token: str) -> ApiKey:
+async def verify(*, session: AsyncSession, token: str) -> ApiKey:
     """The enabled, unexpired key for a raw token; InvalidApiKey, KeyDisabled or KeyExpired otherwise."""
     digest = hash_token(token)
     key = await session.scalar(select(ApiKey).where(ApiKey.token_hash == digest))
@@ -69,12 +69,12 @@ async def verify(session: AsyncSession, token: str) -> ApiKey:
     return key
 
 
-async def list_keys(session: AsyncSession) -> list[ApiKey]:
+async def list_keys(*, session: AsyncSession) -> list[ApiKey]:
     """Every key, oldest first."""
     return list((await session.scalars(select(ApiKey).order_by(ApiKey.id))).all())
 
 
-async def get_by_handle(session: AsyncSession, handle: str) -> ApiKey:
+async def get_by_handle(*, session: AsyncSession, handle: str) -> ApiKey:
     """The key with this handle; NotFound otherwise."""
     key = await session.scalar(select(ApiKey).where(ApiKey.handle == handle))
     if key is None:
@@ -82,15 +82,15 @@ async def get_by_handle(session: AsyncSession, handle: str) -> ApiKey:
     return key
 
 
-async def set_enabled(session: AsyncSession, handle: str, *, enabled: bool) -> ApiKey:
+async def set_enabled(*, session: AsyncSession, handle: str, enabled: bool) -> ApiKey:
     """Enable or disable a key; its jobs are untouched."""
-    key = await get_by_handle(session, handle)
+    key = await get_by_handle(session=session, handle=handle)
     key.enabled = enabled
     await session.flush()
     return key
 
 
-async def delete_key(session: AsyncSession, handle: str) -> None:
+async def delete_key(*, session: AsyncSession, handle: str) -> None:
     """Delete a key; its jobs stay in the history, unlinked but still naming the handle."""
-    key = await get_by_handle(session, handle)
+    key = await get_by_handle(session=session, handle=handle)
     await session.execute(delete(ApiKey).where(ApiKey.id == key.id))
