@@ -11,7 +11,8 @@ from fastapi import FastAPI
 
 from imagegate import __version__
 from imagegate.admin.password import ensure_admin_password
-from imagegate.api import errors, files, health, native
+from imagegate.api import errors, files, health, native, usage
+from imagegate.api.headers import RateLimitHeadersMiddleware
 from imagegate.api.limits import BodyLimitMiddleware
 from imagegate.backends.registry import BackendSet
 from imagegate.db import create_engine, session_factory
@@ -37,9 +38,11 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="ImageGate", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimitHeadersMiddleware)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(native.router)
+    app.include_router(usage.router)
     app.include_router(files.router)
     return app
 

@@ -132,3 +132,57 @@ class RecordedError(ImagegateError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class Refusal(ImagegateError):
+    """The key's limits refuse this request (recorded in the audit log)."""
+
+    status = 403
+    code = "refused"
+
+
+class ModelNotAllowed(Refusal):
+    """This key may not use that model."""
+
+    code = "model_not_allowed"
+
+
+class InsufficientScope(Refusal):
+    """This key may not do that."""
+
+    code = "insufficient_scope"
+
+
+class RateLimited(Refusal):
+    """Too many requests for this key; retry after the Retry-After seconds."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(Refusal):
+    """This key's image quota is used up until it resets."""
+
+    status = 429
+    code = "quota_exceeded"
+
+
+class TooManyConcurrentJobs(Refusal):
+    """This key already has as many unfinished jobs as it may; wait for one to finish."""
+
+    status = 429
+    code = "concurrency_limit_exceeded"
+
+
+class IdempotencyKeyReused(ImagegateError):
+    """This Idempotency-Key was already used with a different request."""
+
+    status = 422
+    code = "idempotency_key_reused"
+
+
+class IdempotencyInProgress(ImagegateError):
+    """A request with this Idempotency-Key is still being accepted; retry in a moment."""
+
+    status = 409
+    code = "idempotency_in_progress"

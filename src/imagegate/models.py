@@ -2,7 +2,18 @@
 
 from imagegate.admin.models import AdminCredential
 from imagegate.db import Base
-from imagegate.jobs.models import Job, JobImage, JobInput, Worker
-from imagegate.keys.models import ApiKey
+from imagegate.jobs.models import IdempotencyRecord, Job, JobImage, JobInput, Worker
+from imagegate.keys.models import ApiKey, AuditEvent, RateEvent
 
-__all__ = ["AdminCredential", "ApiKey", "Base", "Job", "JobImage", "JobInput", "Worker"]
+__all__ = [
+    "AdminCredential",
+    "ApiKey",
+    "AuditEvent",
+    "Base",
+    "IdempotencyRecord",
+    "Job",
+    "JobImage",
+    "JobInput",
+    "RateEvent",
+    "Worker",
+]

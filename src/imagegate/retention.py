@@ -11,7 +11,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.db import utcnow
-from imagegate.jobs.models import FINISHED, Job, JobImage, JobInput, JobStatus
+from imagegate.jobs.models import FINISHED, IdempotencyRecord, Job, JobImage, JobInput, JobStatus
+from imagegate.keys.limits import WINDOW
+from imagegate.keys.models import RateEvent
 from imagegate.settings import Settings
 from imagegate.storage import Storage
 
@@ -44,6 +46,7 @@ async def sweep(
     report = SweepReport()
     while await _expire_batch(sessions, storage, now, report):
         pass
+    await _forget_old_bookkeeping(sessions, now)
     await _remove_orphans(sessions, storage, now - timedelta(seconds=settings.orphan_grace_seconds), report)
     return report
 
@@ -73,6 +76,13 @@ async def _expire_batch(
     for key in keys:
         await _delete(storage, key, report, orphan=False)
     return True
+
+
+async def _forget_old_bookkeeping(sessions: async_sessionmaker[AsyncSession], now: datetime) -> None:
+    """Expired Idempotency-Keys and rate-limit events outside every window."""
+    async with sessions() as session, session.begin():
+        await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= now))
+        await session.execute(delete(RateEvent).where(RateEvent.at <= now - WINDOW))
 
 
 async def _remove_orphans(

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     max_reference_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
+    # Idempotency.
+    idempotency_ttl_hours: float = Field(default=24.0, gt=0)
+
     # Retention.
     retention_days: float = Field(default=7.0, gt=0)
     cleanup_interval_seconds: float = Field(default=3600.0, gt=0)

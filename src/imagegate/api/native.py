@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagegate.api.errors import native_error
 from imagegate.errors import InvalidRequest, RecordedError
 from imagegate.images import decode_base64
-from imagegate.jobs import service
+from imagegate.jobs import idempotency, service
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.jobs.requests import GenerationRequest, Reference
 from imagegate.jobs.service import JobContext
-from imagegate.keys.auth import CallerKey
+from imagegate.keys.auth import CallerKey, scoped
+from imagegate.keys.models import ApiKey
 
 router = APIRouter(prefix="/v1/images", tags=["native"])
 
@@ -135,20 +136,40 @@ async def generate(
     request: Request,
     key: CallerKey,
     prefer: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Queue a generation and wait for it up to the wait timeout (or answer 202 at once with Prefer)."""
     ctx = job_context(request)
-    generation = GenerationRequest(
-        prompt=body.prompt,
-        model=body.model,
-        size=body.size,
-        quality=body.quality,
-        count=body.count,
-        output_format=body.output_format,
-        references=await _references(body),
-    )
-    job = await service.submit(ctx=ctx, request=generation, key=key)
-    base = base_url(request)
+    replayed_id = None
+    if idempotency_key is not None:
+        idempotency_key = idempotency.check_key(idempotency_key)
+        replayed_id = await idempotency.begin(
+            sessions=ctx.sessions,
+            key=key,
+            idempotency_key=idempotency_key,
+            fingerprint=idempotency.request_hash("native.generate", body.model_dump(exclude_unset=True)),
+            ttl=timedelta(hours=ctx.settings.idempotency_ttl_hours),
+        )
+    if replayed_id is not None:
+        job = await service.get_job(ctx=ctx, job_id=replayed_id, key=key)
+    else:
+        generation = GenerationRequest(
+            prompt=body.prompt,
+            model=body.model,
+            size=body.size,
+            quality=body.quality,
+            count=body.count,
+            output_format=body.output_format,
+            references=await _references(body),
+        )
+        job = await service.submit(ctx=ctx, request=generation, key=key, idempotency_key=idempotency_key)
+    response = await _respond(ctx, job, key, base_url(request), prefer)
+    if replayed_id is not None:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+async def _respond(ctx: JobContext, job: Job, key: ApiKey, base: str, prefer: str | None) -> JSONResponse:
     respond_async = prefer is not None and "respond-async" in prefer.lower()
     if respond_async or ctx.settings.wait_timeout_seconds == 0:
         return _accepted(job, base, preference_applied=respond_async)
@@ -161,7 +182,7 @@ async def generate(
 @router.get("/jobs")
 async def list_jobs(
     request: Request,
-    key: CallerKey,
+    key: Annotated[ApiKey, Depends(scoped("read"))],
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
 ) -> dict[str, Any]:
@@ -177,21 +198,25 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: str, request: Request, key: CallerKey) -> dict[str, Any]:
+async def get_job(job_id: str, request: Request, key: Annotated[ApiKey, Depends(scoped("read"))]) -> dict[str, Any]:
     """One of the caller's jobs."""
     job = await service.get_job(ctx=job_context(request), job_id=job_id, key=key)
     return render_job(job, base_url(request))
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel_job(job_id: str, request: Request, key: CallerKey) -> dict[str, Any]:
+async def cancel_job(
+    job_id: str, request: Request, key: Annotated[ApiKey, Depends(scoped("generate"))]
+) -> dict[str, Any]:
     """Cancel a queued or running job."""
     job = await service.cancel(ctx=job_context(request), job_id=job_id, key=key)
     return render_job(job, base_url(request))
 
 
 @router.delete("/jobs/{job_id}")
-async def delete_job(job_id: str, request: Request, key: CallerKey) -> dict[str, Any]:
+async def delete_job(
+    job_id: str, request: Request, key: Annotated[ApiKey, Depends(scoped("delete"))]
+) -> dict[str, Any]:
     """Delete a finished or queued job and its files."""
     await service.delete_job(ctx=job_context(request), job_id=job_id, key=key)
     return {"id": job_id, "object": "image.job", "deleted": True}

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from imagegate.db import Base, UTCDateTime, utcnow
@@ -67,6 +67,8 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Deleted by the caller: files gone, hidden from the API, kept for history and quotas.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     images: Mapped[list[JobImage]] = relationship(
         back_populates="job", order_by="JobImage.index", cascade="all, delete-orphan", lazy="raise"
@@ -129,3 +131,21 @@ class Worker(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdempotencyRecord(Base):
+    """An Idempotency-Key a caller used: which request it named and which job it made."""
+
+    __tablename__ = "idempotency_record"
+    __table_args__ = (
+        UniqueConstraint("key_id", "idempotency_key"),
+        Index("ix_idempotency_record_expires_at", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_key.id", ondelete="CASCADE"))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

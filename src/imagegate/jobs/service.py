@@ -8,17 +8,19 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import and_, case, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
 from imagegate.backends.registry import BackendSet
 from imagegate.db import utcnow
-from imagegate.errors import Conflict, NotFound, PayloadTooLarge, QueueFull
+from imagegate.errors import Conflict, NotFound, PayloadTooLarge, QueueFull, Refusal
 from imagegate.images import ImageInfo, inspect_image
+from imagegate.jobs import idempotency
 from imagegate.jobs.events import JobEvents
-from imagegate.jobs.models import Job, JobInput, JobStatus
+from imagegate.jobs.models import Job, JobImage, JobInput, JobStatus
 from imagegate.jobs.requests import GenerationRequest, validate
+from imagegate.keys import audit, limits
 from imagegate.keys.models import ApiKey
 from imagegate.settings import Settings
 from imagegate.storage import Storage
@@ -47,9 +49,30 @@ class JobContext:
     events: JobEvents
 
 
-async def submit(*, ctx: JobContext, request: GenerationRequest, key: ApiKey) -> Job:
-    """Validate, store the reference images, and queue the job; QueueFull when the queue is at its limit."""
+async def submit(
+    *, ctx: JobContext, request: GenerationRequest, key: ApiKey, idempotency_key: str | None = None
+) -> Job:
+    """Check the key's limits, validate, store the reference images and queue the job.
+
+    With an Idempotency-Key (already claimed by idempotency.begin) the job is tied to it in the same
+    transaction; a request that is not accepted frees it again.
+    """
+    try:
+        job = await _accept(ctx=ctx, request=request, key=key, idempotency_key=idempotency_key)
+    except Exception as error:
+        if idempotency_key is not None:
+            await idempotency.abandon(sessions=ctx.sessions, key=key, idempotency_key=idempotency_key)
+        if isinstance(error, Refusal):
+            await audit.record_refusal(sessions=ctx.sessions, handle=key.handle, refusal=error, model=request.model)
+        raise
+    ctx.events.queued(job.backend)
+    return job
+
+
+async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, idempotency_key: str | None) -> Job:
     route = ctx.backends.route(request.model)
+    limits.require_model(key, model=route.model, backend=route.backend)
+    limits.require_scope(key, "edit" if request.references else "generate")
     valid = validate(request, ctx.settings)
     infos = await _inspect_references(request, ctx.settings)
     job_id = new_job_id()
@@ -89,12 +112,11 @@ async def submit(*, ctx: JobContext, request: GenerationRequest, key: ApiKey) ->
         images=[],
     )
     try:
-        await _insert_queued(ctx, job)
+        await _insert_queued(ctx, job, key, idempotency_key)
     except BaseException:
         for storage_key in input_keys:
             await ctx.storage.delete(storage_key)
         raise
-    ctx.events.queued(job.backend)
     return job
 
 
@@ -111,7 +133,7 @@ async def _inspect_references(request: GenerationRequest, settings: Settings) ->
     return infos
 
 
-async def _insert_queued(ctx: JobContext, job: Job) -> None:
+async def _insert_queued(ctx: JobContext, job: Job, key: ApiKey, idempotency_key: str | None) -> None:
     async with ctx.sessions() as session, session.begin():
         if session.get_bind().dialect.name == "postgresql":
             await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": SUBMIT_LOCK_ID})
@@ -124,6 +146,9 @@ async def _insert_queued(ctx: JobContext, job: Job) -> None:
                 f"The queue is full ({ctx.settings.queue_max_size} jobs waiting); retry in a few seconds.",
                 headers={"Retry-After": QUEUE_FULL_RETRY_AFTER},
             )
+        await limits.check_job_limits(session=session, key=key, now=job.created_at)
+        if idempotency_key is not None:
+            await idempotency.complete(session=session, key=key, idempotency_key=idempotency_key, job_id=job.id)
 
 
 async def _fair_tag(session: AsyncSession, job: Job) -> int:
@@ -147,7 +172,11 @@ async def _fair_tag(session: AsyncSession, job: Job) -> int:
 async def get_job(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Job:
     """The job with its images and inputs; NotFound for other keys' jobs (their existence is not revealed)."""
     async with ctx.sessions() as session:
-        statement = select(Job).where(Job.id == job_id).options(selectinload(Job.images), selectinload(Job.inputs))
+        statement = (
+            select(Job)
+            .where(Job.id == job_id, Job.deleted_at.is_(None))
+            .options(selectinload(Job.images), selectinload(Job.inputs))
+        )
         if key is not None:
             statement = statement.where(Job.key_id == key.id)
         job = await session.scalar(statement)
@@ -168,7 +197,7 @@ async def list_jobs(*, ctx: JobContext, key: ApiKey, limit: int, cursor: str | N
     """The key's jobs newest first; the cursor is the last job id of the previous page."""
     statement = (
         select(Job)
-        .where(Job.key_id == key.id)
+        .where(Job.key_id == key.id, Job.deleted_at.is_(None))
         .options(selectinload(Job.images), selectinload(Job.inputs))
         .order_by(Job.created_at.desc(), Job.seq.desc())
         .limit(limit + 1)
@@ -241,14 +270,26 @@ def _rowcount(result: object) -> int:
 
 
 async def delete_job(*, ctx: JobContext, job_id: str, key: ApiKey) -> None:
-    """Delete a job that is not running, with its images and inputs."""
+    """Delete a job that is not running: its files go, its record stays hidden (history and quotas)."""
     job = await get_job(ctx=ctx, job_id=job_id, key=key)
     if job.status == JobStatus.RUNNING:
         raise Conflict(f"Job {job_id} is running; cancel it first (POST /v1/images/jobs/{job_id}/cancel).")
+    now = utcnow()
     async with ctx.sessions() as session, session.begin():
-        result = await session.execute(delete(Job).where(Job.id == job_id, Job.status != JobStatus.RUNNING))
+        result = await session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status != JobStatus.RUNNING, Job.deleted_at.is_(None))
+            .values(
+                deleted_at=now,
+                status=case((Job.status == JobStatus.QUEUED, JobStatus.CANCELLED.value), else_=Job.status),
+                finished_at=func.coalesce(Job.finished_at, now),
+            )
+        )
         if not _rowcount(result):
             raise Conflict(f"Job {job_id} started meanwhile; cancel it first.")
+        await session.execute(delete(JobImage).where(JobImage.job_id == job_id))
+        await session.execute(delete(JobInput).where(JobInput.job_id == job_id))
+    # Files go after the commit: a crash in between leaves orphans, which retention removes.
     for storage_key in [image.storage_key for image in job.images] + [i.storage_key for i in job.inputs]:
         await ctx.storage.delete(storage_key)
     ctx.events.notify(job_id)

@@ -1,16 +1,19 @@
-"""The FastAPI dependency that turns 'Authorization: Bearer <key>' into an ApiKey."""
+"""The FastAPI dependencies that turn 'Authorization: Bearer <key>' into an ApiKey and check its scopes."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from imagegate.errors import InvalidApiKey, MissingApiKey
-from imagegate.keys import service
+from imagegate.db import utcnow
+from imagegate.errors import InsufficientScope, InvalidApiKey, MissingApiKey, RateLimited
+from imagegate.keys import audit, limits, service
 from imagegate.keys.models import ApiKey
 
 BEARER_HEADERS = {"WWW-Authenticate": 'Bearer realm="imagegate"'}
+RATE_STATE = "ratelimit_headers"
 
 
 def bearer_token(request: Request) -> str:
@@ -27,16 +30,40 @@ def bearer_token(request: Request) -> str:
 
 
 async def require_key(request: Request) -> ApiKey:
-    """The caller's verified key (401 missing/unknown, 403 disabled/expired)."""
+    """The caller's verified key (401 missing/unknown, 403 disabled/expired, 429 over its rate limit)."""
     token = bearer_token(request)
+    sessions = request.app.state.sessions
     try:
-        async with request.app.state.sessions() as session, session.begin():
+        async with sessions() as session, session.begin():
             key: ApiKey = await service.verify(session=session, token=token)
+            state = await limits.take_rate_token(session=session, key=key, now=utcnow())
     except InvalidApiKey as error:
         error.headers = BEARER_HEADERS
         raise
+    except RateLimited as refusal:
+        setattr(request.state, RATE_STATE, refusal.headers)
+        await audit.record_refusal(sessions=sessions, handle=key.handle, refusal=refusal, path=request.url.path)
+        raise
+    if state is not None:
+        setattr(request.state, RATE_STATE, state.headers())
     request.state.key_handle = key.handle
     return key
 
 
 CallerKey = Annotated[ApiKey, Depends(require_key)]
+
+
+def scoped(scope: str) -> Callable[[Request, ApiKey], Awaitable[ApiKey]]:
+    """A dependency: the caller's key, which must have the scope (403 insufficient_scope otherwise)."""
+
+    async def dependency(request: Request, key: CallerKey) -> ApiKey:
+        try:
+            limits.require_scope(key, scope)
+        except InsufficientScope as refusal:
+            await audit.record_refusal(
+                sessions=request.app.state.sessions, handle=key.handle, refusal=refusal, path=request.url.path
+            )
+            raise
+        return key
+
+    return dependency

@@ -1,24 +1,63 @@
-"""Key verbs: create, verify, list, enable/disable, delete."""
+"""Key verbs: create, update, rotate, verify, list, enable/disable, delete. Every change is audited."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.db import utcnow
-from imagegate.errors import InvalidApiKey, KeyDisabled, KeyExpired, NotFound
-from imagegate.keys.models import ApiKey
+from imagegate.errors import InvalidApiKey, InvalidRequest, KeyDisabled, KeyExpired, NotFound
+from imagegate.keys import audit
+from imagegate.keys.audit import Actor
+from imagegate.keys.models import SCOPES, ApiKey
 
 TOKEN_PREFIX = "ig_"  # noqa: S105 - a prefix, not a secret
 TOKEN_BYTES = 32
 HANDLE_PREFIX = "key_"
 # last_used_at is a hint for people, not an audit log: write it at most this often per key.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+class Unset:
+    """Marks a limit the caller did not mention (None means 'no limit')."""
+
+
+UNSET: Any = Unset()
+
+
+@dataclass
+class KeyLimits:
+    """The limits a key can carry; UNSET leaves a value as it is, None removes the limit."""
+
+    allowed_models: list[str] | None = UNSET
+    scopes: list[str] = UNSET
+    rate_limit_per_minute: int | None = UNSET
+    daily_image_quota: int | None = UNSET
+    monthly_image_quota: int | None = UNSET
+    max_concurrent_jobs: int | None = UNSET
+    expires_at: datetime | None = UNSET
+    name: str = field(default=UNSET)
+
+    def given(self) -> dict[str, Any]:
+        """The values that were set."""
+        return {k: v for k, v in asdict(self).items() if not isinstance(v, Unset)}
+
+    def validate(self) -> None:
+        """InvalidRequest for unknown scopes or limits below 1."""
+        values = self.given()
+        unknown = set(values.get("scopes") or ()) - set(SCOPES)
+        if unknown:
+            raise InvalidRequest(f"Unknown scope(s): {', '.join(sorted(unknown))}; use {', '.join(SCOPES)}.")
+        for name in ("rate_limit_per_minute", "daily_image_quota", "monthly_image_quota", "max_concurrent_jobs"):
+            if values.get(name) is not None and values[name] < 1:
+                raise InvalidRequest(f"{name} must be at least 1 (or none for no limit).")
 
 
 def hash_token(token: str) -> str:
@@ -36,8 +75,21 @@ def new_handle() -> str:
     return HANDLE_PREFIX + secrets.token_hex(6)
 
 
-async def create_key(session: AsyncSession, *, name: str, expires_at: datetime | None = None) -> tuple[ApiKey, str]:
+def _audit_values(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
+
+
+async def create_key(
+    *,
+    session: AsyncSession,
+    name: str,
+    expires_at: datetime | None = None,
+    limits: KeyLimits | None = None,
+    actor: Actor = "cli",
+) -> tuple[ApiKey, str]:
     """Store a new key and return it with its raw token, which is never shown again."""
+    limits = limits or KeyLimits()
+    limits.validate()
     token = new_token()
     key = ApiKey(
         handle=new_handle(),
@@ -46,21 +98,63 @@ async def create_key(session: AsyncSession, *, name: str, expires_at: datetime |
         enabled=True,
         created_at=utcnow(),
         expires_at=expires_at,
+        scopes=list(SCOPES),
     )
+    for attribute, value in limits.given().items():
+        setattr(key, attribute, value)
     session.add(key)
     await session.flush()
+    detail = {"name": name, "expires_at": expires_at, **limits.given()}
+    audit.record(session=session, actor=actor, action="key.create", handle=key.handle, **_audit_values(detail))
+    return key, token
+
+
+async def update_key(*, session: AsyncSession, handle: str, limits: KeyLimits, actor: Actor = "cli") -> ApiKey:
+    """Change a key's name, expiry or limits."""
+    limits.validate()
+    key = await get_by_handle(session=session, handle=handle)
+    changes = limits.given()
+    for attribute, value in changes.items():
+        setattr(key, attribute, value)
+    await session.flush()
+    audit.record(session=session, actor=actor, action="key.update", handle=handle, **_audit_values(changes))
+    return key
+
+
+async def rotate_key(
+    *, session: AsyncSession, handle: str, grace: timedelta, actor: Actor = "cli"
+) -> tuple[ApiKey, str]:
+    """Issue a new secret; the old one keeps working for the grace period, then stops."""
+    key = await get_by_handle(session=session, handle=handle)
+    token = new_token()
+    now = utcnow()
+    key.previous_token_hash = key.token_hash if grace > timedelta(0) else None
+    key.previous_token_expires_at = now + grace if grace > timedelta(0) else None
+    key.token_hash = hash_token(token)
+    await session.flush()
+    audit.record(
+        session=session, actor=actor, action="key.rotate", handle=handle, grace_seconds=int(grace.total_seconds())
+    )
     return key, token
 
 
 async def verify(*, session: AsyncSession, token: str) -> ApiKey:
     """The enabled, unexpired key for a raw token; InvalidApiKey, KeyDisabled or KeyExpired otherwise."""
     digest = hash_token(token)
-    key = await session.scalar(select(ApiKey).where(ApiKey.token_hash == digest))
-    if key is None or not hmac.compare_digest(key.token_hash, digest):
+    key = await session.scalar(
+        select(ApiKey).where(or_(ApiKey.token_hash == digest, ApiKey.previous_token_hash == digest))
+    )
+    if key is None:
         raise InvalidApiKey()
+    now = utcnow()
+    if not hmac.compare_digest(key.token_hash, digest):
+        grace_ends = key.previous_token_expires_at
+        if not hmac.compare_digest(key.previous_token_hash or "", digest) or grace_ends is None or grace_ends <= now:
+            raise InvalidApiKey(
+                "This API key was replaced by a rotation and its grace period has ended; use the new one."
+            )
     if not key.enabled:
         raise KeyDisabled(f"API key {key.handle} is disabled; ask the operator to enable it.")
-    now = utcnow()
     if key.expires_at is not None and key.expires_at <= now:
         raise KeyExpired(f"API key {key.handle} expired at {key.expires_at.isoformat()}; ask for a new one.")
     if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
@@ -82,15 +176,17 @@ async def get_by_handle(*, session: AsyncSession, handle: str) -> ApiKey:
     return key
 
 
-async def set_enabled(*, session: AsyncSession, handle: str, enabled: bool) -> ApiKey:
+async def set_enabled(*, session: AsyncSession, handle: str, enabled: bool, actor: Actor = "cli") -> ApiKey:
     """Enable or disable a key; its jobs are untouched."""
     key = await get_by_handle(session=session, handle=handle)
     key.enabled = enabled
     await session.flush()
+    audit.record(session=session, actor=actor, action="key.enable" if enabled else "key.disable", handle=handle)
     return key
 
 
-async def delete_key(*, session: AsyncSession, handle: str) -> None:
+async def delete_key(*, session: AsyncSession, handle: str, actor: Actor = "cli") -> None:
     """Delete a key; its jobs stay in the history, unlinked but still naming the handle."""
     key = await get_by_handle(session=session, handle=handle)
     await session.execute(delete(ApiKey).where(ApiKey.id == key.id))
+    audit.record(session=session, actor=actor, action="key.delete", handle=handle)

@@ -1,0 +1,157 @@
+"""Per-key limits: scopes, allowed models, a sliding-window rate limit, image quotas and concurrency.
+
+Every count lives in the database, so the limits hold across several processes on one database.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import case, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from imagegate.errors import InsufficientScope, ModelNotAllowed, QuotaExceeded, RateLimited, TooManyConcurrentJobs
+from imagegate.jobs.models import Job, JobStatus
+from imagegate.keys.models import ApiKey, RateEvent
+
+WINDOW = timedelta(minutes=1)
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+DELIVERED = (JobStatus.SUCCEEDED, JobStatus.EXPIRED)
+CONCURRENCY_RETRY_AFTER = "5"
+
+
+@dataclass(frozen=True)
+class RateState:
+    """Where a key stands in its rate window after this request."""
+
+    limit: int
+    remaining: int
+    reset_seconds: int
+
+    def headers(self) -> dict[str, str]:
+        """The x-ratelimit-* headers."""
+        return {
+            "x-ratelimit-limit": str(self.limit),
+            "x-ratelimit-remaining": str(self.remaining),
+            "x-ratelimit-reset": str(self.reset_seconds),
+        }
+
+
+def require_scope(key: ApiKey, scope: str) -> None:
+    """InsufficientScope unless the key has the scope."""
+    if scope not in key.scopes:
+        raise InsufficientScope(
+            f"API key {key.handle} lacks the '{scope}' scope (it has: {', '.join(key.scopes) or 'none'}).",
+        )
+
+
+def require_model(key: ApiKey, *, model: str, backend: str) -> None:
+    """ModelNotAllowed unless the key may use the model (listed by model or by backend name)."""
+    allowed = key.allowed_models
+    if allowed is not None and model not in allowed and backend not in allowed:
+        raise ModelNotAllowed(
+            f"API key {key.handle} may not use model {model!r}; it may use: {', '.join(allowed) or 'no model'}.",
+            param="model",
+        )
+
+
+async def lock_key(session: AsyncSession, key_id: int) -> None:
+    """Serialise writers for one key: a row lock on PostgreSQL; SQLite's writer lock comes with the first write."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(ApiKey.id).where(ApiKey.id == key_id).with_for_update())
+
+
+async def take_rate_token(*, session: AsyncSession, key: ApiKey, now: datetime) -> RateState | None:
+    """Count this request in the key's one-minute sliding window; RateLimited when the window is full."""
+    limit = key.rate_limit_per_minute
+    if limit is None:
+        return None
+    await lock_key(session, key.id)
+    start = now - WINDOW
+    await session.execute(delete(RateEvent).where(RateEvent.key_id == key.id, RateEvent.at <= start))
+    row = (
+        await session.execute(
+            select(func.count(), func.min(RateEvent.at)).where(RateEvent.key_id == key.id, RateEvent.at > start)
+        )
+    ).one()
+    used, oldest = int(row[0]), row[1]
+    if used >= limit:
+        reset = _seconds_until((oldest or now) + WINDOW, now)
+        state = RateState(limit, 0, reset)
+        raise RateLimited(
+            f"API key {key.handle} may make {limit} requests per minute; retry in {reset} s.",
+            headers={**state.headers(), "Retry-After": str(reset)},
+        )
+    session.add(RateEvent(key_id=key.id, at=now))
+    return RateState(limit, limit - used - 1, _seconds_until((oldest or now) + WINDOW, now))
+
+
+def _seconds_until(moment: datetime, now: datetime) -> int:
+    return max(math.ceil((moment - now).total_seconds()), 1)
+
+
+@dataclass(frozen=True)
+class Periods:
+    """The quota periods (UTC) containing a moment."""
+
+    day_start: datetime
+    next_day: datetime
+    month_start: datetime
+    next_month: datetime
+
+    @classmethod
+    def at(cls, now: datetime) -> Periods:
+        """Today and this month, in UTC."""
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        month = day.replace(day=1)
+        next_month = (
+            month.replace(year=month.year + 1, month=1) if month.month == 12 else month.replace(month=month.month + 1)
+        )
+        return cls(day, day + timedelta(days=1), month, next_month)
+
+
+async def images_used(session: AsyncSession, key_id: int, since: datetime) -> int:
+    """Images the key has reserved (unfinished jobs) or received (delivered jobs) since a moment."""
+    reserved = case(
+        (Job.status.in_(ACTIVE), Job.count),
+        (Job.status.in_(DELIVERED), Job.image_count),
+        else_=0,
+    )
+    total = await session.scalar(
+        select(func.coalesce(func.sum(reserved), 0)).where(Job.key_id == key_id, Job.created_at >= since)
+    )
+    return int(total or 0)
+
+
+async def active_jobs(session: AsyncSession, key_id: int) -> int:
+    """The key's queued and running jobs."""
+    count = await session.scalar(
+        select(func.count()).select_from(Job).where(Job.key_id == key_id, Job.status.in_(ACTIVE))
+    )
+    return int(count or 0)
+
+
+async def check_job_limits(*, session: AsyncSession, key: ApiKey, now: datetime) -> None:
+    """After the new job is in the transaction: refuse it if the key is now over a limit."""
+    if key.max_concurrent_jobs is not None and await active_jobs(session, key.id) > key.max_concurrent_jobs:
+        raise TooManyConcurrentJobs(
+            f"API key {key.handle} may have {key.max_concurrent_jobs} unfinished job(s) at once; "
+            "wait for one to finish.",
+            headers={"Retry-After": CONCURRENCY_RETRY_AFTER},
+        )
+    periods = Periods.at(now)
+    for quota, since, resets, label in (
+        (key.daily_image_quota, periods.day_start, periods.next_day, "daily"),
+        (key.monthly_image_quota, periods.month_start, periods.next_month, "monthly"),
+    ):
+        if quota is None:
+            continue
+        used = await images_used(session, key.id, since)
+        if used > quota:
+            raise QuotaExceeded(
+                f"API key {key.handle} has a {label} quota of {quota} images and this request would make it "
+                f"{used}; it resets at {resets.isoformat()}.",
+                headers={"Retry-After": str(_seconds_until(resets, now))},
+            )
