@@ -1,0 +1,135 @@
+"""The imagegate command: serve, worker, db upgrade, keys, audit, cleanup, generate."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from imagegate.cli.common import ConfigOption, configure_logging, load, parse_expiry, sessions_for
+from imagegate.cli.keys import audit_command, keys_app
+from imagegate.migrations import upgrade
+
+app = typer.Typer(help="ImageGate: a self-hosted image-generation gateway.", no_args_is_help=True)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+app.command("audit")(audit_command)
+
+__all__ = ["app", "main", "parse_expiry"]
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Run the HTTP service (migrating the database first) with its workers."""
+    import uvicorn
+
+    from imagegate.app import create_app
+
+    settings = load(config, host=host, port=port)
+    configure_logging(settings)
+    typer.echo(f"ImageGate listening on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
+    )
+
+
+@app.command()
+def worker(config: ConfigOption = None) -> None:
+    """Run only the job workers (no HTTP), e.g. beside API processes on one PostgreSQL database."""
+    from imagegate.app import create_app, running
+
+    settings = load(config, run_scheduler=True)
+    configure_logging(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        application = create_app(settings)
+        async with running(application, settings):
+            typer.echo("ImageGate worker running; Ctrl-C to stop.")
+            await stop.wait()
+
+    asyncio.run(main())
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Apply database migrations up to the newest schema."""
+    settings = load(config)
+    upgrade(settings.database_url)
+    typer.echo("Database is up to date.")
+
+
+@app.command()
+def cleanup(config: ConfigOption = None) -> None:
+    """Expire due jobs and remove orphan files now."""
+    from imagegate.retention import sweep
+    from imagegate.storage import storage_for
+
+    settings = load(config)
+
+    async def main() -> None:
+        async with sessions_for(settings) as sessions:
+            report = await sweep(sessions=sessions, storage=storage_for(settings), settings=settings)
+        typer.echo(
+            f"Expired {report.expired_jobs} job(s); removed {report.deleted_files} file(s) and "
+            f"{report.orphan_files} orphan file(s)."
+        )
+        for problem in report.errors:
+            typer.echo(f"Could not remove {problem}", err=True)
+
+    asyncio.run(main())
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to save (several: name-2.png, …).")],
+    url: Annotated[str, typer.Option(envvar="IMAGEGATE_URL", help="The server.")] = "http://127.0.0.1:8000",
+    key: Annotated[str | None, typer.Option(envvar="IMAGEGATE_API_KEY", help="Your API key.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name.")] = None,
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT or auto.")] = "auto",
+    quality: Annotated[str, typer.Option()] = "auto",
+    count: Annotated[int, typer.Option()] = 1,
+    output_format: Annotated[str | None, typer.Option("--format", help="png, jpeg, webp.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the result.")] = 600.0,
+) -> None:
+    """Generate images on a running server and save them (a client: needs --key or IMAGEGATE_API_KEY)."""
+    from imagegate.client import ClientError, generate_to_files
+
+    if not key:
+        typer.echo("An API key is needed: --key ig_… or IMAGEGATE_API_KEY.", err=True)
+        raise typer.Exit(2)
+    fmt = output_format or (output.suffix.lstrip(".").lower().replace("jpg", "jpeg") or "png")
+    body = {"prompt": prompt, "size": size, "quality": quality, "count": count, "output_format": fmt}
+    if model:
+        body["model"] = model
+    try:
+        saved = asyncio.run(generate_to_files(url=url, key=key, body=body, output=output, timeout=timeout))
+    except ClientError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for path in saved:
+        typer.echo(str(path))
+
+
+def main() -> None:
+    """Console script entry point."""
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+

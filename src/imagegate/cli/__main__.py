@@ -1,0 +1,5 @@
+"""`python -m imagegate.cli`."""
+
+from imagegate.cli import main
+
+main()

@@ -1,0 +1,98 @@
+"""What the commands share: settings loading, a database session, durations and dates."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from imagegate.db import create_engine, session_factory, utcnow
+from imagegate.errors import ImagegateError
+from imagegate.migrations import upgrade
+from imagegate.settings import Settings, load_settings
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML settings file (also IMAGEGATE_CONFIG).")
+]
+T = TypeVar("T")
+DURATION = re.compile(r"^(\d+)([smhdw])$")
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def load(config: Path | None, **overrides: Any) -> Settings:
+    """Settings for a command; a readable message and exit code 2 when they are wrong."""
+    try:
+        return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
+        typer.echo(f"Configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def configure_logging(settings: Settings) -> None:
+    """Plain log lines at the configured level."""
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@contextlib.asynccontextmanager
+async def sessions_for(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A migrated database's session factory for the length of a command."""
+    await asyncio.to_thread(upgrade, settings.database_url)
+    engine = create_engine(settings.database_url)
+    try:
+        yield session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
+def run_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run work in one transaction; domain errors become a message and exit code 1."""
+
+    async def main() -> T:
+        async with sessions_for(settings) as sessions, sessions() as session, session.begin():
+            return await work(session)
+
+    try:
+        return asyncio.run(main())
+    except ImagegateError as error:
+        typer.echo(f"Error: {error.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+def parse_duration(value: str) -> timedelta:
+    """'90s', '30m', '12h', '30d', '2w' (or '0')."""
+    value = value.strip()
+    if value == "0":
+        return timedelta(0)
+    match = DURATION.match(value)
+    if not match:
+        raise typer.BadParameter("use a duration like 90s, 30m, 12h, 30d or 2w")
+    return timedelta(**{UNITS[match[2]]: int(match[1])})
+
+
+def parse_expiry(value: str, now: datetime | None = None) -> datetime:
+    """'30d', '12h', '90m', '2w', or an ISO date/time (UTC unless it says otherwise)."""
+    now = now or utcnow()
+    if DURATION.match(value.strip()):
+        return now + parse_duration(value)
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter("use a duration like 30d, 12h, 90m, 2w, or an ISO date like 2027-01-31") from None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if moment <= now:
+        raise typer.BadParameter("the expiry is in the past")
+    return moment
+
+
+def short(value: datetime | None) -> str:
+    """A timestamp for tables."""
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"

@@ -1,0 +1,230 @@
+"""`imagegate keys …` and `imagegate audit`: issue, limit, rotate and retire API keys; read the audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from imagegate.cli.common import ConfigOption, load, parse_duration, parse_expiry, run_db, short
+from imagegate.db import utcnow
+from imagegate.keys import audit
+from imagegate.keys import service as keys
+from imagegate.keys.models import ApiKey
+from imagegate.keys.service import UNSET, KeyLimits
+
+keys_app = typer.Typer(help="Issue and manage API keys.", no_args_is_help=True)
+
+LimitOption = Annotated[str | None, typer.Option(help="A number, or 'none' for no limit.")]
+ModelsOption = Annotated[
+    str | None, typer.Option("--models", help="Comma-separated models or backends this key may use; 'all' for any.")
+]
+ScopesOption = Annotated[str | None, typer.Option(help="Comma-separated: generate, edit, read, delete.")]
+
+
+def _limit(value: str | None, option: str) -> Any:
+    if value is None:
+        return UNSET
+    if value.strip().lower() in ("none", "unlimited"):
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise typer.BadParameter(f"{option} takes a whole number of at least 1, or 'none'")
+    return int(value)
+
+
+def _list(value: str | None, *, everything: str | None = None) -> Any:
+    if value is None:
+        return UNSET
+    if everything is not None and value.strip().lower() == everything:
+        return None
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _limits(
+    *,
+    models: str | None,
+    scopes: str | None,
+    rate_limit: str | None,
+    daily_quota: str | None,
+    monthly_quota: str | None,
+    max_concurrent: str | None,
+) -> KeyLimits:
+    return KeyLimits(
+        allowed_models=_list(models, everything="all"),
+        scopes=_list(scopes),
+        rate_limit_per_minute=_limit(rate_limit, "--rate-limit"),
+        daily_image_quota=_limit(daily_quota, "--daily-quota"),
+        monthly_image_quota=_limit(monthly_quota, "--monthly-quota"),
+        max_concurrent_jobs=_limit(max_concurrent, "--max-concurrent"),
+    )
+
+
+def describe(key: ApiKey) -> list[str]:
+    """A key's settings as lines for people."""
+
+    def limit(value: int | None, unit: str) -> str:
+        return "unlimited" if value is None else f"{value} {unit}"
+
+    return [
+        f"handle:          {key.handle}",
+        f"name:            {key.name}",
+        f"status:          {_status(key)}",
+        f"created:         {short(key.created_at)}",
+        f"last used:       {short(key.last_used_at)}",
+        f"expires:         {short(key.expires_at)}",
+        f"models:          {', '.join(key.allowed_models) if key.allowed_models is not None else 'all'}",
+        f"scopes:          {', '.join(key.scopes)}",
+        f"rate limit:      {limit(key.rate_limit_per_minute, 'requests/minute')}",
+        f"daily quota:     {limit(key.daily_image_quota, 'images')}",
+        f"monthly quota:   {limit(key.monthly_image_quota, 'images')}",
+        f"max concurrent:  {limit(key.max_concurrent_jobs, 'jobs')}",
+        f"previous secret: valid until {short(key.previous_token_expires_at)}"
+        if key.previous_token_hash
+        else "previous secret: none",
+    ]
+
+
+def _status(key: ApiKey) -> str:
+    if not key.enabled:
+        return "disabled"
+    return "expired" if key.expires_at and key.expires_at <= utcnow() else "enabled"
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
+    expires: Annotated[str | None, typer.Option(help="30d, 12h, 2w, or an ISO date.")] = None,
+    models: ModelsOption = None,
+    scopes: ScopesOption = None,
+    rate_limit: LimitOption = None,
+    daily_quota: LimitOption = None,
+    monthly_quota: LimitOption = None,
+    max_concurrent: LimitOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create a key and print it once."""
+    settings = load(config)
+    expires_at = parse_expiry(expires) if expires else None
+    limits = _limits(
+        models=models,
+        scopes=scopes,
+        rate_limit=rate_limit,
+        daily_quota=daily_quota,
+        monthly_quota=monthly_quota,
+        max_concurrent=max_concurrent,
+    )
+    key, token = run_db(
+        settings, lambda s: keys.create_key(session=s, name=name, expires_at=expires_at, limits=limits, actor="cli")
+    )
+    typer.echo("\n".join(describe(key)))
+    typer.echo("\nThe key is shown only this once; store it now:\n")
+    typer.echo(token)
+
+
+@keys_app.command("update")
+def keys_update(
+    handle: str,
+    name: Annotated[str | None, typer.Option(help="A new name.")] = None,
+    expires: Annotated[str | None, typer.Option(help="30d, 12h, an ISO date, or 'never'.")] = None,
+    models: ModelsOption = None,
+    scopes: ScopesOption = None,
+    rate_limit: LimitOption = None,
+    daily_quota: LimitOption = None,
+    monthly_quota: LimitOption = None,
+    max_concurrent: LimitOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Change a key's name, expiry or limits (options not given stay as they are)."""
+    settings = load(config)
+    limits = _limits(
+        models=models,
+        scopes=scopes,
+        rate_limit=rate_limit,
+        daily_quota=daily_quota,
+        monthly_quota=monthly_quota,
+        max_concurrent=max_concurrent,
+    )
+    if name is not None:
+        limits.name = name
+    if expires is not None:
+        limits.expires_at = None if expires.strip().lower() == "never" else parse_expiry(expires)
+    if not limits.given():
+        raise typer.BadParameter("nothing to change: give at least one option")
+    key = run_db(settings, lambda s: keys.update_key(session=s, handle=handle, limits=limits, actor="cli"))
+    typer.echo("\n".join(describe(key)))
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    handle: str,
+    grace: Annotated[str, typer.Option(help="How long the old secret keeps working: 0, 30m, 24h, 7d.")] = "24h",
+    config: ConfigOption = None,
+) -> None:
+    """Issue a new secret for a key; the old one works for the grace period, then stops."""
+    settings = load(config)
+    period = parse_duration(grace)
+    key, token = run_db(settings, lambda s: keys.rotate_key(session=s, handle=handle, grace=period, actor="cli"))
+    until = f"until {key.previous_token_expires_at.isoformat()}" if key.previous_token_expires_at else "no longer"
+    typer.echo(f"Rotated {key.handle}; the old secret works {until}.")
+    typer.echo("The new key is shown only this once; store it now:\n")
+    typer.echo(token)
+
+
+@keys_app.command("show")
+def keys_show(handle: str, config: ConfigOption = None) -> None:
+    """Show one key's settings and limits."""
+    key = run_db(load(config), lambda s: keys.get_by_handle(session=s, handle=handle))
+    typer.echo("\n".join(describe(key)))
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOption = None) -> None:
+    """List keys (handles, never secrets)."""
+    rows = run_db(load(config), lambda s: keys.list_keys(session=s))
+    if not rows:
+        typer.echo("No keys yet. Create one with: imagegate keys create NAME")
+        return
+    typer.echo(f"{'HANDLE':<18} {'STATUS':<9} {'CREATED':<20} {'LAST USED':<20} {'EXPIRES':<20} NAME")
+    for key in rows:
+        typer.echo(
+            f"{key.handle:<18} {_status(key):<9} {short(key.created_at):<20} {short(key.last_used_at):<20} "
+            f"{short(key.expires_at):<20} {key.name}"
+        )
+
+
+@keys_app.command("disable")
+def keys_disable(handle: str, config: ConfigOption = None) -> None:
+    """Disable a key: requests with it get 403 until it is enabled again."""
+    run_db(load(config), lambda s: keys.set_enabled(session=s, handle=handle, enabled=False, actor="cli"))
+    typer.echo(f"Disabled {handle}.")
+
+
+@keys_app.command("enable")
+def keys_enable(handle: str, config: ConfigOption = None) -> None:
+    """Enable a disabled key."""
+    run_db(load(config), lambda s: keys.set_enabled(session=s, handle=handle, enabled=True, actor="cli"))
+    typer.echo(f"Enabled {handle}.")
+
+
+@keys_app.command("delete")
+def keys_delete(handle: str, config: ConfigOption = None) -> None:
+    """Delete a key for good; its jobs stay in the history."""
+    run_db(load(config), lambda s: keys.delete_key(session=s, handle=handle, actor="cli"))
+    typer.echo(f"Deleted {handle}.")
+
+
+def audit_command(
+    handle: Annotated[str | None, typer.Option(help="Only this key.")] = None,
+    action: Annotated[str | None, typer.Option(help="Only actions starting with this (key., refused.).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many events.")] = 50,
+    config: ConfigOption = None,
+) -> None:
+    """Show the audit log, newest first: key changes and refusals for limits."""
+    rows = run_db(load(config), lambda s: audit.events(session=s, handle=handle, action=action, limit=limit))
+    if not rows:
+        typer.echo("No audit events.")
+        return
+    typer.echo(f"{'WHEN':<20} {'ACTOR':<6} {'KEY':<18} {'ACTION':<36} DETAIL")
+    for event in rows:
+        detail = ", ".join(f"{k}={v}" for k, v in event.detail.items() if v is not None)
+        typer.echo(f"{short(event.at):<20} {event.actor:<6} {event.key_handle or '-':<18} {event.action:<36} {detail}")
