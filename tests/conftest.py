@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from imagegate.app import create_app
 from imagegate.keys import service as keys
 from imagegate.keys.models import ApiKey
+from imagegate.keys.service import KeyLimits
 from imagegate.migrations import upgrade
 from imagegate.settings import BackendConfig, Settings
 from tests.fakes.backends import FakeBackend
@@ -109,9 +110,9 @@ class Harness:
         async with self.app.state.sessions() as session, session.begin():
             return await keys.create_key(session=session, name=name, **kwargs)
 
-    async def auth(self, name: str = "tester") -> dict[str, str]:
-        """Authorization headers for a new key."""
-        _key, token = await self.new_key(name)
+    async def auth(self, name: str = "tester", **limits: Any) -> dict[str, str]:
+        """Authorization headers for a new key with the given limits (KeyLimits fields)."""
+        _key, token = await self.new_key(name, limits=KeyLimits(**limits))
         return {"Authorization": f"Bearer {token}"}
 
 

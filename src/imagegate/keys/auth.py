@@ -33,16 +33,18 @@ async def require_key(request: Request) -> ApiKey:
     """The caller's verified key (401 missing/unknown, 403 disabled/expired, 429 over its rate limit)."""
     token = bearer_token(request)
     sessions = request.app.state.sessions
+    handle = None
     try:
         async with sessions() as session, session.begin():
             key: ApiKey = await service.verify(session=session, token=token)
+            handle = key.handle  # a refusal rolls back and expires the instance; keep what the audit needs
             state = await limits.take_rate_token(session=session, key=key, now=utcnow())
     except InvalidApiKey as error:
         error.headers = BEARER_HEADERS
         raise
     except RateLimited as refusal:
         setattr(request.state, RATE_STATE, refusal.headers)
-        await audit.record_refusal(sessions=sessions, handle=key.handle, refusal=refusal, path=request.url.path)
+        await audit.record_refusal(sessions=sessions, handle=str(handle), refusal=refusal, path=request.url.path)
         raise
     if state is not None:
         setattr(request.state, RATE_STATE, state.headers())
