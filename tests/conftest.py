@@ -62,7 +62,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         target = tmp_path / "imagegate.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
         return f"sqlite+aiosqlite:///{target}"
-    base = request.getfixturevalue("pg_base_url")
+    return new_pg_database(request.getfixturevalue("pg_base_url"))
+
+
+def new_pg_database(base: str) -> str:
+    """A fresh migrated PostgreSQL database (copied from the template); its URL."""
     name = f"t_{next(_counter)}"
     asyncio.run(_create_database(base, name, TEMPLATE_DB))
     return f"{base}/{name}"

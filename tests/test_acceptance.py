@@ -12,6 +12,7 @@ import httpx2
 import pytest
 from PIL import Image
 
+from tests.conftest import new_pg_database
 from tests.fakes.server import base_env, imagegate, serve, worker
 
 pytestmark = pytest.mark.acceptance
@@ -128,3 +129,15 @@ def test_api_process_without_workers_and_a_separate_worker_process(database_url:
             assert waited.status_code == 200, waited.text
             assert process.poll() is None
         assert process.returncode == 0
+
+
+def test_two_servers_on_one_postgresql_share_a_keys_rate_limit(pg_base_url: str, tmp_path: Path) -> None:
+    env, _headers = _env_with_key(new_pg_database(pg_base_url), tmp_path)
+    created = imagegate("keys", "create", "shared", "--rate-limit", "4", env=env, cwd=tmp_path)
+    headers = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
+    with serve(env, tmp_path, name="a") as first, serve(env, tmp_path, name="b") as second:
+        statuses = [
+            httpx2.get(f"{server.url}/v1/images/jobs", headers=headers, timeout=10).status_code
+            for server in (first, second, first, second, first, second)
+        ]
+    assert statuses == [200, 200, 200, 200, 429, 429]

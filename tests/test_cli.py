@@ -77,3 +77,60 @@ def test_parse_expiry() -> None:
 
 def test_output_paths_number_extra_images() -> None:
     assert output_paths(Path("out.png"), 3) == [Path("out.png"), Path("out-2.png"), Path("out-3.png")]
+
+
+def test_limits_rotation_and_audit_from_the_command_line(env: dict[str, str]) -> None:
+    created = invoke(
+        env,
+        "keys",
+        "create",
+        "limited",
+        "--models",
+        "demo,fake",
+        "--scopes",
+        "generate,read",
+        "--rate-limit",
+        "30",
+        "--daily-quota",
+        "5",
+        "--max-concurrent",
+        "2",
+    )
+    handle = re.search(r"key_[0-9a-f]{12}", created)
+    assert handle is not None
+    assert "models:          demo, fake" in created
+    assert "scopes:          generate, read" in created
+    assert "rate limit:      30 requests/minute" in created
+    assert "monthly quota:   unlimited" in created
+    updated = invoke(
+        env, "keys", "update", handle[0], "--daily-quota", "none", "--monthly-quota", "100", "--models", "all"
+    )
+    assert "daily quota:     unlimited" in updated
+    assert "monthly quota:   100 images" in updated
+    assert "models:          all" in updated
+    old_token = created.strip().splitlines()[-1]
+    rotated = invoke(env, "keys", "rotate", handle[0], "--grace", "2h")
+    new_token = rotated.strip().splitlines()[-1]
+    assert new_token.startswith("ig_")
+    assert new_token != old_token
+    assert "previous secret: valid until" in invoke(env, "keys", "show", handle[0])
+    log = invoke(env, "audit", "--handle", handle[0])
+    for action in ("key.create", "key.update", "key.rotate"):
+        assert action in log
+    assert "ig_" not in log
+    assert "key.rotate" not in invoke(env, "audit", "--action", "key.create")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["keys", "create", "x", "--rate-limit", "0"], "at least 1"),
+        (["keys", "create", "x", "--scopes", "generate,fly"], "Unknown scope"),
+        (["keys", "rotate", "key_000000000000", "--grace", "soon"], "duration"),
+        (["keys", "update", "key_000000000000"], "nothing to change"),
+    ],
+)
+def test_bad_key_options_are_explained(env: dict[str, str], args: list[str], message: str) -> None:
+    result = runner.invoke(app, args, env=env)
+    assert result.exit_code != 0
+    assert message in result.output
