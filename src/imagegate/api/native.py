@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -140,31 +140,25 @@ async def generate(
 ) -> Response:
     """Queue a generation and wait for it up to the wait timeout (or answer 202 at once with Prefer)."""
     ctx = job_context(request)
-    replayed_id = None
-    if idempotency_key is not None:
-        idempotency_key = idempotency.check_key(idempotency_key)
-        replayed_id = await idempotency.begin(
-            sessions=ctx.sessions,
-            key=key,
-            idempotency_key=idempotency_key,
-            fingerprint=idempotency.request_hash("native.generate", body.model_dump(exclude_unset=True)),
-            ttl=timedelta(hours=ctx.settings.idempotency_ttl_hours),
-        )
-    if replayed_id is not None:
-        job = await service.get_job(ctx=ctx, job_id=replayed_id, key=key)
-    else:
-        generation = GenerationRequest(
-            prompt=body.prompt,
-            model=body.model,
-            size=body.size,
-            quality=body.quality,
-            count=body.count,
-            output_format=body.output_format,
-            references=await _references(body),
-        )
-        job = await service.submit(ctx=ctx, request=generation, key=key, idempotency_key=idempotency_key)
-    response = await _respond(ctx, job, key, base_url(request), prefer)
-    if replayed_id is not None:
+    references = await _references(body)
+    generation = GenerationRequest(
+        prompt=body.prompt,
+        model=body.model,
+        size=body.size,
+        quality=body.quality,
+        count=body.count,
+        output_format=body.output_format,
+        references=references,
+    )
+    submitted = await service.submit_once(
+        ctx=ctx,
+        request=generation,
+        key=key,
+        idempotency_key=idempotency_key,
+        fingerprint=idempotency.request_hash("native.generate", body.model_dump(exclude_unset=True)),
+    )
+    response = await _respond(ctx, submitted.job, key, base_url(request), prefer)
+    if submitted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
 

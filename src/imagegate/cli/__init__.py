@@ -132,4 +132,3 @@ def main() -> None:
     """Console script entry point."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()
-

@@ -69,6 +69,42 @@ async def submit(
     return job
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """The job a request named, and whether it was replayed from an earlier request's Idempotency-Key."""
+
+    job: Job
+    replayed: bool
+
+
+async def submit_once(
+    *,
+    ctx: JobContext,
+    request: GenerationRequest,
+    key: ApiKey,
+    idempotency_key: str | None,
+    fingerprint: str,
+) -> Submitted:
+    """Submit, honouring an Idempotency-Key: every surface's submitting endpoint goes through here.
+
+    fingerprint identifies the request (idempotency.request_hash of the surface and its body).
+    """
+    if idempotency_key is None:
+        return Submitted(await submit(ctx=ctx, request=request, key=key), replayed=False)
+    idempotency_key = idempotency.check_key(idempotency_key)
+    replayed_id = await idempotency.begin(
+        sessions=ctx.sessions,
+        key=key,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        ttl=timedelta(hours=ctx.settings.idempotency_ttl_hours),
+    )
+    if replayed_id is not None:
+        return Submitted(await get_job(ctx=ctx, job_id=replayed_id, key=key), replayed=True)
+    job = await submit(ctx=ctx, request=request, key=key, idempotency_key=idempotency_key)
+    return Submitted(job, replayed=False)
+
+
 async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, idempotency_key: str | None) -> Job:
     route = ctx.backends.route(request.model)
     limits.require_model(key, model=route.model, backend=route.backend)
