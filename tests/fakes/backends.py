@@ -14,7 +14,7 @@ from typing import Any
 from PIL import Image
 
 from imagegate.backends.base import BackendRequest, BackendResult, JobLog, OutputImage
-from imagegate.errors import BackendError
+from imagegate.errors import BackendError, InvalidRequest
 from imagegate.settings import Settings
 
 SECRET_IN_ERROR = "sk-upstream-secret /srv/private/path"
@@ -52,6 +52,11 @@ class FakeBackend:
         """Wait until `count` jobs have started."""
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: len(self.started) >= count)
+
+    def check(self, request: BackendRequest) -> None:
+        """Refuse prompts starting with 'unsupported:' before anything is queued."""
+        if request.prompt.startswith("unsupported:"):
+            raise InvalidRequest("The fake backend cannot do that.", param="prompt")
 
     async def generate(self, request: BackendRequest, log: JobLog) -> BackendResult:
         """Behave as the prompt's prefix says."""

@@ -71,7 +71,7 @@ def render_job(job: Job, base: str) -> dict[str, Any]:
         "output_format": job.output_format,
         "count": job.count,
         "image_count": job.image_count,
-        "reference_image_count": len(job.inputs),
+        "reference_image_count": sum(1 for item in job.inputs if item.role == "reference"),
         "cancel_requested": job.cancel_requested,
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +32,7 @@ class BackendRequest:
     output_format: str
     count: int
     references: tuple[InputImage, ...] = ()
+    mask: InputImage | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -55,14 +56,23 @@ class BackendResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-class JobLog:
-    """A backend's log for one job, kept for the admin history and bounded in size."""
+PartialListener = Callable[[int, bytes], None]
 
-    def __init__(self, max_bytes: int) -> None:
+
+class JobLog:
+    """A backend's channel back for one job: its log (bounded, kept for the admin history) and partial images."""
+
+    def __init__(self, max_bytes: int, on_partial: PartialListener | None = None) -> None:
         self._max = max_bytes
         self._parts: list[str] = []
         self._size = 0
+        self._on_partial = on_partial
         self.truncated = False
+
+    def partial_image(self, index: int, data: bytes) -> None:
+        """Hand on a partial (preview) image while the final one is still being made; streams show it."""
+        if self._on_partial is not None:
+            self._on_partial(index, data)
 
     def write(self, text: str) -> None:
         """Append text; past the bound, the rest is dropped and the log says so."""
@@ -87,6 +97,10 @@ class Backend(Protocol):
     """What makes pixels. Built once per configured backend by create_app."""
 
     name: str
+
+    def check(self, request: BackendRequest) -> None:
+        """Raise InvalidRequest for what this backend cannot do, before the job is queued or paid for."""
+        ...
 
     async def generate(self, request: BackendRequest, log: JobLog) -> BackendResult:
         """Make request.count images (or fewer, saying why in the log); raise ImagegateError on failure."""

@@ -9,7 +9,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 from pydantic import BaseModel, Field
 
 from imagegate.backends.base import BackendRequest, BackendResult, InputImage, JobLog, OutputImage
@@ -33,12 +33,20 @@ class DemoBackend:
         self.name = name
         self.options = DemoOptions.model_validate(dict(options))
 
+    def check(self, request: BackendRequest) -> None:
+        """The demo backend can draw anything the common validation lets through."""
+
     async def generate(self, request: BackendRequest, log: JobLog) -> BackendResult:
         """Render request.count images in a thread (after the configured delay, if any)."""
         if self.options.delay_seconds:
             await asyncio.sleep(self.options.delay_seconds)
         log.write(f"demo: rendering {request.count} image(s) at {request.width}x{request.height}\n")
-        images = [OutputImage(await asyncio.to_thread(render, request, index)) for index in range(request.count)]
+        images = []
+        for index in range(request.count):
+            final = await asyncio.to_thread(render, request, index)
+            for step in range(_partial_count(request)):
+                log.partial_image(step, await asyncio.to_thread(blurred, final, request.output_format, step))
+            images.append(OutputImage(final))
         return BackendResult(images=images, metadata={"revised_prompt": None})
 
     async def aclose(self) -> None:
@@ -66,6 +74,18 @@ def render(request: BackendRequest, index: int) -> bytes:
         image = Image.blend(image, _collage(request.references, image.size), 0.6)
     _caption(image, request.prompt)
     return _encode(image, request.output_format)
+
+
+def _partial_count(request: BackendRequest) -> int:
+    value = request.params.get("partial_images", 0)
+    return value if isinstance(value, int) and 0 < value <= 3 else 0
+
+
+def blurred(data: bytes, output_format: str, step: int) -> bytes:
+    """A preview of a finished image, blurrier for earlier steps (what a partial image looks like)."""
+    with Image.open(io.BytesIO(data)) as image:
+        preview = image.convert("RGB").filter(ImageFilter.GaussianBlur(radius=12 / (step + 1)))
+    return _encode(preview, output_format)
 
 
 def _background(width: int, height: int, seed: bytes) -> Image.Image:

@@ -18,6 +18,7 @@ class JobEvents:
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._queued_listeners: list[Callable[[str], None]] = []
         self._cancel_listeners: list[Callable[[str], object]] = []
+        self._partials: defaultdict[str, set[asyncio.Queue[tuple[int, bytes]]]] = defaultdict(set)
 
     @contextmanager
     def subscribe(self, job_id: str) -> Iterator[asyncio.Event]:
@@ -37,6 +38,25 @@ class JobEvents:
         """Wake everyone waiting on the job."""
         for event in self._waiters.get(job_id, ()):
             event.set()
+
+    @contextmanager
+    def subscribe_partials(self, job_id: str) -> Iterator[asyncio.Queue[tuple[int, bytes]]]:
+        """A queue of (index, bytes) partial images of a job run by this process."""
+        queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+        self._partials[job_id].add(queue)
+        try:
+            yield queue
+        finally:
+            queues = self._partials.get(job_id)
+            if queues is not None:
+                queues.discard(queue)
+                if not queues:
+                    del self._partials[job_id]
+
+    def partial(self, job_id: str, index: int, data: bytes) -> None:
+        """A backend produced a partial image for the job."""
+        for queue in self._partials.get(job_id, ()):
+            queue.put_nowait((index, data))
 
     def on_queued(self, listener: Callable[[str], None]) -> None:
         """Call listener(backend) whenever a job is queued for that backend."""

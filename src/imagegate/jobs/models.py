@@ -104,13 +104,14 @@ class JobImage(Base):
 
 
 class JobInput(Base):
-    """One reference image of a job: its bytes are in storage, only the key is here."""
+    """One input image of a job (a reference, or the edit mask): its bytes are in storage, only the key is here."""
 
     __tablename__ = "job_input"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
     index: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16), default="reference")
     storage_key: Mapped[str] = mapped_column(String(200))
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)

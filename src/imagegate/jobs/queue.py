@@ -121,15 +121,18 @@ async def finish_failed(
     sessions: async_sessionmaker[AsyncSession], claimed: Claimed, error: ImagegateError, logs: str
 ) -> bool:
     """Mark the job failed with the error callers will see; False when the job is no longer ours."""
-    return await _settle(
-        sessions,
-        claimed,
-        status=JobStatus.FAILED,
-        logs=logs,
-        error_code=error.code,
-        error_message=error.message,
-        error_status=error.status,
-    )
+    async with sessions() as session, session.begin():
+        job = await session.scalar(select(Job).where(_owned(claimed)))
+        if job is None:
+            return False
+        job.status = JobStatus.FAILED
+        job.finished_at = utcnow()
+        job.logs = logs
+        job.error_code, job.error_message, job.error_status = error.code, error.message, error.status
+        retry_after = error.headers.get("Retry-After")
+        if retry_after:
+            job.params = {**job.params, "retry_after": retry_after}
+    return True
 
 
 async def finish_cancelled(sessions: async_sessionmaker[AsyncSession], claimed: Claimed, logs: str) -> bool:

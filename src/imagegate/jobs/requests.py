@@ -36,6 +36,7 @@ class GenerationRequest:
     count: int = 1
     output_format: str = "png"
     references: tuple[Reference, ...] = ()
+    mask: Reference | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -74,6 +75,8 @@ def validate(request: GenerationRequest, settings: Settings) -> ValidRequest:
             f"{len(request.references)} reference images given; the limit is {settings.max_reference_images}.",
             param=request.references[0].param.split("[")[0] if request.references else "references",
         )
+    if request.mask is not None and not request.references:
+        raise InvalidRequest("A mask needs an image to edit; send the image too.", param=request.mask.param)
     size = "auto" if request.size == "auto" else f"{width}x{height}"
     return ValidRequest(prompt, size, width, height, request.quality, request.count, output_format)
 

@@ -154,7 +154,10 @@ class Scheduler:
             logger.exception("scheduler housekeeping failed; will retry")
 
     async def _run(self, backend_name: str, claimed: Claimed) -> None:
-        log = JobLog(self.ctx.settings.job_log_max_bytes)
+        log = JobLog(
+            self.ctx.settings.job_log_max_bytes,
+            on_partial=functools.partial(self.ctx.events.partial, claimed.job_id),
+        )
         sessions = self.ctx.sessions
         try:
             request = await self._backend_request(claimed)
@@ -193,10 +196,13 @@ class Scheduler:
             job = await session.scalar(select(Job).where(Job.id == claimed.job_id).options(selectinload(Job.inputs)))
         if job is None:
             raise BackendError("The job disappeared before it ran.")
-        references = []
+        references, mask = [], None
         for item in job.inputs:
-            data = await self.ctx.storage.get(item.storage_key)
-            references.append(InputImage(data, item.width, item.height, item.format))
+            image = InputImage(await self.ctx.storage.get(item.storage_key), item.width, item.height, item.format)
+            if item.role == "mask":
+                mask = image
+            else:
+                references.append(image)
         return BackendRequest(
             job_id=job.id,
             model=job.model,
@@ -207,6 +213,7 @@ class Scheduler:
             output_format=job.output_format,
             count=job.count,
             references=tuple(references),
+            mask=mask,
             params=job.params,
         )
 

@@ -12,6 +12,7 @@ from sqlalchemy import and_, case, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
+from imagegate.backends.base import BackendRequest, InputImage
 from imagegate.backends.registry import BackendSet
 from imagegate.db import utcnow
 from imagegate.errors import Conflict, NotFound, PayloadTooLarge, QueueFull, Refusal
@@ -19,7 +20,7 @@ from imagegate.images import ImageInfo, inspect_image
 from imagegate.jobs import idempotency
 from imagegate.jobs.events import JobEvents
 from imagegate.jobs.models import Job, JobImage, JobInput, JobStatus
-from imagegate.jobs.requests import GenerationRequest, validate
+from imagegate.jobs.requests import GenerationRequest, Reference, validate
 from imagegate.keys import audit, limits
 from imagegate.keys.models import ApiKey
 from imagegate.settings import Settings
@@ -110,11 +111,31 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
     limits.require_model(key, model=route.model, backend=route.backend)
     limits.require_scope(key, "edit" if request.references else "generate")
     valid = validate(request, ctx.settings)
-    infos = await _inspect_references(request, ctx.settings)
+    uploads = [*request.references, *([request.mask] if request.mask else [])]
+    roles = ["reference"] * len(request.references) + (["mask"] if request.mask else [])
+    infos = [await _inspect_input(upload, ctx.settings) for upload in uploads]
+    inputs = [InputImage(u.data, i.width, i.height, i.format) for u, i in zip(uploads, infos, strict=True)]
+    ctx.backends.backends[route.backend].check(
+        BackendRequest(
+            job_id="",
+            model=route.model,
+            prompt=valid.prompt,
+            width=valid.width,
+            height=valid.height,
+            quality=valid.quality,
+            output_format=valid.output_format,
+            count=valid.count,
+            references=tuple(inputs[: len(request.references)]),
+            mask=inputs[-1] if request.mask else None,
+            params=request.params,
+        )
+    )
     job_id = new_job_id()
-    input_keys = [f"inputs/{job_id}/{index}.{info.format}" for index, info in enumerate(infos)]
-    for storage_key, reference in zip(input_keys, request.references, strict=True):
-        await ctx.storage.put(storage_key, reference.data)
+    input_keys = [
+        f"inputs/{job_id}/{i}-{role}.{info.format}" for i, (role, info) in enumerate(zip(roles, infos, strict=True))
+    ]
+    for storage_key, upload in zip(input_keys, uploads, strict=True):
+        await ctx.storage.put(storage_key, upload.data)
     now = utcnow()
     job = Job(
         id=job_id,
@@ -136,6 +157,7 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
         inputs=[
             JobInput(
                 index=i,
+                role=role,
                 storage_key=k,
                 width=info.width,
                 height=info.height,
@@ -143,7 +165,7 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
                 bytes=info.bytes,
                 sha256=info.sha256,
             )
-            for i, (k, info) in enumerate(zip(input_keys, infos, strict=True))
+            for i, (k, role, info) in enumerate(zip(input_keys, roles, infos, strict=True))
         ],
         images=[],
     )
@@ -156,17 +178,14 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
     return job
 
 
-async def _inspect_references(request: GenerationRequest, settings: Settings) -> list[ImageInfo]:
-    infos = []
-    for reference in request.references:
-        if len(reference.data) > settings.max_reference_bytes:
-            raise PayloadTooLarge(
-                f"{reference.param} is {len(reference.data)} bytes; the limit is "
-                f"{settings.max_reference_bytes} bytes per reference image.",
-                param=reference.param,
-            )
-        infos.append(await asyncio.to_thread(inspect_image, reference.data, param=reference.param))
-    return infos
+async def _inspect_input(upload: Reference, settings: Settings) -> ImageInfo:
+    if len(upload.data) > settings.max_reference_bytes:
+        raise PayloadTooLarge(
+            f"{upload.param} is {len(upload.data)} bytes; the limit is "
+            f"{settings.max_reference_bytes} bytes per input image.",
+            param=upload.param,
+        )
+    return await asyncio.to_thread(inspect_image, upload.data, param=upload.param)
 
 
 async def _insert_queued(ctx: JobContext, job: Job, key: ApiKey, idempotency_key: str | None) -> None:
