@@ -11,9 +11,10 @@ from fastapi import FastAPI
 
 from imagegate import __version__
 from imagegate.admin.password import ensure_admin_password
-from imagegate.api import errors, files, health, native, usage
-from imagegate.api.headers import RateLimitHeadersMiddleware
+from imagegate.api import errors, files, health, native, openai, usage
+from imagegate.api.headers import RateLimitHeadersMiddleware, RequestIdMiddleware
 from imagegate.api.limits import BodyLimitMiddleware
+from imagegate.api.openai_shapes import openai_error
 from imagegate.backends.registry import BackendSet
 from imagegate.db import create_engine, session_factory
 from imagegate.jobs.events import JobEvents
@@ -37,12 +38,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="ImageGate", version=__version__, lifespan=lifespan)
     app.state.settings = settings
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    surfaces = errors.SurfaceErrors()
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, surfaces=surfaces)
     app.add_middleware(RateLimitHeadersMiddleware)
-    errors.install(app)
+    app.add_middleware(RequestIdMiddleware)
+    errors.install(app, surfaces)
+    for prefix in openai.PREFIXES:
+        surfaces.register(prefix, openai_error)
     app.include_router(health.router)
     app.include_router(native.router)
     app.include_router(usage.router)
+    app.include_router(openai.router)
     app.include_router(files.router)
     return app
 

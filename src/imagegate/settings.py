@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     run_scheduler: bool = True
     queue_max_size: int = Field(default=1000, ge=1)
     wait_timeout_seconds: float = Field(default=120.0, ge=0)
+    openai_wait_timeout_seconds: float = Field(default=600.0, gt=0)
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     worker_heartbeat_seconds: float = Field(default=10.0, gt=0)
     worker_stale_seconds: float = Field(default=60.0, gt=0)

@@ -45,8 +45,12 @@ def native_error(error: ImagegateError, extra: dict[str, Any] | None = None) -> 
 
 
 def validation_to_error(exc: RequestValidationError) -> InvalidRequest:
+    """The first complaint of a request validation as an InvalidRequest naming the field."""
+    return errors_to_invalid(list(exc.errors()))
+
+
+def errors_to_invalid(errors: list[Any]) -> InvalidRequest:
     """The first pydantic complaint as an InvalidRequest naming the field."""
-    errors = exc.errors()
     if not errors:
         return InvalidRequest()
     first = errors[0]
@@ -72,15 +76,30 @@ def _dotted(parts: list[str]) -> str:
     return out
 
 
-def install(app: FastAPI, renderers: list[tuple[str, Renderer]] | None = None) -> None:
-    """Register the handlers; a request whose path starts with a listed prefix gets that surface's shape."""
-    table = sorted(renderers or [], key=lambda item: len(item[0]), reverse=True)
+class SurfaceErrors:
+    """Which error shape a path gets: each surface registers its prefixes; the native shape is the default."""
 
-    def render(request: Request, error: ImagegateError) -> JSONResponse:
-        for prefix, renderer in table:
-            if request.url.path.startswith(prefix):
+    def __init__(self) -> None:
+        self._table: list[tuple[str, Renderer]] = []
+
+    def register(self, prefix: str, renderer: Renderer) -> None:
+        """Paths starting with prefix render errors with renderer (the longest prefix wins)."""
+        self._table.append((prefix, renderer))
+        self._table.sort(key=lambda item: len(item[0]), reverse=True)
+
+    def render(self, path: str, error: ImagegateError) -> JSONResponse:
+        """The error in the shape of the surface that owns the path."""
+        for prefix, renderer in self._table:
+            if path.startswith(prefix):
                 return renderer(error)
         return native_error(error)
+
+
+def install(app: FastAPI, surfaces: SurfaceErrors) -> None:
+    """Register the handlers: every error leaves in the shape of the surface that was called."""
+
+    def render(request: Request, error: ImagegateError) -> JSONResponse:
+        return surfaces.render(request.url.path, error)
 
     async def on_domain(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ImagegateError)

@@ -1,6 +1,9 @@
-"""Response headers every surface shares: the rate-limit state of the calling key."""
+"""Response headers every surface shares: a request id, and the rate-limit state of the calling key."""
 
 from __future__ import annotations
+
+import re
+import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,3 +32,28 @@ class RateLimitHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+
+
+class RequestIdMiddleware:
+    """Every response carries x-request-id: the caller's own (when sane) or a new 'req_…'; logs can name it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if SAFE_REQUEST_ID.match(incoming) else "req_" + secrets.token_hex(12)
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

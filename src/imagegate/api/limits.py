@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imagegate.api.errors import HttpError, SurfaceErrors
 
 
 class BodyLimitMiddleware:
     """413 at once for a declared Content-Length over the limit; otherwise count bytes as they arrive."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, surfaces: SurfaceErrors) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.surfaces = surfaces
 
     def _message(self) -> str:
         return f"The request body is larger than {self.max_bytes} bytes; send less."
@@ -23,11 +25,7 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            response = JSONResponse(
-                {"error": {"code": "payload_too_large", "message": self._message(), "param": None}},
-                status_code=413,
-                headers={"Connection": "close"},
-            )
+            response = self.surfaces.render(scope["path"], HttpError(413, self._message(), {"Connection": "close"}))
             await response(scope, receive, send)
             return
         received = 0

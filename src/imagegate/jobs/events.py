@@ -54,9 +54,10 @@ class JobEvents:
                     del self._partials[job_id]
 
     def partial(self, job_id: str, index: int, data: bytes) -> None:
-        """A backend produced a partial image for the job."""
+        """A backend produced a partial image for the job (its waiters are woken too)."""
         for queue in self._partials.get(job_id, ()):
             queue.put_nowait((index, data))
+        self.notify(job_id)
 
     def on_queued(self, listener: Callable[[str], None]) -> None:
         """Call listener(backend) whenever a job is queued for that backend."""

@@ -1,0 +1,165 @@
+"""The OpenAI Images API's shapes: request bodies, error bodies, responses and stream events."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any, Literal
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from imagegate.errors import ImagegateError
+from imagegate.jobs.models import Job
+from imagegate.storage import Storage
+
+ERROR_TYPES = {401: "invalid_request_error", 403: "permission_error", 429: "rate_limit_error"}
+EMPTY_USAGE = {
+    "input_tokens": 0,
+    "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
+    "output_tokens": 0,
+    "total_tokens": 0,
+}
+REPORTED_QUALITIES = ("low", "medium", "high")
+REPORTED_BACKGROUNDS = ("transparent", "opaque")
+# Fields that only travel to backends as parameters (the common ones have their own place in a job).
+PASSTHROUGH = (
+    "style",
+    "background",
+    "output_compression",
+    "moderation",
+    "user",
+    "safety_identifier",
+    "input_fidelity",
+    "partial_images",
+)
+
+
+class ImageOptions(BaseModel):
+    """Fields shared by generations, edits and variations, as OpenAI's spec has them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    n: int = Field(default=1, ge=1, le=10)
+    size: str | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+    user: str | None = Field(default=None, max_length=256)
+
+
+class GenerationsBody(ImageOptions):
+    """POST /v1/images/generations."""
+
+    prompt: str
+    quality: Literal["auto", "low", "medium", "high", "standard", "hd"] | None = None
+    style: Literal["vivid", "natural"] | None = None
+    output_format: Literal["png", "jpeg", "webp"] | None = None
+    output_compression: int | None = Field(default=None, ge=0, le=100)
+    background: Literal["transparent", "opaque", "auto"] | None = None
+    moderation: Literal["low", "auto"] | None = None
+    safety_identifier: str | None = Field(default=None, max_length=256)
+    stream: bool | None = None
+    partial_images: int | None = Field(default=None, ge=0, le=3)
+
+
+class EditFields(GenerationsBody):
+    """POST /v1/images/edits: the scalar fields (the images come as files or data URLs)."""
+
+    input_fidelity: Literal["high", "low"] | None = None
+
+
+class ImageUrl(BaseModel):
+    """{"image_url": "data:image/png;base64,…"} in the JSON form of an edit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_url: str | None = None
+    file_id: str | None = None
+
+
+class EditJsonBody(EditFields):
+    """POST /v1/images/edits with a JSON body."""
+
+    images: list[ImageUrl] = Field(min_length=1)
+    mask: ImageUrl | None = None
+
+
+class VariationFields(ImageOptions):
+    """POST /v1/images/variations: the scalar fields."""
+
+
+def openai_error(error: ImagegateError) -> JSONResponse:
+    """{"error": {"message", "type", "param", "code"}} with OpenAI's status codes."""
+    kind = ERROR_TYPES.get(error.status) or ("server_error" if error.status >= 500 else "invalid_request_error")
+    if error.code == "quota_exceeded":
+        kind = "insufficient_quota"
+    body = {"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}}
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+def default_response_format(model: str) -> str:
+    """DALL-E answered with URLs by default; GPT image models always with base64."""
+    return "url" if model.startswith("dall-e") else "b64_json"
+
+
+async def image_data(job: Job, *, response_format: str, base: str, storage: Storage) -> list[dict[str, Any]]:
+    """The data[] entries: our own file URL, or the bytes as base64."""
+    revised = job.params.get("result", {}).get("revised_prompt")
+    data = []
+    for image in job.images:
+        item: dict[str, Any] = {}
+        if response_format == "url":
+            item["url"] = f"{base}/generated/{image.name}"
+        else:
+            item["b64_json"] = await encode_b64(await storage.get(image.storage_key))
+        if revised:
+            item["revised_prompt"] = revised
+        data.append(item)
+    return data
+
+
+async def encode_b64(data: bytes) -> str:
+    """Base64 text, encoded off the event loop (images are megabytes)."""
+    return await asyncio.to_thread(lambda: base64.b64encode(data).decode("ascii"))
+
+
+def described(job: Job) -> dict[str, Any]:
+    """size, quality, output_format, background and usage, as OpenAI reports them."""
+    first = job.images[0] if job.images else None
+    out: dict[str, Any] = {
+        "size": f"{first.width}x{first.height}" if first else f"{job.width}x{job.height}",
+        "output_format": first.format if first else job.output_format,
+    }
+    if job.quality in REPORTED_QUALITIES:
+        out["quality"] = job.quality
+    if job.params.get("background") in REPORTED_BACKGROUNDS:
+        out["background"] = job.params["background"]
+    usage = job.params.get("result", {}).get("usage")
+    if usage:
+        out["usage"] = usage
+    return out
+
+
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    """One Server-Sent Event."""
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def stream_event(job: Job, kind: str, *, b64: str, index: int | None, created_at: int) -> dict[str, Any]:
+    """An image_generation.* / image_edit.* event body."""
+    facts = described(job)
+    body: dict[str, Any] = {
+        "type": kind,
+        "b64_json": b64,
+        "created_at": created_at,
+        "size": facts["size"],
+        "quality": facts.get("quality", "auto"),
+        "background": facts.get("background", "auto"),
+        "output_format": facts["output_format"],
+    }
+    if index is not None:
+        body["partial_image_index"] = index
+    else:
+        body["usage"] = facts.get("usage", EMPTY_USAGE)
+    return body
