@@ -186,3 +186,30 @@ class IdempotencyInProgress(ImagegateError):
 
     status = 409
     code = "idempotency_in_progress"
+
+
+class UpstreamRateLimited(ImagegateError):
+    """The image provider is rate limiting us; retry after the Retry-After seconds."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+
+class ContentRejected(ImagegateError):
+    """The image provider's safety system rejected the request."""
+
+    status = 400
+    code = "content_policy_violation"
+
+
+class UpstreamRejected(ImagegateError):
+    """The image provider rejected the request."""
+
+    status = 400
+    code = "upstream_invalid_request"
+
+
+class UpstreamCredentialsRejected(BackendError):
+    """The image provider rejected this service's credentials; the operator must fix them."""
+
+    code = "upstream_credentials_rejected"

@@ -120,6 +120,9 @@ def _finished_response(job: Job, base: str) -> JSONResponse:
         code=job.error_code or "job_failed",
         message=job.error_message or "The job did not finish.",
     )
+    retry_after = job.params.get("retry_after")
+    if retry_after:
+        error.headers = {"Retry-After": str(retry_after)}
     return native_error(error, {"job_id": job.id, "status": job.status})
 
 

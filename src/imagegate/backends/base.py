@@ -31,6 +31,7 @@ class BackendRequest:
     quality: str
     output_format: str
     count: int
+    size: str = "auto"  # as requested: 'auto' or 'WIDTHxHEIGHT' (width and height hold the resolved numbers)
     references: tuple[InputImage, ...] = ()
     mask: InputImage | None = None
     params: Mapping[str, Any] = field(default_factory=dict)

@@ -212,6 +212,7 @@ class Scheduler:
             quality=job.quality,
             output_format=job.output_format,
             count=job.count,
+            size=job.size,
             references=tuple(references),
             mask=mask,
             params=job.params,

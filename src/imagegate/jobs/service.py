@@ -125,6 +125,7 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
             quality=valid.quality,
             output_format=valid.output_format,
             count=valid.count,
+            size=valid.size,
             references=tuple(inputs[: len(request.references)]),
             mask=inputs[-1] if request.mask else None,
             params=request.params,

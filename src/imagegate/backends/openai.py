@@ -1,0 +1,298 @@
+"""The OpenAI backend: the Images API (or any OpenAI-compatible provider, or Azure OpenAI) through the SDK."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+from pydantic import BaseModel, Field, SecretStr, model_validator
+
+from imagegate.backends.base import BackendRequest, BackendResult, InputImage, JobLog, OutputImage
+from imagegate.backends.openai_models import check_request, rules_for, upstream_size
+from imagegate.errors import (
+    BackendError,
+    BackendTimeout,
+    ContentRejected,
+    ImagegateError,
+    UpstreamCredentialsRejected,
+    UpstreamRateLimited,
+    UpstreamRejected,
+)
+from imagegate.settings import Settings
+
+CONTENT_CODES = ("content_policy_violation", "moderation_blocked")
+GPT_PARAMS = ("background", "moderation", "output_compression")
+DEFAULT_RETRY_AFTER = "20"
+
+
+class OpenAIOptions(BaseModel):
+    """Options of an OpenAI-type backend."""
+
+    model_config = {"extra": "forbid"}
+
+    base_url: str | None = Field(default=None, description="An OpenAI-compatible provider's /v1 URL.")
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = Field(default=None, description="A file holding the key (Docker secrets).")
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="Environment variable read when neither is set.")
+    organization: str | None = None
+    project: str | None = None
+    timeout_seconds: float = Field(default=300.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    azure_endpoint: str | None = None
+    azure_api_version: str | None = None
+    azure_deployment: str | None = None
+    upstream_model: str | None = Field(default=None, description="Send this model name instead of the caller's.")
+    max_download_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    download_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _azure_needs_a_version(self) -> OpenAIOptions:
+        if self.azure_endpoint and not self.azure_api_version:
+            raise ValueError("azure_endpoint needs azure_api_version")
+        return self
+
+    def key(self) -> str:
+        """The API key from the option, the file or the environment; ValueError when there is none."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_file is not None:
+            return self.api_key_file.read_text(encoding="utf-8").strip()
+        value = os.environ.get(self.api_key_env)
+        if not value:
+            raise ValueError(f"no API key: set api_key, api_key_file or the {self.api_key_env} environment variable")
+        return value
+
+
+class OpenAIBackend:
+    """Generations, edits and variations through the official SDK, errors translated for callers."""
+
+    def __init__(self, *, name: str, options: Mapping[str, Any], settings: Settings) -> None:
+        self.name = name
+        self.options = OpenAIOptions.model_validate(dict(options))
+        common: dict[str, Any] = {
+            "api_key": self.options.key(),
+            "organization": self.options.organization,
+            "project": self.options.project,
+            "timeout": self.options.timeout_seconds,
+            "max_retries": self.options.max_retries,
+        }
+        self.client: openai.AsyncOpenAI
+        if self.options.azure_endpoint:
+            self.client = openai.AsyncAzureOpenAI(
+                azure_endpoint=self.options.azure_endpoint,
+                api_version=self.options.azure_api_version,
+                azure_deployment=self.options.azure_deployment,
+                **common,
+            )
+        else:
+            self.client = openai.AsyncOpenAI(base_url=self.options.base_url, **common)
+        self._downloads = httpx2.AsyncClient(
+            follow_redirects=True, max_redirects=3, timeout=self.options.download_timeout_seconds
+        )
+
+    @property
+    def _images(self) -> Any:
+        # The SDK's overloads cannot type arguments assembled per model; the results are checked below.
+        return self.client.images
+
+    def model_for(self, request: BackendRequest) -> str:
+        """The model name sent upstream."""
+        return self.options.upstream_model or request.model
+
+    def check(self, request: BackendRequest) -> None:
+        """Refuse what a known model would refuse, before anything is paid for."""
+        check_request(self.model_for(request), request)
+
+    async def generate(self, request: BackendRequest, log: JobLog) -> BackendResult:
+        """Call the Images API as often as the model needs for request.count images."""
+        model = self.model_for(request)
+        rules = rules_for(model)
+        per_call = rules.max_n if rules else request.count
+        images: list[OutputImage] = []
+        metadata: dict[str, Any] = {}
+        while len(images) < request.count:
+            n = min(per_call, request.count - len(images))
+            try:
+                response = await self._call(request, model, n, log)
+            except ImagegateError as error:
+                if not images:
+                    raise
+                log.write(f"openai: call {len(images) + 1} failed ({error.code}); keeping the images already made\n")
+                break
+            images += [await self._image(item) for item in response.data or []]
+            _merge_metadata(metadata, response)
+            if not response.data:
+                break
+        return BackendResult(images=images, metadata=metadata)
+
+    async def _call(self, request: BackendRequest, model: str, n: int, log: JobLog) -> openai.types.ImagesResponse:
+        operation = request.params.get("operation") or ("edit" if request.references else "generate")
+        arguments = self._arguments(request, model, n, operation)
+        log.write(f"openai: {operation} model={model} n={n} size={arguments.get('size')}\n")
+        try:
+            if _streams(request, model, operation):
+                return await self._streamed(request, operation, arguments, log)
+            if operation == "variation":
+                response = await self._images.create_variation(
+                    image=_file(request.references[0], "image"),
+                    **{k: v for k, v in arguments.items() if k in ("model", "n", "size", "response_format", "user")},
+                )
+            elif operation == "edit":
+                response = await self._images.edit(
+                    image=[_file(ref, f"image-{i}") for i, ref in enumerate(request.references)],
+                    prompt=request.prompt,
+                    **({"mask": _file(request.mask, "mask")} if request.mask else {}),
+                    **arguments,
+                )
+            else:
+                response = await self._images.generate(prompt=request.prompt, **arguments)
+        except openai.APIError as error:
+            raise translate(error) from None
+        if not isinstance(response, openai.types.ImagesResponse):
+            raise BackendError("The image provider answered unexpectedly.")
+        return response
+
+    def _arguments(self, request: BackendRequest, model: str, n: int, operation: str) -> dict[str, Any]:
+        rules = rules_for(model)
+        arguments: dict[str, Any] = {"model": model, "n": n, "size": upstream_size(model, request.size)}
+        if request.quality != "auto":
+            arguments["quality"] = request.quality
+        names = ("style", "user", *GPT_PARAMS, *(("input_fidelity",) if operation == "edit" else ()))
+        arguments.update({name: request.params[name] for name in names if request.params.get(name) is not None})
+        if rules is not None and not rules.gpt_image:
+            arguments["response_format"] = "b64_json"  # DALL-E would answer with short-lived URLs
+        elif rules is not None or request.output_format != "png":
+            # Compatible providers may not know output_format; send it only when it matters.
+            arguments["output_format"] = request.output_format
+        return arguments
+
+    async def _streamed(
+        self, request: BackendRequest, operation: str, arguments: dict[str, Any], log: JobLog
+    ) -> openai.types.ImagesResponse:
+        """Stream from the provider so its partial images reach our callers; the result as a plain response."""
+        arguments = {**arguments, "partial_images": request.params["partial_images"]}
+        if operation == "edit":
+            stream = await self._images.edit(
+                image=[_file(ref, f"image-{i}") for i, ref in enumerate(request.references)],
+                prompt=request.prompt,
+                stream=True,
+                **({"mask": _file(request.mask, "mask")} if request.mask else {}),
+                **arguments,
+            )
+        else:
+            stream = await self._images.generate(prompt=request.prompt, stream=True, **arguments)
+        data: list[openai.types.Image] = []
+        usage = None
+        async for event in stream:
+            if event.type.endswith(".partial_image"):
+                log.partial_image(getattr(event, "partial_image_index", 0), base64.b64decode(event.b64_json))
+            elif event.type.endswith(".completed"):
+                data.append(openai.types.Image(b64_json=event.b64_json))
+                usage = getattr(event, "usage", None)
+        return openai.types.ImagesResponse.model_construct(
+            created=0, data=data, usage=usage.model_dump() if usage is not None else None
+        )
+
+    async def _image(self, item: openai.types.Image) -> OutputImage:
+        if item.b64_json:
+            try:
+                return OutputImage(base64.b64decode(item.b64_json, validate=True))
+            except (binascii.Error, ValueError):
+                raise BackendError("The image provider returned invalid base64.") from None
+        if item.url:
+            return OutputImage(await self._download(item.url))
+        raise BackendError("The image provider returned an image without data.")
+
+    async def _download(self, url: str) -> bytes:
+        """Fetch an image the provider returned as a URL: http(s) only, bounded in time and size."""
+        if not url.startswith(("https://", "http://")):
+            raise BackendError("The image provider returned a URL that is not http(s).")
+        limit = self.options.max_download_bytes
+        try:
+            async with self._downloads.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise BackendError(f"Downloading the provider's image failed (HTTP {response.status_code}).")
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise BackendError(f"The provider's image is larger than {limit} bytes.")
+                    chunks.append(chunk)
+        except httpx2.TimeoutException:
+            raise BackendTimeout("Downloading the provider's image timed out.") from None
+        except httpx2.HTTPError:
+            raise BackendError("Downloading the provider's image failed.") from None
+        return b"".join(chunks)
+
+    async def aclose(self) -> None:
+        """Close the SDK's and the downloader's connections."""
+        await self.client.close()
+        await self._downloads.aclose()
+
+
+def _streams(request: BackendRequest, model: str, operation: str) -> bool:
+    rules = rules_for(model)
+    wanted = request.params.get("partial_images")
+    return bool(wanted) and operation != "variation" and (rules is None or rules.gpt_image)
+
+
+def _file(image: InputImage | None, name: str) -> tuple[str, bytes, str]:
+    assert image is not None
+    return (f"{name}.{image.format}", image.data, f"image/{image.format}")
+
+
+def _merge_metadata(metadata: dict[str, Any], response: openai.types.ImagesResponse) -> None:
+    revised = next((item.revised_prompt for item in response.data or [] if item.revised_prompt), None)
+    if revised and "revised_prompt" not in metadata:
+        metadata["revised_prompt"] = revised
+    if response.usage is not None:
+        usage = response.usage.model_dump(exclude_none=True)
+        metadata["usage"] = _add_usage(metadata.get("usage"), usage)
+
+
+def _add_usage(total: dict[str, Any] | None, more: dict[str, Any]) -> dict[str, Any]:
+    if total is None:
+        return more
+    return {
+        key: _add_usage(total.get(key), value) if isinstance(value, dict) else (total.get(key) or 0) + value
+        for key, value in more.items()
+    }
+
+
+def translate(error: openai.APIError) -> ImagegateError:
+    """An SDK error as what callers may see: never our credentials, never the provider's internals."""
+    if isinstance(error, openai.APITimeoutError):
+        return BackendTimeout("The image provider did not answer in time.")
+    if isinstance(error, openai.APIConnectionError):
+        return BackendError("The image provider could not be reached.")
+    if isinstance(error, openai.RateLimitError):
+        retry_after = error.response.headers.get("retry-after") or DEFAULT_RETRY_AFTER
+        return UpstreamRateLimited(
+            "The image provider is rate limiting this service; retry later.", headers={"Retry-After": retry_after}
+        )
+    if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
+        return UpstreamCredentialsRejected(
+            "The image provider rejected this service's credentials (upstream credentials rejected); tell the operator."
+        )
+    if isinstance(error, openai.BadRequestError):
+        code = str(error.code or "")
+        if code in CONTENT_CODES:
+            rejected = ContentRejected(_message(error))
+            rejected.code = code
+            return rejected
+        return UpstreamRejected(f"The image provider rejected the request: {_message(error)}")
+    if isinstance(error, openai.APIStatusError) and error.status_code >= 500:
+        return BackendError(f"The image provider failed (HTTP {error.status_code}); retry later.")
+    return BackendError("The image provider answered unexpectedly.")
+
+
+def _message(error: openai.APIError) -> str:
+    body = error.body if isinstance(error.body, dict) else {}
+    message = body.get("message") if isinstance(body.get("message"), str) else None
+    return message or error.message
