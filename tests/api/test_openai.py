@@ -280,3 +280,16 @@ async def test_idempotency_and_limits_apply_here_too(harness: Harness) -> None:
     assert over.status_code == 429
     assert over.json()["error"]["type"] == "insufficient_quota"
     assert "retry-after" in over.headers
+
+
+async def test_a_malformed_or_oversized_form_is_a_4xx(harness: Harness) -> None:
+    auth = await harness.auth()
+    broken = await harness.client.post(
+        "/v1/images/edits", content=b"--x\r\nnot a part", headers={**auth, "content-type": "multipart/form-data"}
+    )
+    assert broken.status_code == 400
+    assert broken.json()["error"]["type"] == "invalid_request_error"
+    many = {f"image[{i}]": ("a.png", tiny_png()) for i in range(harness.app.state.settings.max_reference_images + 2)}
+    too_many = await harness.client.post("/v1/images/edits", data={"prompt": "x"}, files=many, headers=auth)
+    assert too_many.status_code == 400
+    assert "files" in too_many.json()["error"]["message"]

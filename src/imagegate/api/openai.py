@@ -261,14 +261,10 @@ async def _form(request: Request) -> FormData:
     if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise InvalidRequest("Send multipart/form-data with the image file(s).")
     settings = job_context(request).settings
-    try:
-        return await request.form(
-            max_files=settings.max_reference_images + 1, max_fields=MAX_FORM_FIELDS, max_part_size=1024 * 1024
-        )
-    except ImagegateError:
-        raise
-    except Exception as exc:  # python-multipart and Starlette say what is wrong with the form
-        raise InvalidRequest(f"The form could not be read: {exc}.") from None
+    # Starlette answers a malformed form with a 400 HTTPException, rendered in this surface's shape.
+    return await request.form(
+        max_files=settings.max_reference_images + 1, max_fields=MAX_FORM_FIELDS, max_part_size=1024 * 1024
+    )
 
 
 async def _files(form: FormData, names: tuple[str, ...], request: Request) -> list[Reference]:
