@@ -85,7 +85,8 @@ async def running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         if scheduler is not None:
             await scheduler.start()
             sweeper = asyncio.create_task(
-                run_periodically(sessions=sessions, storage=ctx.storage, settings=settings), name="retention"
+                run_periodically(sessions=sessions, storage=ctx.storage, settings=settings, backends=backends),
+                name="retention",
             )
         yield
     finally:

@@ -2,13 +2,14 @@
 
 from imagegate.admin.models import AdminCredential
 from imagegate.db import Base
-from imagegate.jobs.models import IdempotencyRecord, Job, JobImage, JobInput, Worker
+from imagegate.jobs.models import BackendUsage, IdempotencyRecord, Job, JobImage, JobInput, Worker
 from imagegate.keys.models import ApiKey, AuditEvent, RateEvent
 
 __all__ = [
     "AdminCredential",
     "ApiKey",
     "AuditEvent",
+    "BackendUsage",
     "Base",
     "IdempotencyRecord",
     "Job",

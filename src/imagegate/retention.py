@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from imagegate.backends.registry import BackendSet
 from imagegate.db import utcnow
 from imagegate.jobs.models import FINISHED, IdempotencyRecord, Job, JobImage, JobInput, JobStatus
 from imagegate.keys.limits import WINDOW
@@ -31,6 +32,7 @@ class SweepReport:
     expired_jobs: int = 0
     deleted_files: int = 0
     orphan_files: int = 0
+    backend_items: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -39,15 +41,22 @@ async def sweep(
     sessions: async_sessionmaker[AsyncSession],
     storage: Storage,
     settings: Settings,
+    backends: BackendSet | None = None,
     now: datetime | None = None,
 ) -> SweepReport:
-    """Expire every job due, batch after batch until none is left, then remove orphan files."""
+    """Expire every job due, batch after batch until none is left, remove orphan files and backends' leftovers."""
     now = now or utcnow()
     report = SweepReport()
     while await _expire_batch(sessions, storage, now, report):
         pass
     await _forget_old_bookkeeping(sessions, now)
     await _remove_orphans(sessions, storage, now - timedelta(seconds=settings.orphan_grace_seconds), report)
+    for name, backend in (backends.backends if backends else {}).items():
+        try:
+            report.backend_items += await backend.sweep()
+        except Exception as exc:
+            logger.exception("retention: backend %s could not sweep", name)
+            report.errors.append(f"backend {name}: {exc}")
     return report
 
 
@@ -119,11 +128,13 @@ async def _delete(storage: Storage, key: str, report: SweepReport, *, orphan: bo
             report.deleted_files += 1
 
 
-async def run_periodically(*, sessions: async_sessionmaker[AsyncSession], storage: Storage, settings: Settings) -> None:
+async def run_periodically(
+    *, sessions: async_sessionmaker[AsyncSession], storage: Storage, settings: Settings, backends: BackendSet
+) -> None:
     """Sweep at start-up and then every cleanup interval, until cancelled."""
     while True:
         try:
-            report = await sweep(sessions=sessions, storage=storage, settings=settings)
+            report = await sweep(sessions=sessions, storage=storage, settings=settings, backends=backends)
             if report.expired_jobs or report.orphan_files:
                 logger.info(
                     "retention: expired %d job(s), removed %d file(s) and %d orphan(s)",

@@ -87,6 +87,10 @@ class FakeBackend:
         images = [OutputImage(tiny_png(size=(request.width, request.height))) for _ in range(request.count)]
         return BackendResult(images=images, metadata={"revised_prompt": prompt.upper()})
 
+    async def sweep(self) -> int:
+        """Nothing of its own to clean."""
+        return 0
+
     async def aclose(self) -> None:
         """Remember that it was closed."""
         self.closed = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from imagegate.settings import Settings
@@ -60,6 +61,16 @@ class BackendResult:
 PartialListener = Callable[[int, bytes], None]
 
 
+@dataclass(frozen=True)
+class UsageEvent:
+    """One use of an upstream resource (a Codex account, say), kept for per-resource statistics."""
+
+    subject: str
+    outcome: str  # "success", "failure", "quota", "timeout", …
+    images: int
+    at: datetime
+
+
 class JobLog:
     """A backend's channel back for one job: its log (bounded, kept for the admin history) and partial images."""
 
@@ -69,6 +80,11 @@ class JobLog:
         self._size = 0
         self._on_partial = on_partial
         self.truncated = False
+        self.usage_events: list[UsageEvent] = []
+
+    def usage(self, subject: str, outcome: str, images: int = 0) -> None:
+        """Record one use of a resource (e.g. an account) and how it went; the job run stores it."""
+        self.usage_events.append(UsageEvent(subject, outcome, images, datetime.now(UTC)))
 
     def partial_image(self, index: int, data: bytes) -> None:
         """Hand on a partial (preview) image while the final one is still being made; streams show it."""
@@ -105,6 +121,10 @@ class Backend(Protocol):
 
     async def generate(self, request: BackendRequest, log: JobLog) -> BackendResult:
         """Make request.count images (or fewer, saying why in the log); raise ImagegateError on failure."""
+        ...
+
+    async def sweep(self) -> int:
+        """Remove the backend's own leftovers past their age (called by retention); returns how many."""
         ...
 
     async def aclose(self) -> None:

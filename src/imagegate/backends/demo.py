@@ -49,6 +49,10 @@ class DemoBackend:
             images.append(OutputImage(final))
         return BackendResult(images=images, metadata={"revised_prompt": None})
 
+    async def sweep(self) -> int:
+        """Nothing of its own to clean."""
+        return 0
+
     async def aclose(self) -> None:
         """Nothing to release."""
 

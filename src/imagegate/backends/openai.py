@@ -230,6 +230,10 @@ class OpenAIBackend:
             raise BackendError("Downloading the provider's image failed.") from None
         return b"".join(chunks)
 
+    async def sweep(self) -> int:
+        """Nothing of its own to clean."""
+        return 0
+
     async def aclose(self) -> None:
         """Close the SDK's and the downloader's connections."""
         await self.client.close()

@@ -77,18 +77,30 @@ def db_upgrade(config: ConfigOption = None) -> None:
 
 @app.command()
 def cleanup(config: ConfigOption = None) -> None:
-    """Expire due jobs and remove orphan files now."""
+    """Expire due jobs, remove orphan files and backends' stale caches now."""
+    from imagegate.backends.registry import BackendSet
     from imagegate.retention import sweep
     from imagegate.storage import storage_for
 
     settings = load(config)
+    try:
+        backends: BackendSet | None = BackendSet.from_settings(settings)
+    except Exception as exc:  # e.g. a provider key missing in this shell: files can still be swept
+        typer.echo(f"Backends not loaded ({exc}); their caches are skipped this time.", err=True)
+        backends = None
 
     async def main() -> None:
-        async with sessions_for(settings) as sessions:
-            report = await sweep(sessions=sessions, storage=storage_for(settings), settings=settings)
+        try:
+            async with sessions_for(settings) as sessions:
+                report = await sweep(
+                    sessions=sessions, storage=storage_for(settings), settings=settings, backends=backends
+                )
+        finally:
+            if backends is not None:
+                await backends.aclose()
         typer.echo(
-            f"Expired {report.expired_jobs} job(s); removed {report.deleted_files} file(s) and "
-            f"{report.orphan_files} orphan file(s)."
+            f"Expired {report.expired_jobs} job(s); removed {report.deleted_files} file(s), "
+            f"{report.orphan_files} orphan file(s) and {report.backend_items} backend cache item(s)."
         )
         for problem in report.errors:
             typer.echo(f"Could not remove {problem}", err=True)

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from imagegate.backends import usage
 from imagegate.backends.base import BackendRequest, InputImage, JobLog, OutputImage
 from imagegate.errors import BackendError, ImagegateError
 from imagegate.images import inspect_image
@@ -179,6 +180,12 @@ class Scheduler:
                 claimed,
                 BackendError("The backend failed unexpectedly; see the job's logs."),
                 log.text(),
+            )
+        finally:
+            await self._guard(
+                functools.partial(
+                    usage.record, sessions, backend=backend_name, job_id=claimed.job_id, events=log.usage_events
+                )
             )
 
     async def _settle_cancelled(self, claimed: Claimed, log: JobLog) -> None:
