@@ -72,7 +72,7 @@ class AccountPool:
             now = utcnow()
             usable = [a for a in self._ordered() if a.name not in skip and not a.resting(now)]
             if not usable:
-                resting = [a.exhausted_until for a in self.accounts if a.name not in skip and a.exhausted_until]
+                resting = [a.exhausted_until for a in self.accounts if a.resting(now) and a.exhausted_until]
                 raise AllExhausted(min(resting) if resting else now)
             for account in usable:
                 if await asyncio.to_thread(_try_lock, account):
