@@ -282,3 +282,33 @@ def test_image_check_of_fit_keeps_the_aspect(tmp_path: Path) -> None:
     assert delivered == (1024, 1536)
     with Image.open(io.BytesIO(data)) as image:
         assert (image.size, image.format) == ((300, 100), "JPEG")
+
+
+async def account_successes(harness: Harness) -> dict[str, int]:
+    """Successful execs per account in the last 5 h."""
+    async with harness.app.state.sessions() as session:
+        rows = await usage.stats(session, backend="codex", now=utcnow())
+    return {row.subject: row.windows["5h"].successes for row in rows}
+
+
+@pytest.mark.parametrize(
+    ("dispatch", "expected"), [("primary-first", {"acct0": 2}), ("round-robin", {"acct0": 1, "acct1": 1})]
+)
+async def test_dispatch_order(
+    harness_with: HarnessFactory, tmp_path: Path, dispatch: str, expected: dict[str, int]
+) -> None:
+    async with harness_with(**codex_settings(tmp_path, accounts=2, dispatch=dispatch)) as gate:
+        assert (await generate(gate, "one")).status_code == 200
+        assert (await generate(gate, "two")).status_code == 200
+        assert await account_successes(gate) == expected
+
+
+async def test_an_account_held_by_another_process_is_skipped(harness_with: HarnessFactory, tmp_path: Path) -> None:
+    import fcntl
+
+    (tmp_path / "home0").mkdir()
+    with open(tmp_path / "home0" / ".imagegate.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another ImageGate process would
+        async with harness_with(**codex_settings(tmp_path, accounts=2)) as gate:
+            assert (await generate(gate, "elsewhere")).status_code == 200
+            assert await account_successes(gate) == {"acct1": 1}
