@@ -80,18 +80,20 @@ async def running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         announce_admin_password(password)
     scheduler = Scheduler(ctx) if settings.run_scheduler else None
     app.state.scheduler = scheduler
-    sweeper = None
+    sweeper, stop_sweeping = None, asyncio.Event()
     try:
         if scheduler is not None:
             await scheduler.start()
             sweeper = asyncio.create_task(
-                run_periodically(sessions=sessions, storage=ctx.storage, settings=settings, backends=backends),
+                run_periodically(
+                    sessions=sessions, storage=ctx.storage, settings=settings, backends=backends, stop=stop_sweeping
+                ),
                 name="retention",
             )
         yield
     finally:
         if sweeper is not None:
-            sweeper.cancel()
+            stop_sweeping.set()
             await asyncio.gather(sweeper, return_exceptions=True)
         if scheduler is not None:
             await scheduler.stop()

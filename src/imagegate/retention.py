@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -129,19 +130,26 @@ async def _delete(storage: Storage, key: str, report: SweepReport, *, orphan: bo
 
 
 async def run_periodically(
-    *, sessions: async_sessionmaker[AsyncSession], storage: Storage, settings: Settings, backends: BackendSet
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    storage: Storage,
+    settings: Settings,
+    backends: BackendSet,
+    stop: asyncio.Event,
 ) -> None:
-    """Sweep at start-up and then every cleanup interval, until cancelled."""
-    while True:
+    """Sweep at start-up and then every cleanup interval, until stop is set (never cut off mid-transaction)."""
+    while not stop.is_set():
         try:
             report = await sweep(sessions=sessions, storage=storage, settings=settings, backends=backends)
-            if report.expired_jobs or report.orphan_files:
+            if report.expired_jobs or report.orphan_files or report.backend_items:
                 logger.info(
-                    "retention: expired %d job(s), removed %d file(s) and %d orphan(s)",
+                    "retention: expired %d job(s), removed %d file(s), %d orphan(s) and %d backend item(s)",
                     report.expired_jobs,
                     report.deleted_files,
                     report.orphan_files,
+                    report.backend_items,
                 )
         except Exception:
             logger.exception("retention sweep failed; will retry at the next interval")
-        await asyncio.sleep(settings.cleanup_interval_seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.cleanup_interval_seconds)

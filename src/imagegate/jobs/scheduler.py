@@ -8,7 +8,8 @@ import functools
 import logging
 import secrets
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -23,6 +24,7 @@ from imagegate.jobs.queue import Claimed, StoredImage
 from imagegate.jobs.service import JobContext
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 NAME_BYTES = 18
 
@@ -39,6 +41,7 @@ class Scheduler:
         self._cancelling: set[str] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._stop = asyncio.Event()
         ctx.events.on_queued(self.wake)
         ctx.events.on_cancel(self.cancel_local)
 
@@ -86,9 +89,10 @@ class Scheduler:
 
     async def stop(self) -> None:
         """Stop claiming, give running jobs the grace period, then settle the rest as interrupted."""
+        # The loops end by themselves at their next wait: cancelling one inside a database transaction could
+        # leave that connection (and, on SQLite, the write lock) held.
         self._stopping = True
-        for loop in self._loops:
-            loop.cancel()
+        self._stop.set()
         await asyncio.gather(*self._loops, return_exceptions=True)
         running = list(self._running.values())
         if running:
@@ -106,8 +110,7 @@ class Scheduler:
     async def _claim_loop(self, backend: str) -> None:
         wake, slots = self._wake[backend], self._slots[backend]
         limit = self.ctx.backends.concurrency[backend]
-        while not self._stopping:
-            await slots.acquire()
+        while await self._slot(slots):
             wake.clear()
             try:
                 async with self.ctx.sessions() as session, session.begin():
@@ -125,6 +128,22 @@ class Scheduler:
             self._running[claimed.job_id] = task
             task.add_done_callback(functools.partial(self._finished, claimed.job_id, slots))
 
+    async def _slot(self, slots: asyncio.Semaphore) -> bool:
+        """Wait for a free slot; False once stopping (no slot is then held)."""
+        if self._stopping:
+            return False
+        acquire = asyncio.ensure_future(slots.acquire())
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not acquire.done():
+            acquire.cancel()
+            return False
+        if self._stopping:
+            slots.release()
+            return False
+        return True
+
     def _finished(self, job_id: str, slots: asyncio.Semaphore, _task: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
         self._cancelling.discard(job_id)
@@ -132,14 +151,19 @@ class Scheduler:
         self.ctx.events.notify(job_id)
 
     async def _pause(self, wake: asyncio.Event) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), self.ctx.settings.poll_interval_seconds)
+        """Until work is announced, the poll interval passes, or the scheduler stops."""
+        waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(self._stop.wait())]
+        await asyncio.wait(waits, timeout=self.ctx.settings.poll_interval_seconds, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waits:
+            waiter.cancel()
 
     async def _heartbeat_loop(self) -> None:
-        interval = self.ctx.settings.worker_heartbeat_seconds
-        while True:
-            await asyncio.sleep(min(interval, self.ctx.settings.poll_interval_seconds * 5))
-            await self._guard(self._beat)
+        interval = min(self.ctx.settings.worker_heartbeat_seconds, self.ctx.settings.poll_interval_seconds * 5)
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+            if not self._stopping:
+                await self._guard(self._beat)
 
     async def _beat(self) -> None:
         await queue.heartbeat(self.ctx.sessions, self.worker_id)
@@ -166,20 +190,19 @@ class Scheduler:
             if not result.images:
                 raise BackendError("The backend returned no image.")
             stored = await self._store_outputs(result.images)
-            if not await queue.finish_succeeded(sessions, claimed, stored, log.text(), result.metadata):
+            if not await _whole(queue.finish_succeeded(sessions, claimed, stored, log.text(), result.metadata)):
                 await self._discard(stored)
         except asyncio.CancelledError:
-            await self._settle_cancelled(claimed, log)
+            await _whole(self._settle_cancelled(claimed, log))
         except ImagegateError as error:
-            await queue.finish_failed(sessions, claimed, error, log.text())
+            await _whole(queue.finish_failed(sessions, claimed, error, log.text()))
         except Exception as exc:
             logger.exception("job %s failed unexpectedly", claimed.job_id)
             log.write("".join(traceback.format_exception(exc)))
-            await queue.finish_failed(
-                sessions,
-                claimed,
-                BackendError("The backend failed unexpectedly; see the job's logs."),
-                log.text(),
+            await _whole(
+                queue.finish_failed(
+                    sessions, claimed, BackendError("The backend failed unexpectedly; see the job's logs."), log.text()
+                )
             )
         finally:
             await self._guard(
@@ -245,3 +268,16 @@ class Scheduler:
     async def _discard(self, stored: list[StoredImage]) -> None:
         for image in stored:
             await self.ctx.storage.delete(image.storage_key)
+
+
+async def _whole(work: Coroutine[Any, Any, T]) -> T:
+    """Run a database write to its end even if the caller is cancelled meanwhile, then honour the cancel.
+
+    A transaction cut off mid-statement can leave its connection, and on SQLite the write lock, held.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        raise
