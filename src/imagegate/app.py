@@ -6,15 +6,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
 
 from imagegate import __version__
+from imagegate.admin import router as admin_router
+from imagegate.admin import service as admin_service
 from imagegate.admin.password import ensure_admin_password
+from imagegate.admin.web import LoginRequired, error_page, prefix
 from imagegate.api import errors, files, health, native, openai, usage
 from imagegate.api.headers import RateLimitHeadersMiddleware, RequestIdMiddleware
 from imagegate.api.limits import BodyLimitMiddleware
-from imagegate.api.openai_shapes import openai_error
+from imagegate.api.openai_shapes import render_openai_error
+from imagegate.backends.codex import CodexBackend
 from imagegate.backends.registry import BackendSet
 from imagegate.db import create_engine, session_factory
 from imagegate.jobs.events import JobEvents
@@ -43,13 +49,17 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware)
     errors.install(app, surfaces)
-    for prefix in openai.PREFIXES:
-        surfaces.register(prefix, openai_error)
+    for path in openai.PREFIXES:
+        surfaces.register(path, render_openai_error)
+    surfaces.register("/admin", error_page)
+    app.add_exception_handler(LoginRequired, _to_login)
     app.include_router(health.router)
     app.include_router(native.router)
     app.include_router(usage.router)
     app.include_router(openai.router)
     app.include_router(files.router)
+    app.mount("/admin/static", admin_router.static, name="admin-static")
+    app.include_router(admin_router.router)
     return app
 
 
@@ -75,9 +85,11 @@ async def running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         ctx.storage,
         ctx,
     )
-    password = await ensure_admin_password(sessions, settings)
-    if password is not None:
+    if settings.admin_password is not None:
+        await admin_service.adopt_configured_password(sessions, settings.admin_password.get_secret_value())
+    elif (password := await ensure_admin_password(sessions, settings)) is not None:
         announce_admin_password(password)
+    app.state.codex_backends = sorted(n for n, b in backends.backends.items() if isinstance(b, CodexBackend))
     scheduler = Scheduler(ctx) if settings.run_scheduler else None
     app.state.scheduler = scheduler
     sweeper, stop_sweeping = None, asyncio.Event()
@@ -99,6 +111,11 @@ async def running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
             await scheduler.stop()
         await backends.aclose()
         await engine.dispose()
+
+
+async def _to_login(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LoginRequired)
+    return RedirectResponse(f"{prefix(request)}/admin/login?next={quote(exc.next_path)}", status_code=303)
 
 
 def announce_admin_password(password: str) -> None:

@@ -1,12 +1,13 @@
 """Imports every table so that Base.metadata is complete (Alembic and tests use it)."""
 
-from imagegate.admin.models import AdminCredential
+from imagegate.admin.models import AdminCredential, AdminSession, LoginFailure
 from imagegate.db import Base
 from imagegate.jobs.models import BackendUsage, IdempotencyRecord, Job, JobImage, JobInput, Worker
 from imagegate.keys.models import ApiKey, AuditEvent, RateEvent
 
 __all__ = [
     "AdminCredential",
+    "AdminSession",
     "ApiKey",
     "AuditEvent",
     "BackendUsage",
@@ -15,6 +16,7 @@ __all__ = [
     "Job",
     "JobImage",
     "JobInput",
+    "LoginFailure",
     "RateEvent",
     "Worker",
 ]

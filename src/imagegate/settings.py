@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     auto_migrate: bool = True
+    root_path: str = ""
 
     # Backends and routing.
     backends: dict[str, BackendConfig] = Field(default_factory=_default_backends)
@@ -88,6 +89,11 @@ class Settings(BaseSettings):
     # Secrets.
     admin_password: SecretStr | None = None
 
+    # Admin UI.
+    admin_session_hours: float = Field(default=12.0, gt=0)
+    admin_login_max_failures: int = Field(default=5, ge=1)
+    admin_login_window_seconds: float = Field(default=900.0, gt=0)
+
     # Logging.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -95,6 +101,12 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else None
+
+    @field_validator("root_path")
+    @classmethod
+    def _normalise_root_path(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        return value if not value or value.startswith("/") else "/" + value
 
     @model_validator(mode="after")
     def _check_routing(self) -> Settings:

@@ -8,14 +8,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from imagegate.errors import ImagegateError, InvalidRequest
 
 logger = logging.getLogger(__name__)
 
-Renderer = Callable[[ImagegateError], JSONResponse]
+Renderer = Callable[[Request, ImagegateError], Response]
 
 HTTP_CODES = {
     400: "invalid_request",
@@ -87,36 +87,37 @@ class SurfaceErrors:
         self._table.append((prefix, renderer))
         self._table.sort(key=lambda item: len(item[0]), reverse=True)
 
-    def render(self, path: str, error: ImagegateError) -> JSONResponse:
+    def render(self, request: Request, error: ImagegateError) -> Response:
         """The error in the shape of the surface that owns the path."""
+        path = request.url.path[len(request.scope.get("root_path", "").rstrip("/")) :]
         for prefix, renderer in self._table:
             if path.startswith(prefix):
-                return renderer(error)
+                return renderer(request, error)
         return native_error(error)
 
 
 def install(app: FastAPI, surfaces: SurfaceErrors) -> None:
     """Register the handlers: every error leaves in the shape of the surface that was called."""
 
-    def render(request: Request, error: ImagegateError) -> JSONResponse:
-        return surfaces.render(request.url.path, error)
+    def render(request: Request, error: ImagegateError) -> Response:
+        return surfaces.render(request, error)
 
-    async def on_domain(request: Request, exc: Exception) -> JSONResponse:
+    async def on_domain(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ImagegateError)
         return render(request, exc)
 
-    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+    async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         return render(request, validation_to_error(exc))
 
-    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         message = exc.detail if isinstance(exc.detail, str) else "HTTP error"
         if exc.status_code == 404 and message == "Not Found":
             message = f"No such endpoint: {request.method} {request.url.path}."
         return render(request, HttpError(exc.status_code, message, dict(exc.headers or {})))
 
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
         logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return render(request, ImagegateError("Internal server error; the operator can find details in the log."))
 

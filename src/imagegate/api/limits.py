@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate.api.errors import HttpError, SurfaceErrors
@@ -25,7 +26,8 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            response = self.surfaces.render(scope["path"], HttpError(413, self._message(), {"Connection": "close"}))
+            error = HttpError(413, self._message(), {"Connection": "close"})
+            response = self.surfaces.render(Request(scope), error)
             await response(scope, receive, send)
             return
         received = 0

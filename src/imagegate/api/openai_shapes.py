@@ -7,6 +7,7 @@ import base64
 import json
 from typing import Any, Literal
 
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -87,6 +88,11 @@ class EditJsonBody(EditFields):
 
 class VariationFields(ImageOptions):
     """POST /v1/images/variations: the scalar fields."""
+
+
+def render_openai_error(_request: Request, error: ImagegateError) -> JSONResponse:
+    """openai_error, as the surface table calls it."""
+    return openai_error(error)
 
 
 def openai_error(error: ImagegateError) -> JSONResponse:

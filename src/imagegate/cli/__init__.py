@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,8 @@ app = typer.Typer(help="ImageGate: a self-hosted image-generation gateway.", no_
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+admin_app = typer.Typer(help="The admin web UI's login.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
 app.command("audit")(audit_command)
 
 __all__ = ["app", "main", "parse_expiry"]
@@ -42,6 +45,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        root_path=settings.root_path,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
     )
 
@@ -73,6 +77,34 @@ def db_upgrade(config: ConfigOption = None) -> None:
     settings = load(config)
     upgrade(settings.database_url)
     typer.echo("Database is up to date.")
+
+
+@admin_app.command("set-password")
+def admin_set_password(
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Set the admin password (only its argon2 hash is stored); every admin session is logged out."""
+    from imagegate.admin import service as admin_service
+
+    settings = load(config)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("New admin password", hide_input=True, confirmation_prompt=True)
+
+    async def main() -> None:
+        async with sessions_for(settings) as sessions:
+            await admin_service.set_password(sessions, password, actor="cli")
+
+    try:
+        asyncio.run(main())
+    except ValueError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo("Admin password changed; every admin session was logged out.")
+    if settings.admin_password is not None:
+        typer.echo("Note: IMAGEGATE_ADMIN_PASSWORD is set and will replace this at the next start.", err=True)
 
 
 @app.command()

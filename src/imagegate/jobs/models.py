@@ -36,6 +36,8 @@ class Job(Base):
         Index("ix_job_key_status", "key_id", "status", "fair_tag"),
         Index("ix_job_expiry", "status", "expires_at"),
         Index("ix_job_created", "created_at"),
+        Index("ix_job_status_created", "status", "created_at"),
+        Index("ix_job_model_created", "model", "created_at"),
     )
 
     # seq orders the queue (FIFO within a fairness tag); id is the public, random name.

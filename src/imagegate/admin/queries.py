@@ -1,0 +1,178 @@
+"""What the admin pages show, each an indexed query (the history stays fast with a large job table)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from imagegate.errors import InvalidRequest
+from imagegate.jobs.models import Job, JobImage, JobInput, JobStatus
+from imagegate.keys.models import ApiKey
+
+PAGE_SIZE = 50
+CHART_DAYS = 14
+
+
+@dataclass
+class Overview:
+    """The overview page's numbers."""
+
+    queued: int
+    running: int
+    finished_24h: int
+    succeeded_24h: int
+    images_24h: int
+    per_day: list[tuple[date, int]]
+    per_backend: dict[str, dict[str, int]]
+    stored_bytes: int
+    recent: list[Job]
+
+    @property
+    def success_rate(self) -> float | None:
+        """Succeeded share of the jobs finished in the last 24 h."""
+        return self.succeeded_24h / self.finished_24h if self.finished_24h else None
+
+
+async def overview(session: AsyncSession, now: datetime) -> Overview:
+    """Queue, last-24-hours, per-day, per-backend and storage figures."""
+    active = (
+        await session.execute(
+            select(Job.backend, Job.status, func.count())
+            .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+            .group_by(Job.backend, Job.status)
+        )
+    ).all()
+    per_backend: dict[str, dict[str, int]] = {}
+    for backend, status, count in active:
+        per_backend.setdefault(backend, {})[status] = count
+    since = now - timedelta(hours=24)
+    day = (
+        await session.execute(
+            select(Job.status, func.count(), func.coalesce(func.sum(Job.image_count), 0))
+            .where(Job.created_at >= since)
+            .group_by(Job.status)
+        )
+    ).all()
+    finished = {s: (c, i) for s, c, i in day if s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.EXPIRED)}
+    stored = sum(
+        [
+            int(await session.scalar(select(func.coalesce(func.sum(JobImage.bytes), 0))) or 0),
+            int(await session.scalar(select(func.coalesce(func.sum(JobInput.bytes), 0))) or 0),
+        ]
+    )
+    recent = list((await session.scalars(select(Job).order_by(Job.created_at.desc()).limit(10))).all())
+    return Overview(
+        queued=sum(b.get(JobStatus.QUEUED, 0) for b in per_backend.values()),
+        running=sum(b.get(JobStatus.RUNNING, 0) for b in per_backend.values()),
+        finished_24h=sum(c for c, _i in finished.values()),
+        succeeded_24h=sum(c for s, (c, _i) in finished.items() if s != JobStatus.FAILED),
+        images_24h=sum(int(i) for _c, i in finished.values()),
+        per_day=await images_per_day(session, now),
+        per_backend=per_backend,
+        stored_bytes=stored,
+        recent=recent,
+    )
+
+
+async def images_per_day(session: AsyncSession, now: datetime) -> list[tuple[date, int]]:
+    """Images made per UTC day over the last 14 days, oldest first, days without images as 0."""
+    first = (now - timedelta(days=CHART_DAYS - 1)).date()
+    start = datetime(first.year, first.month, first.day, tzinfo=now.tzinfo)
+    rows = (
+        await session.execute(
+            select(Job.created_at, Job.image_count).where(Job.created_at >= start, Job.image_count > 0)
+        )
+    ).all()
+    totals = {first + timedelta(days=i): 0 for i in range(CHART_DAYS)}
+    for created, images in rows:
+        day = created.date()
+        if day in totals:
+            totals[day] += images
+    return sorted(totals.items())
+
+
+@dataclass
+class HistoryFilter:
+    """The history page's filters; empty strings mean 'any'."""
+
+    key: str = ""
+    status: str = ""
+    model: str = ""
+    backend: str = ""
+    since: str = ""
+    until: str = ""
+    q: str = ""
+
+    def as_query(self) -> dict[str, str]:
+        """Only the filters that are set, for links."""
+        return {k: v for k, v in self.__dict__.items() if v}
+
+
+@dataclass
+class HistoryPage:
+    """One page of jobs, newest first, and the cursor of the next one."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+    filters: HistoryFilter = field(default_factory=HistoryFilter)
+
+
+async def history(session: AsyncSession, filters: HistoryFilter, cursor: str | None) -> HistoryPage:
+    """Filtered jobs, keyset-paginated on (created_at, seq) so no page scans what came before."""
+    statement = select(Job).options(selectinload(Job.images)).order_by(Job.created_at.desc(), Job.seq.desc())
+    for condition in await _conditions(session, filters):
+        statement = statement.where(condition)
+    if cursor:
+        anchor = (await session.execute(select(Job.created_at, Job.seq).where(Job.id == cursor))).first()
+        if anchor is not None:
+            statement = statement.where(
+                or_(Job.created_at < anchor.created_at, and_(Job.created_at == anchor.created_at, Job.seq < anchor.seq))
+            )
+    jobs = list((await session.scalars(statement.limit(PAGE_SIZE + 1))).all())
+    more = len(jobs) > PAGE_SIZE
+    jobs = jobs[:PAGE_SIZE]
+    return HistoryPage(jobs, jobs[-1].id if more else None, filters)
+
+
+async def _conditions(session: AsyncSession, filters: HistoryFilter) -> list[Any]:
+    conditions: list[Any] = []
+    if filters.key:
+        key_id = await session.scalar(select(ApiKey.id).where(ApiKey.handle == filters.key))
+        conditions.append(Job.key_id == key_id if key_id is not None else Job.key_handle == filters.key)
+    if filters.status:
+        conditions.append(Job.status == filters.status)
+    if filters.model:
+        conditions.append(Job.model == filters.model)
+    if filters.backend:
+        conditions.append(Job.backend == filters.backend)
+    if filters.since:
+        conditions.append(Job.created_at >= _day(filters.since))
+    if filters.until:
+        conditions.append(Job.created_at < _day(filters.until) + timedelta(days=1))
+    if filters.q:
+        pattern = "%" + filters.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        conditions.append(Job.prompt.ilike(pattern, escape="\\"))
+    return conditions
+
+
+def _day(value: str) -> datetime:
+    try:
+        parsed = date.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(f"{value!r} is not a date; use YYYY-MM-DD.") from None
+    return datetime(parsed.year, parsed.month, parsed.day, tzinfo=UTC)
+
+
+async def key_totals(session: AsyncSession) -> dict[int, tuple[int, int]]:
+    """Per key: requests (jobs) and images delivered, over all its history."""
+    rows = await session.execute(
+        select(Job.key_id, func.count(), func.coalesce(func.sum(Job.image_count), 0))
+        .where(Job.key_id.is_not(None))
+        .group_by(Job.key_id)
+    )
+    return {key_id: (int(count), int(images)) for key_id, count, images in rows.all() if key_id is not None}

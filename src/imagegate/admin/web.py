@@ -1,0 +1,160 @@
+"""The admin UI's plumbing: templates and filters, the session dependency, CSRF, pages and redirects."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from imagegate.admin import service
+from imagegate.admin.models import AdminSession
+from imagegate.errors import ImagegateError
+
+HERE = Path(__file__).parent
+COOKIE = "imagegate_admin"
+LOGIN_CSRF_COOKIE = "imagegate_login_csrf"
+NAV = [
+    ("/admin", "Overview"),
+    ("/admin/keys", "Keys"),
+    ("/admin/history", "History"),
+    ("/admin/playground", "Playground"),
+    ("/admin/maintenance", "Maintenance"),
+    ("/admin/audit", "Audit"),
+]
+CODEX_NAV = ("/admin/accounts", "Codex accounts")
+
+
+def _filesize(value: int | None) -> str:
+    size = float(value or 0)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
+
+
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["filesize"] = _filesize
+templates.env.filters["when"] = _when
+
+
+class LoginRequired(Exception):
+    """No live admin session: the browser goes to the login page."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+def prefix(request: Request) -> str:
+    """The URL prefix the app is served under (behind a reverse proxy)."""
+    root: str = request.scope.get("root_path", "")
+    return root.rstrip("/")
+
+
+def is_https(request: Request) -> bool:
+    """Served over https (directly, or per the proxy headers uvicorn trusts)."""
+    return request.url.scheme == "https"
+
+
+async def require_admin(request: Request) -> AdminSession:
+    """The live admin session of this browser, or a redirect to the login page."""
+    found = await service.find_session(request.app.state.sessions, request.cookies.get(COOKIE))
+    if found is None:
+        raise LoginRequired(request.url.path[len(prefix(request)) :] or "/admin")
+    return found
+
+
+Admin = Annotated[AdminSession, Depends(require_admin)]
+
+
+def page(request: Request, template: str, *, admin: AdminSession | None, status: int = 200, **context: Any) -> Response:
+    """Render a page with the layout's context."""
+    nav = list(NAV)
+    if getattr(request.app.state, "codex_backends", None):
+        nav.insert(-1, CODEX_NAV)
+    root = prefix(request)
+    base: dict[str, Any] = {
+        "admin": admin,
+        "nav": nav,
+        "active": context.pop("active", None),
+        "url": lambda path: root + path,
+        "title": context.get("title", "Admin"),
+    }
+    return templates.TemplateResponse(request, template, {**base, **context}, status_code=status)
+
+
+def redirect(request: Request, path: str) -> RedirectResponse:
+    """303 to a path of this app (POST → GET)."""
+    return RedirectResponse(prefix(request) + path, status_code=303)
+
+
+def forbidden_csrf(request: Request, admin: AdminSession | None) -> Response:
+    """A form without this session's token: refused, with a way back."""
+    return page(
+        request,
+        "error.html",
+        admin=admin,
+        status=403,
+        title="Refused",
+        heading="Refused",
+        message="This form has expired or did not come from this admin page; reload it and try again.",
+    )
+
+
+def error_page(request: Request, error: ImagegateError) -> Response:
+    """A domain error as an admin page (4xx keep their message; others stay generic)."""
+    message = error.message if error.status < 500 else "Something went wrong; the server log has the details."
+    return page(
+        request,
+        "error.html",
+        admin=None,
+        status=error.status,
+        title=str(error.status),
+        heading=str(error.status),
+        message=message,
+    )
+
+
+def chart_svg(points: list[tuple[date, int]]) -> str:
+    """An inline SVG bar chart of images per day (no script, no CDN)."""
+    width, height, pad = 560, 160, 24
+    bar = (width - 2 * pad) / max(len(points), 1)
+    top = max((count for _day, count in points), default=0) or 1
+    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="Images per day">']
+    for index, (day, count) in enumerate(points):
+        h = (height - 2 * pad) * count / top
+        x, y = pad + index * bar, height - pad - h
+        parts.append(
+            f'<rect x="{x + 2:.1f}" y="{y:.1f}" width="{bar - 4:.1f}" height="{h:.1f}">'
+            f"<title>{day.isoformat()}: {count}</title></rect>"
+        )
+        if count:
+            parts.append(f'<text x="{x + bar / 2:.1f}" y="{y - 3:.1f}" text-anchor="middle">{count}</text>')
+        parts.append(
+            f'<text x="{x + bar / 2:.1f}" y="{height - 8}" text-anchor="middle">'
+            f"{html.escape(day.strftime('%d %b'))}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def form_value(form: Mapping[str, Any], name: str) -> str:
+    """A text field, stripped ('' when absent or not text)."""
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def cookie_options(request: Request) -> dict[str, Any]:
+    """HttpOnly, SameSite=Strict, Secure over https, scoped to the admin pages."""
+    return {"httponly": True, "samesite": "strict", "secure": is_https(request), "path": prefix(request) + "/admin"}
