@@ -23,7 +23,7 @@ serve: $(VENV)/.runtime
 	$(BIN)/imagegate serve --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.dev
-	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-test-system.sh
 	$(BIN)/pytest
 
 check: lint typecheck

@@ -1,0 +1,156 @@
+"""The operator's journey in a real headless Chromium against a real server; one screenshot per page."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.fakes.server import ServerProcess, base_env, serve
+
+pytestmark = pytest.mark.acceptance
+PASSWORD = "browser-admin-password"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "admin"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    """Debian's Chromium (installed by the test set-up); never a downloaded browser."""
+    found = os.environ.get("IMAGEGATE_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        raise RuntimeError("Chromium is needed for the browser tests: install Debian's 'chromium' package")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the module."""
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """ImageGate on SQLite with the demo backend, as `make serve` runs it."""
+    with serve(base_env(IMAGEGATE_ADMIN_PASSWORD=PASSWORD), tmp_path) as running:
+        yield running
+
+
+def shot(page: Page, name: str) -> None:
+    """Keep a full-page screenshot as a test artifact."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page: Page, url: str, password: str = PASSWORD) -> None:
+    """Open the admin and log in."""
+    page.goto(f"{url}/admin")
+    expect(page).to_have_url(re.compile(r"/admin/login"))
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+def test_an_operators_day(browser: Browser, server: ServerProcess) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+
+    page.goto(f"{server.url}/admin")
+    shot(page, "01-login")
+    log_in(page, server.url, "not the password")
+    expect(page.get_by_role("alert")).to_contain_text("Wrong password")
+    log_in(page, server.url)
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    shot(page, "02-overview")
+
+    # A key, revealed once.
+    page.get_by_role("link", name="Keys").click()
+    page.get_by_label("Name").fill("browser test")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.locator("#new-key").inner_text().strip()
+    assert secret.startswith("ig_")
+    shot(page, "03-keys")
+    page.reload()
+    expect(page.locator("#new-key")).to_have_count(0)
+    assert secret not in page.content()
+    handle = page.locator("table a", has_text="key_").first.inner_text()
+
+    # A playground generation, shown when it finishes.
+    page.get_by_role("link", name="Playground").click()
+    page.get_by_label("Prompt").fill("a lighthouse on a cliff at dusk")
+    page.get_by_label("Size").fill("192x128")
+    shot(page, "04-playground")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("img.thumb").first).to_be_visible(timeout=30_000)
+    assert page.locator("img.thumb").first.evaluate("img => img.naturalWidth") == 192
+    expect(page.locator(".status").first).to_have_text("succeeded")
+    shot(page, "05-job")
+
+    # Found again in the history, by its prompt.
+    page.get_by_role("link", name="History").click()
+    page.get_by_label("Prompt").fill("lighthouse")
+    page.get_by_role("button", name="Filter").click()
+    rows = page.locator("table.jobs tbody tr")
+    expect(rows).to_have_count(1)
+    shot(page, "06-history")
+    rows.first.locator("a").click()
+    expect(page.get_by_role("heading", name="Prompt")).to_be_visible()
+
+    # The API takes the key until it is disabled.
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert httpx2.get(f"{server.url}/v1/images/jobs", headers=headers, timeout=10).status_code == 200
+    page.get_by_role("link", name="Keys").click()
+    page.locator("tr", has_text=handle).get_by_role("button", name="Disable").click()
+    expect(page.locator("tr", has_text=handle).locator(".status")).to_have_text("disabled")
+    refused = httpx2.get(f"{server.url}/v1/images/jobs", headers=headers, timeout=10)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "key_disabled"
+
+    # Maintenance and the audit trail.
+    page.get_by_role("link", name="Maintenance").click()
+    page.get_by_role("button", name="Run cleanup now").click()
+    expect(page.get_by_role("status")).to_contain_text("Cleanup: expired 0 job(s)")
+    shot(page, "07-maintenance")
+    page.get_by_role("link", name="Audit").click()
+    expect(page.locator("td", has_text="key.disable")).to_have_count(1)
+    expect(page.locator("td", has_text="admin.cleanup")).to_have_count(1)
+    shot(page, "08-audit")
+
+    # Logging out ends the session on the server: the old cookie opens nothing.
+    cookie = next(c for c in context.cookies() if c["name"] == "imagegate_admin")
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(r"/admin/login"))
+    thief = browser.new_context()
+    thief.add_cookies([cookie])
+    stolen = thief.new_page()
+    stolen.goto(f"{server.url}/admin/keys")
+    expect(stolen).to_have_url(re.compile(r"/admin/login"))
+    thief.close()
+    context.close()
+
+
+def test_a_phone_sized_screen(browser: Browser, server: ServerProcess) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    log_in(page, server.url)
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390 + 1, "the overview should not scroll sideways on a phone"
+    shot(page, "09-phone-overview")
+    context.close()
