@@ -137,7 +137,9 @@ def test_an_operators_day(browser: Browser, server: ServerProcess) -> None:
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(re.compile(r"/admin/login"))
     thief = browser.new_context()
-    thief.add_cookies([cookie])
+    thief.add_cookies(
+        [{"name": cookie["name"], "value": cookie["value"], "domain": cookie["domain"], "path": cookie["path"]}]
+    )
     stolen = thief.new_page()
     stolen.goto(f"{server.url}/admin/keys")
     expect(stolen).to_have_url(re.compile(r"/admin/login"))
