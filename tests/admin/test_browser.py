@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import httpx2
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.fakes.codex import write_fake_codex
 from tests.fakes.server import ServerProcess, base_env, serve
 
 pytestmark = pytest.mark.acceptance
@@ -48,8 +50,24 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """ImageGate on SQLite with the demo backend, as `make serve` runs it."""
-    with serve(base_env(IMAGEGATE_ADMIN_PASSWORD=PASSWORD), tmp_path) as running:
+    """ImageGate on SQLite with the demo backend (the default) and a Codex backend run by the fake codex."""
+    backends = {
+        "demo": {"type": "demo", "concurrency": 4},
+        "codex": {
+            "type": "codex",
+            "concurrency": 1,
+            "options": {
+                "executable": str(write_fake_codex(tmp_path)),
+                "accounts": [{"name": "main", "home": str(tmp_path / "cx")}],
+            },
+        },
+    }
+    env = base_env(
+        IMAGEGATE_ADMIN_PASSWORD=PASSWORD,
+        IMAGEGATE_BACKENDS=json.dumps(backends),
+        IMAGEGATE_MODELS=json.dumps({"demo": "demo", "gpt-image-codex": "codex"}),
+    )
+    with serve(env, tmp_path) as running:
         yield running
 
 
@@ -90,6 +108,11 @@ def test_an_operators_day(browser: Browser, server: ServerProcess) -> None:
     expect(page.locator("#new-key")).to_have_count(0)
     assert secret not in page.content()
     handle = page.locator("table a", has_text="key_").first.inner_text()
+    page.get_by_role("link", name=handle).click()
+    page.get_by_label("Images / day").fill("50")
+    shot(page, "03b-key-limits")
+    page.get_by_role("button", name="Save limits").click()
+    expect(page.get_by_role("status")).to_contain_text(f"Saved {handle}")
 
     # A playground generation, shown when it finishes.
     page.get_by_role("link", name="Playground").click()
@@ -121,6 +144,27 @@ def test_an_operators_day(browser: Browser, server: ServerProcess) -> None:
     refused = httpx2.get(f"{server.url}/v1/images/jobs", headers=headers, timeout=10)
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "key_disabled"
+
+    # A Codex run shows up in the per-account statistics.
+    codex = httpx2.post(
+        f"{server.url}/v1/images/generate",
+        headers=headers | {"Authorization": f"Bearer {secret}"},
+        json={"prompt": "via codex", "model": "gpt-image-codex", "size": "64x64"},
+        timeout=30,
+    )
+    assert codex.status_code == 403  # the key is disabled by now; enable it for this one
+    page.locator("tr", has_text=handle).get_by_role("button", name="Enable").click()
+    codex = httpx2.post(
+        f"{server.url}/v1/images/generate",
+        headers=headers,
+        json={"prompt": "via codex", "model": "gpt-image-codex", "size": "64x64"},
+        timeout=30,
+    )
+    assert codex.status_code == 200, codex.text
+    page.get_by_role("link", name="Codex accounts").click()
+    expect(page.locator("tbody tr").first).to_contain_text("main")
+    expect(page.locator("tbody tr").first.locator("td").nth(3)).to_have_text("1")
+    shot(page, "06b-codex-accounts")
 
     # Maintenance and the audit trail.
     page.get_by_role("link", name="Maintenance").click()

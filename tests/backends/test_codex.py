@@ -20,7 +20,7 @@ from imagegate.db import utcnow
 from imagegate.jobs.models import Job
 from imagegate.settings import BackendConfig
 from tests.api.test_native import ASYNC, GENERATE, b64
-from tests.conftest import Harness, HarnessFactory, fake_backends
+from tests.conftest import Harness, HarnessFactory, fake_backends, make_settings, start
 from tests.fakes.backends import tiny_png
 from tests.fakes.codex import process_alive, write_fake_codex
 
@@ -312,3 +312,16 @@ async def test_an_account_held_by_another_process_is_skipped(harness_with: Harne
         async with harness_with(**codex_settings(tmp_path, accounts=2)) as gate:
             assert (await generate(gate, "elsewhere")).status_code == 200
             assert await account_successes(gate) == {"acct1": 1}
+
+
+async def test_a_relative_data_dir_still_gives_codex_absolute_paths(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # `make serve` uses ./data, relative to where it runs
+    async for gate in start(make_settings(database_url, Path("data"), **codex_settings(tmp_path))):
+        response = await generate(gate, "relative", reference_image_base64=b64(tiny_png()))
+        assert response.status_code == 200, response.text
+        (argv_file,) = (tmp_path / "data").rglob("argv.json")
+    argv = json.loads(argv_file.read_text())
+    assert Path(argv[argv.index("-C") + 1]).is_absolute()
+    assert Path(argv[argv.index("--image") + 1]).is_absolute()

@@ -74,7 +74,8 @@ class CodexBackend:
             AccountOption(name="default", home=Path(os.environ.get("CODEX_HOME", Path.home() / ".codex")))
         ]
         self.pool = AccountPool([Account(a.name, a.home.expanduser()) for a in configured], self.options.dispatch)
-        self.workdirs = settings.data_dir / "codex" / name
+        # Absolute: codex runs with the workdir as its cwd and must also find it from -C and --image.
+        self.workdirs = (settings.data_dir / "codex" / name).resolve()
 
     def check(self, request: BackendRequest) -> None:
         """Codex makes PNG, JPEG or WebP through our conversion; nothing else to refuse up front."""
