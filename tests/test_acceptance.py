@@ -141,3 +141,22 @@ def test_two_servers_on_one_postgresql_share_a_keys_rate_limit(pg_base_url: str,
             for server in (first, second, first, second, first, second)
         ]
     assert statuses == [200, 200, 200, 200, 429, 429]
+
+
+def test_metrics_add_up_across_processes(tmp_path: Path) -> None:
+    env = base_env(IMAGEGATE_ADMIN_PASSWORD="x" * 16)
+    created = imagegate("keys", "create", "metrics", env=env, cwd=tmp_path)
+    headers = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
+    with serve(env, tmp_path, name="one") as first, serve(env, tmp_path, name="two") as second:
+        for server in (first, second):
+            response = httpx2.post(
+                f"{server.url}/v1/images/generate",
+                json={"prompt": "count me", "size": "32x32"},
+                headers=headers,
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+        text = httpx2.get(f"{first.url}/metrics", timeout=10).text
+    generate = 'imagegate_http_requests_total{method="POST",route="/v1/images/generate",status="200"} 2.0'
+    assert generate in text
+    assert 'imagegate_jobs_finished_total{backend="demo",model="demo",status="succeeded"} 2.0' in text

@@ -17,8 +17,10 @@ from imagegate.admin import service as admin_service
 from imagegate.admin.password import ensure_admin_password
 from imagegate.admin.web import LoginRequired, error_page, prefix
 from imagegate.api import errors, files, health, native, openai, usage
+from imagegate.api import metrics as metrics_api
 from imagegate.api.headers import RateLimitHeadersMiddleware, RequestIdMiddleware
 from imagegate.api.limits import BodyLimitMiddleware
+from imagegate.api.observe import ObserveMiddleware
 from imagegate.api.openai_shapes import render_openai_error
 from imagegate.backends.codex import CodexBackend
 from imagegate.backends.registry import BackendSet
@@ -26,6 +28,7 @@ from imagegate.db import create_engine, session_factory
 from imagegate.jobs.events import JobEvents
 from imagegate.jobs.scheduler import Scheduler
 from imagegate.jobs.service import JobContext
+from imagegate.metrics import Metrics
 from imagegate.migrations import upgrade_async
 from imagegate.retention import run_periodically
 from imagegate.settings import Settings
@@ -47,6 +50,9 @@ def create_app(settings: Settings) -> FastAPI:
     surfaces = errors.SurfaceErrors()
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, surfaces=surfaces)
     app.add_middleware(RateLimitHeadersMiddleware)
+    metrics = Metrics()
+    app.state.metrics = metrics
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     errors.install(app, surfaces)
     for path in openai.PREFIXES:
@@ -54,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
     surfaces.register("/admin", error_page)
     app.add_exception_handler(LoginRequired, _to_login)
     app.include_router(health.router)
+    app.include_router(metrics_api.router)
     app.include_router(native.router)
     app.include_router(usage.router)
     app.include_router(openai.router)
@@ -73,6 +80,7 @@ async def running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     sessions = session_factory(engine)
     backends = BackendSet.from_settings(settings)
     ctx = JobContext(
+        metrics=app.state.metrics,
         sessions=sessions,
         storage=storage_for(settings),
         backends=backends,

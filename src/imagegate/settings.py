@@ -94,8 +94,11 @@ class Settings(BaseSettings):
     admin_login_max_failures: int = Field(default=5, ge=1)
     admin_login_window_seconds: float = Field(default=900.0, gt=0)
 
-    # Logging.
+    # Logging and metrics.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    metrics_enabled: bool = True
+    metrics_token: SecretStr | None = None
 
     @field_validator("public_base_url")
     @classmethod

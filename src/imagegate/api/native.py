@@ -73,6 +73,7 @@ def render_job(job: Job, base: str) -> dict[str, Any]:
         "image_count": job.image_count,
         "reference_image_count": sum(1 for item in job.inputs if item.role == "reference"),
         "cancel_requested": job.cancel_requested,
+        "request_id": job.request_id,
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from imagegate.cli.common import ConfigOption, configure_logging, load, parse_expiry, sessions_for
+from imagegate.cli.common import ConfigOption, configure_logging, load, parse_expiry, prepare_metrics, sessions_for
 from imagegate.cli.keys import audit_command, keys_app
 from imagegate.migrations import upgrade
 
@@ -33,12 +33,13 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
 ) -> None:
     """Run the HTTP service (migrating the database first) with its workers."""
+    settings = load(config, host=host, port=port)
+    configure_logging(settings)
+    prepare_metrics(settings)  # before the app (and prometheus_client) is imported
     import uvicorn
 
     from imagegate.app import create_app
 
-    settings = load(config, host=host, port=port)
-    configure_logging(settings)
     typer.echo(f"ImageGate listening on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
     uvicorn.run(
         create_app(settings),
@@ -46,6 +47,7 @@ def serve(
         port=settings.port,
         log_level=settings.log_level,
         root_path=settings.root_path,
+        access_log=False,  # the app logs each request itself, with its request id
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
     )
 
@@ -53,10 +55,10 @@ def serve(
 @app.command()
 def worker(config: ConfigOption = None) -> None:
     """Run only the job workers (no HTTP), e.g. beside API processes on one PostgreSQL database."""
-    from imagegate.app import create_app, running
-
     settings = load(config, run_scheduler=True)
     configure_logging(settings)
+    prepare_metrics(settings)  # before the app (and prometheus_client) is imported
+    from imagegate.app import create_app, running
 
     async def main() -> None:
         stop = asyncio.Event()

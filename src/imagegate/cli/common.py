@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -15,6 +15,7 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from imagegate import logs
 from imagegate.db import create_engine, session_factory, utcnow
 from imagegate.errors import ImagegateError
 from imagegate.migrations import upgrade
@@ -24,6 +25,7 @@ ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file (also IMAGEGATE_CONFIG).")
 ]
 T = TypeVar("T")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when it is imported
 DURATION = re.compile(r"^(\d+)([smhdw])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -38,8 +40,16 @@ def load(config: Path | None, **overrides: Any) -> Settings:
 
 
 def configure_logging(settings: Settings) -> None:
-    """Plain log lines at the configured level."""
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """key=value or JSON log lines at the configured level."""
+    logs.configure(level=settings.log_level, fmt=settings.log_format)
+
+
+def prepare_metrics(settings: Settings) -> None:
+    """Let this machine's processes share metrics: before anything imports prometheus_client."""
+    if MULTIPROC_ENV not in os.environ:
+        folder = (settings.data_dir / "metrics").resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ[MULTIPROC_ENV] = str(folder)
 
 
 @contextlib.asynccontextmanager

@@ -65,6 +65,7 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     error_status: Mapped[int | None] = mapped_column(Integer, default=None)
     logs: Mapped[str] = mapped_column(Text, default="")
+    request_id: Mapped[str | None] = mapped_column(String(128), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

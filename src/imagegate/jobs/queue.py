@@ -27,6 +27,8 @@ class Claimed:
 
     job_id: str
     attempt: int
+    model: str = ""
+    queued_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,13 @@ async def claim(session: AsyncSession, *, backend: str, limit: int, worker_id: s
             worker_id=worker_id,
             cancel_requested=False,
         )
-        .returning(Job.id, Job.attempts)
+        .returning(Job.id, Job.attempts, Job.model, Job.created_at, Job.started_at)
         .execution_options(synchronize_session=False)
     )
     row = (await session.execute(statement)).first()
-    return Claimed(row.id, row.attempts) if row else None
+    if row is None:
+        return None
+    return Claimed(row.id, row.attempts, row.model, max((row.started_at - row.created_at).total_seconds(), 0.0))
 
 
 def _owned(claimed: Claimed) -> Any:

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import secrets
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ from imagegate.backends.base import BackendRequest, InputImage, JobLog, OutputIm
 from imagegate.errors import BackendError, ImagegateError
 from imagegate.images import inspect_image
 from imagegate.jobs import queue
-from imagegate.jobs.models import Job
+from imagegate.jobs.models import Job, JobStatus
 from imagegate.jobs.queue import Claimed, StoredImage
 from imagegate.jobs.service import JobContext
 
@@ -124,6 +125,8 @@ class Scheduler:
                 slots.release()
                 await self._pause(wake)
                 continue
+            if self.ctx.metrics is not None:
+                self.ctx.metrics.queue_wait.labels(backend).observe(claimed.queued_seconds)
             task = asyncio.create_task(self._run(backend, claimed), name=f"job:{claimed.job_id}")
             self._running[claimed.job_id] = task
             task.add_done_callback(functools.partial(self._finished, claimed.job_id, slots))
@@ -184,42 +187,62 @@ class Scheduler:
             on_partial=functools.partial(self.ctx.events.partial, claimed.job_id),
         )
         sessions = self.ctx.sessions
+        started = time.perf_counter()
+        outcome: tuple[str, str | None] | None = None  # (final status, error code) when this run settled the job
         try:
             request = await self._backend_request(claimed)
             result = await self.ctx.backends.backends[backend_name].generate(request, log)
             if not result.images:
                 raise BackendError("The backend returned no image.")
             stored = await self._store_outputs(result.images)
-            if not await _whole(queue.finish_succeeded(sessions, claimed, stored, log.text(), result.metadata)):
+            if await _whole(queue.finish_succeeded(sessions, claimed, stored, log.text(), result.metadata)):
+                outcome = (JobStatus.SUCCEEDED, None)
+            else:
                 await self._discard(stored)
         except asyncio.CancelledError:
-            await _whole(self._settle_cancelled(claimed, log))
+            if await _whole(self._settle_cancelled(claimed, log)):
+                outcome = (JobStatus.CANCELLED, None)
         except ImagegateError as error:
-            await _whole(queue.finish_failed(sessions, claimed, error, log.text()))
+            if await _whole(queue.finish_failed(sessions, claimed, error, log.text())):
+                outcome = (JobStatus.FAILED, error.code)
         except Exception as exc:
             logger.exception("job %s failed unexpectedly", claimed.job_id)
             log.write("".join(traceback.format_exception(exc)))
-            await _whole(
-                queue.finish_failed(
-                    sessions, claimed, BackendError("The backend failed unexpectedly; see the job's logs."), log.text()
-                )
-            )
+            unexpected = BackendError("The backend failed unexpectedly; see the job's logs.")
+            if await _whole(queue.finish_failed(sessions, claimed, unexpected, log.text())):
+                outcome = (JobStatus.FAILED, "unexpected")
         finally:
             await self._guard(
                 functools.partial(
                     usage.record, sessions, backend=backend_name, job_id=claimed.job_id, events=log.usage_events
                 )
             )
+            self._observe(backend_name, claimed, outcome, time.perf_counter() - started)
 
-    async def _settle_cancelled(self, claimed: Claimed, log: JobLog) -> None:
-        if claimed.job_id in self._cancelling:
-            await queue.finish_cancelled(self.ctx.sessions, claimed, log.text())
+    def _observe(self, backend: str, claimed: Claimed, outcome: tuple[str, str | None] | None, seconds: float) -> None:
+        metrics = self.ctx.metrics
+        if metrics is None or outcome is None:
             return
+        status, code = outcome
+        metrics.jobs.labels(backend, claimed.model, str(status)).inc()
+        metrics.duration.labels(backend).observe(seconds)
+        if code is not None:
+            metrics.backend_errors.labels(backend, code).inc()
+        logger.info(
+            "job finished",
+            extra={"job": claimed.job_id, "backend": backend, "status": str(status), "seconds": round(seconds, 3)},
+        )
+
+    async def _settle_cancelled(self, claimed: Claimed, log: JobLog) -> bool:
+        """True when the caller's cancel ended the job; False when shutdown put it back (or failed it)."""
+        if claimed.job_id in self._cancelling:
+            return await queue.finish_cancelled(self.ctx.sessions, claimed, log.text())
         log.write("[interrupted by shutdown]\n")
         status = await queue.settle_interrupted(
             self.ctx.sessions, claimed, log.text(), retry=self.ctx.settings.interrupted_jobs == "retry"
         )
         logger.warning("job %s interrupted by shutdown: now %s", claimed.job_id, status)
+        return False
 
     async def _backend_request(self, claimed: Claimed) -> BackendRequest:
         async with self.ctx.sessions() as session:

@@ -23,6 +23,8 @@ from imagegate.jobs.models import Job, JobImage, JobInput, JobStatus
 from imagegate.jobs.requests import GenerationRequest, Reference, validate
 from imagegate.keys import audit, limits
 from imagegate.keys.models import ApiKey
+from imagegate.logs import current_request_id
+from imagegate.metrics import Metrics
 from imagegate.settings import Settings
 from imagegate.storage import Storage
 
@@ -48,6 +50,7 @@ class JobContext:
     backends: BackendSet
     settings: Settings
     events: JobEvents
+    metrics: Metrics | None = None
 
 
 async def submit(
@@ -153,6 +156,7 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
         output_format=valid.output_format,
         count=valid.count,
         params=dict(request.params),
+        request_id=current_request_id(),
         created_at=now,
         expires_at=now + timedelta(days=ctx.settings.retention_days),
         inputs=[
@@ -307,6 +311,8 @@ async def cancel(*, ctx: JobContext, job_id: str, key: ApiKey) -> Job:
         )
         # A worker may have claimed it in the meantime: then ask that worker to stop it.
         flagged = None
+        if _rowcount(dequeued) and ctx.metrics is not None:
+            ctx.metrics.jobs.labels(job.backend, job.model, JobStatus.CANCELLED.value).inc()
         if not _rowcount(dequeued):
             flagged = await session.execute(
                 update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING).values(cancel_requested=True)
