@@ -19,6 +19,8 @@ class JobEvents:
         self._queued_listeners: list[Callable[[str], None]] = []
         self._cancel_listeners: list[Callable[[str], object]] = []
         self._partials: defaultdict[str, set[asyncio.Queue[tuple[int, bytes]]]] = defaultdict(set)
+        # The worker id of this process's scheduler: jobs it runs are announced here, no polling needed.
+        self.local_worker: str | None = None
 
     @contextmanager
     def subscribe(self, job_id: str) -> Iterator[asyncio.Event]:

@@ -43,6 +43,7 @@ class Scheduler:
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._stop = asyncio.Event()
+        ctx.events.local_worker = self.worker_id
         ctx.events.on_queued(self.wake)
         ctx.events.on_cancel(self.cancel_local)
 
@@ -130,6 +131,7 @@ class Scheduler:
             task = asyncio.create_task(self._run(backend, claimed), name=f"job:{claimed.job_id}")
             self._running[claimed.job_id] = task
             task.add_done_callback(functools.partial(self._finished, claimed.job_id, slots))
+            self.ctx.events.notify(claimed.job_id)  # its waiters learn it runs here and stop polling
 
     async def _slot(self, slots: asyncio.Semaphore) -> bool:
         """Wait for a free slot; False once stopping (no slot is then held)."""

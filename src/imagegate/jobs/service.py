@@ -32,6 +32,8 @@ from imagegate.storage import Storage
 # consistent view; SQLite gets the same from its single writer.
 SUBMIT_LOCK_ID = 0x1A6E5B17
 QUEUE_FULL_RETRY_AFTER = "5"
+# A waiter on a job this process runs still looks at the database this often, in case the run was taken over.
+LOCAL_WAIT_SECONDS = 30.0
 # A cancel answers once the job has stopped, or after this long with the job still stopping.
 CANCEL_WAIT_SECONDS = 10.0
 
@@ -284,14 +286,21 @@ async def wait_until_finished(*, ctx: JobContext, job_id: str, key: ApiKey | Non
     deadline = asyncio.get_running_loop().time() + timeout
     with ctx.events.subscribe(job_id) as changed:
         while True:
+            changed.clear()  # before reading: a change after the read still wakes us
             job = await get_job(ctx=ctx, job_id=job_id, key=key)
             remaining = deadline - asyncio.get_running_loop().time()
             if job.is_finished or remaining <= 0:
                 return job
-            changed.clear()
-            # Jobs run by another process only show up by polling.
+            # A job this process runs announces its end; only jobs of other processes need polling (thousands of
+            # waiters polling every interval would keep the database busy for nothing).
+            here = (
+                job.status == JobStatus.RUNNING
+                and job.worker_id is not None
+                and job.worker_id == ctx.events.local_worker
+            )
+            pause = min(remaining, LOCAL_WAIT_SECONDS if here else ctx.settings.poll_interval_seconds)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(remaining, ctx.settings.poll_interval_seconds))
+                await asyncio.wait_for(changed.wait(), pause)
 
 
 async def cancel(*, ctx: JobContext, job_id: str, key: ApiKey) -> Job:
