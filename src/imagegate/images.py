@@ -9,6 +9,7 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
@@ -42,12 +43,14 @@ def decode_base64(value: str, *, param: str) -> bytes:
         raise InvalidRequest(f"{param} is not valid base64 (plain base64 or a data: URL).", param=param) from None
 
 
-def inspect_image(data: bytes, *, param: str = "image") -> ImageInfo:
-    """Decode the bytes fully (CPU work: call in a thread) and describe them; else InvalidImage."""
+def inspect_image(data: bytes | BinaryIO, *, param: str = "image") -> ImageInfo:
+    """Decode the bytes (or file) fully (CPU work: call in a thread) and describe them; else InvalidImage."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    source.seek(0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(source) as image:
                 fmt = FORMATS.get(image.format or "")
                 width, height = image.size
                 if fmt is None:
@@ -59,4 +62,16 @@ def inspect_image(data: bytes, *, param: str = "image") -> ImageInfo:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError, Warning):
         raise InvalidImage(f"{param} is not a readable image (PNG, JPEG, WebP or GIF).", param=param) from None
-    return ImageInfo(width, height, fmt, len(data), hashlib.sha256(data).hexdigest())
+    size, digest = _measure(source)
+    return ImageInfo(width, height, fmt, size, digest)
+
+
+def _measure(source: BinaryIO) -> tuple[int, str]:
+    """Length and SHA-256, read a chunk at a time."""
+    source.seek(0)
+    digest, size = hashlib.sha256(), 0
+    while chunk := source.read(1024 * 1024):
+        digest.update(chunk)
+        size += len(chunk)
+    source.seek(0)
+    return size, digest.hexdigest()

@@ -406,7 +406,7 @@ async def run_playground(request: Request, admin: Admin) -> Response:
     references = []
     for position, upload in enumerate(form.getlist("references")):
         if isinstance(upload, UploadFile) and upload.filename:
-            references.append(Reference(await upload.read(), f"references[{position}]"))
+            references.append(Reference(upload.file, f"references[{position}]"))
     count = form_value(form, "count") or "1"
     if not count.isdigit():
         raise InvalidRequest("count must be a whole number.")

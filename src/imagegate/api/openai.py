@@ -276,11 +276,17 @@ async def _files(form: FormData, names: tuple[str, ...], request: Request) -> li
             param = param.replace("[][", "[")
             if not isinstance(value, UploadFile):
                 raise InvalidRequest(f"{param} must be a file upload.", param=param)
-            data = await value.read(limit + 1)
-            if len(data) > limit:
-                raise PayloadTooLarge(f"{param} is larger than {limit} bytes.", param=param)
-            found.append(Reference(data, param))
+            # The upload stays in its spooled file (on disk past 1 MB); storage copies it a chunk at a time.
+            reference = Reference(value.file, param)
+            size = await asyncio.to_thread(_size_of, reference)
+            if size > limit:
+                raise PayloadTooLarge(f"{param} is {size} bytes; the limit is {limit} bytes.", param=param)
+            found.append(reference)
     return found
+
+
+def _size_of(reference: Reference) -> int:
+    return reference.size
 
 
 def _scalars(form: FormData, exclude: tuple[str, ...]) -> dict[str, Any]:

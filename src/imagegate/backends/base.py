@@ -116,7 +116,10 @@ class Backend(Protocol):
     name: str
 
     def check(self, request: BackendRequest) -> None:
-        """Raise InvalidRequest for what this backend cannot do, before the job is queued or paid for."""
+        """Raise InvalidRequest for what this backend cannot do, before the job is queued or paid for.
+
+        The references carry their sizes and formats here; their bytes may be empty (uploads stay on disk).
+        """
         ...
 
     async def generate(self, request: BackendRequest, log: JobLog) -> BackendResult:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from imagegate.errors import InvalidRequest
 from imagegate.images import OUTPUT_FORMATS
@@ -19,10 +20,21 @@ FORMAT_ALIASES = {"jpg": "jpeg"}
 
 @dataclass(frozen=True)
 class Reference:
-    """A reference image as received; param names its field in the caller's request for errors."""
+    """An input image as received: its bytes, or an open file holding them (an upload spooled to disk is never
+    read into memory whole); param names its field in the caller's request for errors."""
 
-    data: bytes
+    data: bytes | BinaryIO
     param: str
+
+    @property
+    def size(self) -> int:
+        """Its length in bytes."""
+        if isinstance(self.data, bytes):
+            return len(self.data)
+        self.data.seek(0, os.SEEK_END)
+        size = self.data.tell()
+        self.data.seek(0)
+        return size
 
 
 @dataclass(frozen=True)

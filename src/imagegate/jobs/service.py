@@ -119,7 +119,11 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
     uploads = [*request.references, *([request.mask] if request.mask else [])]
     roles = ["reference"] * len(request.references) + (["mask"] if request.mask else [])
     infos = [await _inspect_input(upload, ctx.settings) for upload in uploads]
-    inputs = [InputImage(u.data, i.width, i.height, i.format) for u, i in zip(uploads, infos, strict=True)]
+    # check() sees the inputs' sizes and formats; uploads still on disk are not read into memory for it.
+    inputs = [
+        InputImage(u.data if isinstance(u.data, bytes) else b"", i.width, i.height, i.format)
+        for u, i in zip(uploads, infos, strict=True)
+    ]
     ctx.backends.backends[route.backend].check(
         BackendRequest(
             job_id="",
@@ -186,10 +190,10 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
 
 
 async def _inspect_input(upload: Reference, settings: Settings) -> ImageInfo:
-    if len(upload.data) > settings.max_reference_bytes:
+    size = await asyncio.to_thread(lambda: upload.size)
+    if size > settings.max_reference_bytes:
         raise PayloadTooLarge(
-            f"{upload.param} is {len(upload.data)} bytes; the limit is "
-            f"{settings.max_reference_bytes} bytes per input image.",
+            f"{upload.param} is {size} bytes; the limit is {settings.max_reference_bytes} bytes per input image.",
             param=upload.param,
         )
     return await asyncio.to_thread(inspect_image, upload.data, param=upload.param)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,8 @@ class StoredObject:
 class Storage(Protocol):
     """Keys are '/'-separated relative names such as 'images/<name>.png'."""
 
-    async def put(self, key: str, data: bytes) -> None:
-        """Write the object atomically: readers see the whole file or none."""
+    async def put(self, key: str, data: bytes | BinaryIO) -> None:
+        """Write the object atomically (a file is copied a chunk at a time): readers see all of it or none."""
         ...
 
     async def get(self, key: str) -> bytes:

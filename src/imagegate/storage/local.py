@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from imagegate.storage.base import StoredObject
 
 TMP_SUFFIX = ".part"
+COPY_CHUNK = 1024 * 1024
 
 
 class LocalStorage:
@@ -27,17 +30,21 @@ class LocalStorage:
             raise ValueError(f"invalid storage key: {key!r}")
         return self.root.joinpath(*parts)
 
-    async def put(self, key: str, data: bytes) -> None:
+    async def put(self, key: str, data: bytes | BinaryIO) -> None:
         """Write to a temporary file beside the target, then rename it into place."""
         await asyncio.to_thread(self._put, self.path_for(key), data)
 
     @staticmethod
-    def _put(path: Path, data: bytes) -> None:
+    def _put(path: Path, data: bytes | BinaryIO) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
         try:
             with open(tmp, "wb") as handle:
-                handle.write(data)
+                if isinstance(data, bytes):
+                    handle.write(data)
+                else:
+                    data.seek(0)
+                    shutil.copyfileobj(data, handle, COPY_CHUNK)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
