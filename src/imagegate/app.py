@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from imagegate import __version__
+from imagegate.admin import keys_pages as admin_keys_pages
 from imagegate.admin import router as admin_router
 from imagegate.admin import service as admin_service
 from imagegate.admin.password import ensure_admin_password
@@ -67,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(files.router)
     app.mount("/admin/static", admin_router.static, name="admin-static")
     app.include_router(admin_router.router)
+    app.include_router(admin_keys_pages.router)
     return app
 
 

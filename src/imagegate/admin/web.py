@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.datastructures import FormData
 
 from imagegate.admin import service
 from imagegate.admin.models import AdminSession
@@ -158,3 +159,13 @@ def form_value(form: Mapping[str, Any], name: str) -> str:
 def cookie_options(request: Request) -> dict[str, Any]:
     """HttpOnly, SameSite=Strict, Secure over https, scoped to the admin pages."""
     return {"httponly": True, "samesite": "strict", "secure": is_https(request), "path": prefix(request) + "/admin"}
+
+
+async def read_form(request: Request) -> FormData:
+    """The posted form (bounded in files and fields)."""
+    return await request.form(max_files=20, max_fields=50)
+
+
+def csrf_ok(admin: AdminSession, form: FormData) -> bool:
+    """The form carries this session's CSRF token."""
+    return service.csrf_ok(admin, form_value(form, "csrf"))

@@ -20,7 +20,7 @@ from imagegate.images import ImageInfo, inspect_image
 from imagegate.jobs import idempotency
 from imagegate.jobs.events import JobEvents
 from imagegate.jobs.models import Job, JobImage, JobInput, JobStatus
-from imagegate.jobs.requests import GenerationRequest, Reference, validate
+from imagegate.jobs.requests import GenerationRequest, Reference, ValidRequest, validate
 from imagegate.keys import audit, limits
 from imagegate.keys.models import ApiKey
 from imagegate.logs import current_request_id
@@ -146,14 +146,44 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
     ]
     for storage_key, upload in zip(input_keys, uploads, strict=True):
         await ctx.storage.put(storage_key, upload.data)
+    job = _new_job(
+        job_id,
+        key,
+        route.model,
+        route.backend,
+        valid,
+        request,
+        list(zip(input_keys, roles, infos, strict=True)),
+        ctx.settings,
+    )
+    try:
+        await _insert_queued(ctx, job, key, idempotency_key)
+    except BaseException:
+        for storage_key in input_keys:
+            await ctx.storage.delete(storage_key)
+        raise
+    return job
+
+
+def _new_job(
+    job_id: str,
+    key: ApiKey,
+    model: str,
+    backend: str,
+    valid: ValidRequest,
+    request: GenerationRequest,
+    inputs: list[tuple[str, str, ImageInfo]],
+    settings: Settings,
+) -> Job:
+    """The queued job row, with a row per stored input."""
     now = utcnow()
-    job = Job(
+    return Job(
         id=job_id,
         key_id=key.id,
         key_handle=key.handle,
         status=JobStatus.QUEUED,
-        model=route.model,
-        backend=route.backend,
+        model=model,
+        backend=backend,
         prompt=valid.prompt,
         size=valid.size,
         width=valid.width,
@@ -164,29 +194,22 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
         params=dict(request.params),
         request_id=current_request_id(),
         created_at=now,
-        expires_at=now + timedelta(days=ctx.settings.retention_days),
+        expires_at=now + timedelta(days=settings.retention_days),
         inputs=[
             JobInput(
                 index=i,
                 role=role,
-                storage_key=k,
+                storage_key=storage_key,
                 width=info.width,
                 height=info.height,
                 format=info.format,
                 bytes=info.bytes,
                 sha256=info.sha256,
             )
-            for i, (k, role, info) in enumerate(zip(input_keys, roles, infos, strict=True))
+            for i, (storage_key, role, info) in enumerate(inputs)
         ],
         images=[],
     )
-    try:
-        await _insert_queued(ctx, job, key, idempotency_key)
-    except BaseException:
-        for storage_key in input_keys:
-            await ctx.storage.delete(storage_key)
-        raise
-    return job
 
 
 async def _inspect_input(upload: Reference, settings: Settings) -> ImageInfo:
