@@ -40,6 +40,12 @@ class StoredImage:
     info: ImageInfo
 
 
+async def any_queued(session: AsyncSession, *, backend: str) -> bool:
+    """Whether a job waits for the backend: a read, so an idle claim loop never takes the write lock."""
+    found = await session.scalar(select(Job.seq).where(Job.status == JobStatus.QUEUED, Job.backend == backend).limit(1))
+    return found is not None
+
+
 async def claim(session: AsyncSession, *, backend: str, limit: int, worker_id: str) -> Claimed | None:
     """Take the fairest queued job of the backend if fewer than `limit` of its jobs run anywhere."""
     if session.get_bind().dialect.name == "postgresql":

@@ -115,8 +115,12 @@ class Scheduler:
         while await self._slot(slots):
             wake.clear()
             try:
-                async with self.ctx.sessions() as session, session.begin():
-                    claimed = await queue.claim(session, backend=backend, limit=limit, worker_id=self.worker_id)
+                async with self.ctx.sessions() as session:
+                    waiting = await queue.any_queued(session, backend=backend)
+                claimed = None
+                if waiting:
+                    async with self.ctx.sessions() as session, session.begin():
+                        claimed = await queue.claim(session, backend=backend, limit=limit, worker_id=self.worker_id)
             except Exception:
                 slots.release()
                 logger.exception("claiming a %s job failed; retrying", backend)
