@@ -66,6 +66,13 @@ def inspect_image(data: bytes | BinaryIO, *, param: str = "image") -> ImageInfo:
     return ImageInfo(width, height, fmt, size, digest)
 
 
+def sha256_of(data: bytes | BinaryIO) -> str:
+    """SHA-256 of bytes or of a file's whole content (read a chunk at a time; call in a thread)."""
+    if isinstance(data, bytes):
+        return hashlib.sha256(data).hexdigest()
+    return _measure(data)[1]
+
+
 def _measure(source: BinaryIO) -> tuple[int, str]:
     """Length and SHA-256, read a chunk at a time."""
     source.seek(0)

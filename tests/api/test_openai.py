@@ -293,3 +293,20 @@ async def test_a_malformed_or_oversized_form_is_a_4xx(harness: Harness) -> None:
     too_many = await harness.client.post("/v1/images/edits", data={"prompt": "x"}, files=many, headers=auth)
     assert too_many.status_code == 400
     assert "files" in too_many.json()["error"]["message"]
+
+
+async def test_idempotency_of_uploads_includes_the_files(harness: Harness) -> None:
+    auth = {**await harness.auth(), "Idempotency-Key": "edit-1"}
+    first = await harness.client.post(
+        "/v1/images/edits", data={"prompt": "x"}, files={"image": ("a.png", tiny_png())}, headers=auth
+    )
+    assert first.status_code == 200
+    same = await harness.client.post(
+        "/v1/images/edits", data={"prompt": "x"}, files={"image": ("a.png", tiny_png())}, headers=auth
+    )
+    assert same.headers["idempotent-replayed"] == "true"
+    other = await harness.client.post(
+        "/v1/images/edits", data={"prompt": "x"}, files={"image": ("a.png", tiny_png((0, 0, 0)))}, headers=auth
+    )
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_key_reused"

@@ -35,7 +35,7 @@ from imagegate.api.openai_shapes import (
     stream_event,
 )
 from imagegate.errors import ImagegateError, InvalidRequest, NotFound, PayloadTooLarge, RecordedError
-from imagegate.images import decode_base64
+from imagegate.images import decode_base64, sha256_of
 from imagegate.jobs import idempotency, service
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.jobs.requests import GenerationRequest, Reference
@@ -164,7 +164,7 @@ async def _run(
         request=generation,
         key=key,
         idempotency_key=idempotency_key,
-        fingerprint=idempotency.request_hash(f"openai.{operation}", fields.model_dump(exclude_unset=True)),
+        fingerprint=await _fingerprint(operation, fields, generation, idempotency_key),
     )
     headers = {**NO_RETRY, **({"Idempotent-Replayed": "true"} if submitted.replayed else {})}
     job = submitted.job
@@ -185,6 +185,17 @@ async def _run(
         "job_id": job.id,
     }
     return JSONResponse(body, headers=headers)
+
+
+async def _fingerprint(
+    operation: str, fields: BaseModel, generation: GenerationRequest, idempotency_key: str | None
+) -> str:
+    """The request's identity for Idempotency-Key: its fields and, for uploads, the files' digests."""
+    body: dict[str, Any] = fields.model_dump(exclude_unset=True)
+    if idempotency_key is not None:
+        uploads = [*generation.references, *([generation.mask] if generation.mask else [])]
+        body["files"] = [await asyncio.to_thread(sha256_of, upload.data) for upload in uploads]
+    return idempotency.request_hash(f"openai.{operation}", body)
 
 
 def _job_error(job: Job, headers: dict[str, str]) -> JSONResponse:
