@@ -153,3 +153,17 @@ def test_set_password_from_the_command_line(database_url: str, tmp_path: object)
     done = runner.invoke(cli, ["admin", "set-password", "--password-stdin"], input="long enough password\n", env=env)
     assert done.exit_code == 0, done.output
     assert "logged out" in done.output
+
+
+async def test_bad_key_forms_are_400_pages(harness: Harness) -> None:
+    await login(harness.client)
+    token = csrf_of(await harness.client.get("/admin/keys"))
+    for form in (
+        {"name": "x" * 201},
+        {"name": "ok", "expires": "2027-13-45"},
+        {"name": "ok", "daily_quota": "-3"},
+        {"name": "ok", "scopes": ["fly"]},
+    ):
+        response = await harness.client.post("/admin/keys", data={"csrf": token, **form})
+        assert response.status_code == 400, form
+        assert response.headers["content-type"].startswith("text/html")

@@ -89,7 +89,10 @@ async def create_key(request: Request, admin: Admin) -> Response:
     if not name:
         raise InvalidRequest("A key needs a name.")
     expires = form_value(form, "expires")
-    expires_at = datetime.fromisoformat(expires).replace(tzinfo=UTC) if expires else None
+    try:
+        expires_at = datetime.fromisoformat(expires).replace(tzinfo=UTC) if expires else None
+    except ValueError:
+        raise InvalidRequest(f"{expires!r} is not a date; use YYYY-MM-DD.") from None
     if expires_at is not None and expires_at <= utcnow():
         raise InvalidRequest("The expiry date is in the past.")
     async with request.app.state.sessions() as session, session.begin():

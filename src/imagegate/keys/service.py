@@ -50,14 +50,25 @@ class KeyLimits:
         return {k: v for k, v in asdict(self).items() if not isinstance(v, Unset)}
 
     def validate(self) -> None:
-        """InvalidRequest for unknown scopes or limits below 1."""
+        """InvalidRequest for a bad name, unknown scopes or limits below 1."""
         values = self.given()
+        if "name" in values:
+            check_name(values["name"])
         unknown = set(values.get("scopes") or ()) - set(SCOPES)
         if unknown:
             raise InvalidRequest(f"Unknown scope(s): {', '.join(sorted(unknown))}; use {', '.join(SCOPES)}.")
         for name in ("rate_limit_per_minute", "daily_image_quota", "monthly_image_quota", "max_concurrent_jobs"):
             if values.get(name) is not None and values[name] < 1:
                 raise InvalidRequest(f"{name} must be at least 1 (or none for no limit).")
+
+
+MAX_NAME_CHARS = 200
+
+
+def check_name(name: str) -> None:
+    """InvalidRequest unless the name has 1 to 200 characters."""
+    if not name.strip() or len(name) > MAX_NAME_CHARS:
+        raise InvalidRequest(f"A key's name needs 1 to {MAX_NAME_CHARS} characters.")
 
 
 def hash_token(token: str) -> str:
@@ -90,6 +101,7 @@ async def create_key(
     """Store a new key and return it with its raw token, which is never shown again."""
     limits = limits or KeyLimits()
     limits.validate()
+    check_name(name)
     token = new_token()
     key = ApiKey(
         handle=new_handle(),
