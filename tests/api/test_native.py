@@ -100,6 +100,7 @@ def _bad_inputs() -> list[tuple[str, dict[str, Any], int, str]]:
     return [
         ("empty prompt", {"prompt": "   "}, 400, "prompt"),
         ("over-long prompt", {"prompt": "x" * 32_001}, 400, "prompt"),
+        ("NUL in prompt", {"prompt": "a\u0000b"}, 400, "prompt"),
         ("prompt not a string", {"prompt": 123}, 400, "prompt"),
         ("missing prompt", {"size": "64x64"}, 400, "prompt"),
         ("unknown model", {"prompt": "x", "model": "nope"}, 400, "model"),

@@ -70,6 +70,8 @@ def validate(request: GenerationRequest, settings: Settings) -> ValidRequest:
     prompt = request.prompt.strip()
     if not prompt:
         raise InvalidRequest("prompt must not be empty.", param="prompt")
+    if "\x00" in prompt:
+        raise InvalidRequest("prompt contains a NUL character; remove it.", param="prompt")
     if len(prompt) > settings.max_prompt_chars:
         raise InvalidRequest(
             f"prompt is {len(prompt)} characters; the limit is {settings.max_prompt_chars}.", param="prompt"

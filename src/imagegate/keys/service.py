@@ -67,8 +67,8 @@ MAX_NAME_CHARS = 200
 
 def check_name(name: str) -> None:
     """InvalidRequest unless the name has 1 to 200 characters."""
-    if not name.strip() or len(name) > MAX_NAME_CHARS:
-        raise InvalidRequest(f"A key's name needs 1 to {MAX_NAME_CHARS} characters.")
+    if not name.strip() or len(name) > MAX_NAME_CHARS or "\x00" in name:
+        raise InvalidRequest(f"A key's name needs 1 to {MAX_NAME_CHARS} characters (and no NUL).")
 
 
 def hash_token(token: str) -> str:
