@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-HOST ?= 127.0.0.1
-PORT ?= 8000
+# HOST and PORT (make serve HOST=0.0.0.0 PORT=9000) override the settings; unset, the service reads
+# IMAGEGATE_HOST/IMAGEGATE_PORT from the environment, .env or its TOML file (default 127.0.0.1:8000).
+HOST ?=
+PORT ?=
 
 .PHONY: serve test check lint typecheck bench clean
 
@@ -20,7 +22,7 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.runtime
 
 serve: $(VENV)/.runtime
-	$(BIN)/imagegate serve --host $(HOST) --port $(PORT)
+	$(BIN)/imagegate serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 test: $(VENV)/.dev
 	bash scripts/ensure-test-system.sh
