@@ -107,6 +107,10 @@ def bare(workdir: Path, file: Path | None = None) -> Iterator[Server]:
 def create_key(workdir: Path, database_url: str | None = None, *args: str) -> str:
     """A key made with the CLI, as an operator would."""
     env = clean_env(**({"IMAGEGATE_DATABASE_URL": database_url} if database_url else {}))
+    # Key commands refuse a database that does not exist yet; an operator creates it first.
+    subprocess.run(
+        [sys.executable, "-m", "imagegate.cli", "db", "upgrade"], cwd=workdir, env=env, capture_output=True, check=True
+    )
     out = subprocess.run(
         [sys.executable, "-m", "imagegate.cli", "keys", "create", "bench", *args],
         cwd=workdir,

@@ -145,6 +145,7 @@ def test_two_servers_on_one_postgresql_share_a_keys_rate_limit(pg_base_url: str,
 
 def test_metrics_add_up_across_processes(tmp_path: Path) -> None:
     env = base_env(IMAGEGATE_ADMIN_PASSWORD="x" * 16)
+    assert imagegate("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
     created = imagegate("keys", "create", "metrics", env=env, cwd=tmp_path)
     headers = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
     with serve(env, tmp_path, name="one") as first, serve(env, tmp_path, name="two") as second:

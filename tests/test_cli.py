@@ -134,3 +134,33 @@ def test_bad_key_options_are_explained(env: dict[str, str], args: list[str], mes
     result = runner.invoke(app, args, env=env)
     assert result.exit_code != 0
     assert message in result.output
+
+
+def test_commands_name_the_database_they_use(env: dict[str, str]) -> None:
+    result = runner.invoke(app, ["keys", "list"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("Database: ")
+
+
+def test_a_missing_sqlite_database_is_refused_not_created(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "another-folder"
+    env = {"IMAGEGATE_DATA_DIR": str(elsewhere), "IMAGEGATE_DATABASE_URL": ""}
+    for args in (["keys", "create", "lost"], ["keys", "list"], ["audit"], ["cleanup"]):
+        result = runner.invoke(app, args, env=env)
+        assert result.exit_code == 2, result.output
+        assert f"there is no ImageGate database at {(elsewhere / 'imagegate.db').resolve()}" in result.stderr
+        assert "--config" in result.stderr
+        assert "IMAGEGATE_DATA_DIR" in result.stderr
+    assert not (elsewhere / "imagegate.db").exists()
+
+
+def test_db_upgrade_creates_the_database_that_keys_then_use(tmp_path: Path) -> None:
+    env = {"IMAGEGATE_DATA_DIR": str(tmp_path / "fresh"), "IMAGEGATE_DATABASE_URL": ""}
+    assert "up to date" in invoke(env, "db", "upgrade")
+    assert "ig_" in invoke(env, "keys", "create", "first")
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert re.fullmatch(r"imagegate \d+\.\d+\.\d+\S*\n", result.output)

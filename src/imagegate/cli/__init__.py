@@ -11,7 +11,15 @@ from typing import Annotated
 
 import typer
 
-from imagegate.cli.common import ConfigOption, configure_logging, load, parse_expiry, prepare_metrics, sessions_for
+from imagegate.cli.common import (
+    ConfigOption,
+    announce_database,
+    configure_logging,
+    load,
+    parse_expiry,
+    prepare_metrics,
+    sessions_for,
+)
 from imagegate.cli.keys import audit_command, keys_app
 from imagegate.migrations import upgrade
 
@@ -24,6 +32,23 @@ app.add_typer(admin_app, name="admin")
 app.command("audit")(audit_command)
 
 __all__ = ["app", "main", "parse_expiry"]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from imagegate import __version__
+
+        typer.echo(f"imagegate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """ImageGate: a self-hosted image-generation gateway."""
 
 
 @app.command()
@@ -77,6 +102,7 @@ def worker(config: ConfigOption = None) -> None:
 def db_upgrade(config: ConfigOption = None) -> None:
     """Apply database migrations up to the newest schema."""
     settings = load(config)
+    announce_database(settings, must_exist=False)
     upgrade(settings.database_url)
     typer.echo("Database is up to date.")
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate import logs
@@ -52,9 +53,33 @@ def prepare_metrics(settings: Settings) -> None:
         os.environ[MULTIPROC_ENV] = str(folder)
 
 
+def announce_database(settings: Settings, *, must_exist: bool = True) -> None:
+    """Say on stderr which database the command uses; refuse a SQLite file that does not exist yet.
+
+    A command run from another folder would otherwise create a fresh ./data there, and keys made in it would
+    be refused by the running server.
+    """
+    url = make_url(settings.database_url)
+    path = (
+        Path(url.database)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+        else None
+    )
+    typer.echo(f"Database: {path.resolve() if path else url.render_as_string(hide_password=True)}", err=True)
+    if must_exist and path is not None and not path.exists():
+        typer.echo(
+            f"Error: there is no ImageGate database at {path.resolve()}. Run the command where the server runs, or "
+            "point it at the server's settings with --config FILE, IMAGEGATE_DATA_DIR or IMAGEGATE_DATABASE_URL. "
+            "(`imagegate db upgrade` or `imagegate serve` creates a new database.)",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
 @contextlib.asynccontextmanager
 async def sessions_for(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    """A migrated database's session factory for the length of a command."""
+    """A migrated database's session factory for the length of a command (an existing database only)."""
+    announce_database(settings)
     await asyncio.to_thread(upgrade, settings.database_url)
     engine = create_engine(settings.database_url)
     try:
