@@ -46,3 +46,14 @@ async def test_content_types_follow_the_format(harness: Harness) -> None:
         assert image["format"] == fmt
         response = await harness.client.get(image["url"])
         assert response.headers["content-type"] == content_type
+
+
+async def test_head_answers_the_headers_without_the_body(harness: Harness, image_name: str) -> None:
+    full = await harness.client.get(f"/generated/{image_name}")
+    head = await harness.client.head(f"/generated/{image_name}")
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len(full.content))
+    assert head.headers["content-type"] == "image/png"
+    assert head.headers["etag"] == full.headers["etag"]
+    assert (await harness.client.head("/generated/" + "x" * 24 + ".png")).status_code == 404

@@ -29,3 +29,9 @@ async def test_not_ready_when_storage_is_unwritable(harness: Harness) -> None:
     assert response.status_code == 503
     assert response.json()["storage"] == "unwritable"
     assert response.json()["database"] == "ok"
+
+
+async def test_the_bare_address_leads_to_the_admin_ui(harness: Harness) -> None:
+    response = await harness.client.get("/")
+    assert response.status_code == 307
+    assert response.headers["location"] == "/admin"

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy import text
 
 from imagegate import __version__
@@ -16,6 +16,13 @@ router = APIRouter(tags=["health"])
 logger = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS = 5.0
+
+
+@router.get("/", include_in_schema=False)
+async def root(request: Request) -> RedirectResponse:
+    """The bare address leads a person to the admin UI."""
+    root_path: str = request.scope.get("root_path", "")
+    return RedirectResponse(f"{root_path.rstrip('/')}/admin", status_code=307)
 
 
 @router.get("/health")
