@@ -33,15 +33,15 @@ def serve_command(*variables: str, **env: str) -> list[str]:
 
 
 def test_serve_leaves_host_and_port_to_the_settings() -> None:
-    command = serve_command(IMAGEGATE_HOST="0.0.0.0", IMAGEGATE_PORT="9100")
+    command = serve_command(IMAGEGATE_HOST="127.0.0.2", IMAGEGATE_PORT="9100")
     assert command[-1] == "serve"
     assert "--host" not in command
     assert "--port" not in command
 
 
 def test_serve_passes_host_and_port_when_given() -> None:
-    command = serve_command("HOST=0.0.0.0", "PORT=9100")
-    assert command[-4:] == ["--host", "0.0.0.0", "--port", "9100"]
+    command = serve_command("HOST=127.0.0.2", "PORT=9100")
+    assert command[-4:] == ["--host", "127.0.0.2", "--port", "9100"]
 
 
 def test_serve_passes_only_what_is_given() -> None:
