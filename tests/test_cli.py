@@ -43,7 +43,7 @@ def test_key_lifecycle(env: dict[str, str]) -> None:
     invoke(env, "keys", "disable", handle[0])
     assert "disabled" in invoke(env, "keys", "list")
     invoke(env, "keys", "enable", handle[0])
-    invoke(env, "keys", "delete", handle[0])
+    invoke(env, "keys", "delete", handle[0], "--yes")
     assert handle[0] not in invoke(env, "keys", "list")
 
 
@@ -80,13 +80,14 @@ def test_output_paths_number_extra_images() -> None:
 
 
 def test_limits_rotation_and_audit_from_the_command_line(env: dict[str, str]) -> None:
+    env = {**env, "IMAGEGATE_MODELS": '{"demo": "demo", "sketch": "demo"}'}
     created = invoke(
         env,
         "keys",
         "create",
         "limited",
         "--models",
-        "demo,fake",
+        "sketch,demo",
         "--scopes",
         "generate,read",
         "--rate-limit",
@@ -98,7 +99,7 @@ def test_limits_rotation_and_audit_from_the_command_line(env: dict[str, str]) ->
     )
     handle = re.search(r"key_[0-9a-f]{12}", created)
     assert handle is not None
-    assert "models:          demo, fake" in created
+    assert "models:          sketch, demo" in created
     assert "scopes:          generate, read" in created
     assert "rate limit:      30 requests/minute" in created
     assert "monthly quota:   unlimited" in created
@@ -128,6 +129,11 @@ def test_limits_rotation_and_audit_from_the_command_line(env: dict[str, str]) ->
         (["keys", "create", "x", "--scopes", "generate,fly"], "Unknown scope"),
         (["keys", "rotate", "key_000000000000", "--grace", "soon"], "duration"),
         (["keys", "update", "key_000000000000"], "nothing to change"),
+        (
+            ["keys", "create", "x", "--models", "demo,dall-e-9"],
+            "'dall-e-9' is not a routed model or backend; known: demo",
+        ),
+        (["keys", "update", "key_000000000000", "--models", "nope"], "'nope' is not a routed model"),
     ],
 )
 def test_bad_key_options_are_explained(env: dict[str, str], args: list[str], message: str) -> None:
@@ -164,3 +170,37 @@ def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
     assert re.fullmatch(r"imagegate \d+\.\d+\.\d+\S*\n", result.output)
+
+
+def test_deleting_a_key_asks_first(env: dict[str, str]) -> None:
+    handle = re.search(r"key_[0-9a-f]{12}", invoke(env, "keys", "create", "keep-me"))
+    assert handle is not None
+    refused = runner.invoke(app, ["keys", "delete", handle[0]], env=env, input="n\n")
+    assert refused.exit_code == 1
+    assert "Delete " + handle[0] + " for good?" in refused.output
+    assert handle[0] in invoke(env, "keys", "list")
+    no_answer = runner.invoke(app, ["keys", "delete", handle[0]], env=env, input="")
+    assert no_answer.exit_code != 0
+    assert handle[0] in invoke(env, "keys", "list")
+    confirmed = runner.invoke(app, ["keys", "delete", handle[0]], env=env, input="y\n")
+    assert confirmed.exit_code == 0, confirmed.output
+    assert handle[0] not in invoke(env, "keys", "list")
+
+
+def test_malformed_json_in_a_variable_names_it(env: dict[str, str]) -> None:
+    result = runner.invoke(app, ["keys", "list"], env={**env, "IMAGEGATE_BACKENDS": '{"demo": {"type": "demo",}}'})
+    assert result.exit_code == 2
+    assert "IMAGEGATE_BACKENDS is not valid JSON: Expecting property name" in result.output
+    assert "line 1 column" in result.output
+
+
+def test_an_unknown_key_in_the_toml_file_is_an_error(env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "imagegate.toml"
+    config.write_text('retention_dayz = 3\n[models]\ndemo = "demo"\n')
+    result = runner.invoke(app, ["keys", "list", "--config", str(config)], env=env)
+    assert result.exit_code == 2
+    assert f"{config}: unknown setting 'retention_dayz'; did you mean 'retention_days'?" in result.output
+    config.write_text("retention_days = [oops\n")
+    result = runner.invoke(app, ["keys", "list", "--config", str(config)], env=env)
+    assert result.exit_code == 2
+    assert "is not valid TOML" in result.output

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,6 +15,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -173,12 +177,43 @@ class FileVariableSource(PydanticBaseSettingsSource):
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build Settings from the environment, .env and the TOML file (argument or IMAGEGATE_CONFIG)."""
     path = config_file or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
-    if path is None:
-        return Settings(**overrides)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        if path is None:
+            return Settings(**overrides)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        check_toml_keys(path)
 
-    class FileSettings(Settings):
-        model_config = SettingsConfigDict(toml_file=path)
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict(toml_file=path)
 
-    return FileSettings(**overrides)
+        return FileSettings(**overrides)
+    except SettingsError as exc:
+        raise ValueError(_explain_unparsable(exc)) from None
+
+
+def check_toml_keys(path: Path) -> None:
+    """A key of the TOML file that is not a setting is an error naming it (a typo would be ignored silently)."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    known = list(Settings.model_fields)
+    for key in document:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "; the settings are listed in docs/configuration.md"
+            raise ValueError(f"{path}: unknown setting {key!r}{hint}")
+
+
+def _explain_unparsable(exc: SettingsError) -> str:
+    """Name the variable whose value could not be parsed, and say what is wrong with its JSON."""
+    for name in Settings.model_fields:
+        variable = ENV_PREFIX + name.upper()
+        if f'"{name}"' in str(exc) and variable in os.environ:
+            try:
+                json.loads(os.environ[variable])
+            except ValueError as problem:
+                return f"{variable} is not valid JSON: {problem}"
+            return f"{variable}: {exc}"
+    return str(exc)

@@ -12,6 +12,7 @@ from imagegate.keys import audit
 from imagegate.keys import service as keys
 from imagegate.keys.models import ApiKey
 from imagegate.keys.service import UNSET, KeyLimits
+from imagegate.settings import Settings
 
 keys_app = typer.Typer(help="Issue and manage API keys.", no_args_is_help=True)
 
@@ -40,8 +41,19 @@ def _list(value: str | None, *, everything: str | None = None) -> Any:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _routed(models: Any, settings: Settings) -> Any:
+    """The --models list, refusing a name that is neither a routed model nor a backend (it could never match)."""
+    if isinstance(models, list):
+        known = sorted({*settings.models, *settings.backends})
+        for name in models:
+            if name not in known:
+                raise typer.BadParameter(f"{name!r} is not a routed model or backend; known: {', '.join(known)}")
+    return models
+
+
 def _limits(
     *,
+    settings: Settings,
     models: str | None,
     scopes: str | None,
     rate_limit: str | None,
@@ -50,7 +62,7 @@ def _limits(
     max_concurrent: str | None,
 ) -> KeyLimits:
     return KeyLimits(
-        allowed_models=_list(models, everything="all"),
+        allowed_models=_routed(_list(models, everything="all"), settings),
         scopes=_list(scopes),
         rate_limit_per_minute=_limit(rate_limit, "--rate-limit"),
         daily_image_quota=_limit(daily_quota, "--daily-quota"),
@@ -106,6 +118,7 @@ def keys_create(
     settings = load(config)
     expires_at = parse_expiry(expires) if expires else None
     limits = _limits(
+        settings=settings,
         models=models,
         scopes=scopes,
         rate_limit=rate_limit,
@@ -137,6 +150,7 @@ def keys_update(
     """Change a key's name, expiry or limits (options not given stay as they are)."""
     settings = load(config)
     limits = _limits(
+        settings=settings,
         models=models,
         scopes=scopes,
         rate_limit=rate_limit,
@@ -207,9 +221,19 @@ def keys_enable(handle: str, config: ConfigOption = None) -> None:
 
 
 @keys_app.command("delete")
-def keys_delete(handle: str, config: ConfigOption = None) -> None:
-    """Delete a key for good; its jobs stay in the history."""
-    run_db(load(config), lambda s: keys.delete_key(session=s, handle=handle, actor="cli"))
+def keys_delete(
+    handle: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Delete a key for good (asks first; --yes for scripts); its jobs stay in the history."""
+    settings = load(config)
+    if not yes and not typer.confirm(
+        f"Delete {handle} for good? Callers using it get 401 at once; `keys disable` can be undone", default=False
+    ):
+        typer.echo("Not deleted.", err=True)
+        raise typer.Exit(1)
+    run_db(settings, lambda s: keys.delete_key(session=s, handle=handle, actor="cli"))
     typer.echo(f"Deleted {handle}.")
 
 
