@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -204,3 +206,43 @@ def test_an_unknown_key_in_the_toml_file_is_an_error(env: dict[str, str], tmp_pa
     result = runner.invoke(app, ["keys", "list", "--config", str(config)], env=env)
     assert result.exit_code == 2
     assert "is not valid TOML" in result.output
+
+
+def command_paths(group: Any, prefix: str = "imagegate") -> list[str]:
+    """Every leaf command of the CLI as a user types it, e.g. 'imagegate keys create'."""
+    paths = []
+    for name, command in sorted(group.commands.items()):
+        full = f"{prefix} {name}"
+        paths += command_paths(command, full) if hasattr(command, "commands") else [full]
+    return paths
+
+
+def test_every_command_is_documented() -> None:
+    root = Path(__file__).parent.parent
+    text = (root / "README.md").read_text() + "".join(p.read_text() for p in sorted((root / "docs").glob("*.md")))
+    text = re.sub(r"\s+", " ", text.replace("`", " "))
+    missing = []
+    for path in command_paths(typer.main.get_command(app)):
+        *group, leaf = path.split()
+        # Tables write sibling commands as 'imagegate keys create … · keys list'; accept the group's name before it.
+        if path not in text and f"{' '.join(group[1:])} {leaf}".strip() not in text:
+            missing.append(path)
+    assert missing == [], f"document these commands in README.md or docs/: {missing}"
+
+
+def test_listings_and_show_speak_json(env: dict[str, str]) -> None:
+    created = invoke(env, "keys", "create", "scripted", "--daily-quota", "5")
+    token = created.strip().splitlines()[-1]
+    listed = json.loads(runner.invoke(app, ["keys", "list", "--json"], env=env).stdout)
+    assert [key["name"] for key in listed] == ["scripted"]
+    handle = listed[0]["handle"]
+    shown = json.loads(runner.invoke(app, ["keys", "show", handle, "--json"], env=env).stdout)
+    assert shown == listed[0]
+    assert shown["daily_image_quota"] == 5
+    assert shown["status"] == "enabled"
+    events = json.loads(runner.invoke(app, ["audit", "--json"], env=env).stdout)
+    assert events[0]["action"] == "key.create"
+    assert events[0]["key"] == handle
+    everything = json.dumps([listed, shown, events])
+    assert token not in everything
+    assert "hash" not in everything

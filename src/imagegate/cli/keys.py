@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -21,6 +23,7 @@ ModelsOption = Annotated[
     str | None, typer.Option("--models", help="Comma-separated models or backends this key may use; 'all' for any.")
 ]
 ScopesOption = Annotated[str | None, typer.Option(help="Comma-separated: generate, edit, read, delete.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")]
 
 
 def _limit(value: str | None, option: str) -> Any:
@@ -94,6 +97,29 @@ def describe(key: ApiKey) -> list[str]:
         if key.previous_token_hash
         else "previous secret: none",
     ]
+
+
+def as_json(key: ApiKey) -> dict[str, Any]:
+    """A key's settings for scripts (never a secret or a hash)."""
+
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "handle": key.handle,
+        "name": key.name,
+        "status": _status(key),
+        "created_at": iso(key.created_at),
+        "last_used_at": iso(key.last_used_at),
+        "expires_at": iso(key.expires_at),
+        "allowed_models": key.allowed_models,
+        "scopes": key.scopes,
+        "rate_limit_per_minute": key.rate_limit_per_minute,
+        "daily_image_quota": key.daily_image_quota,
+        "monthly_image_quota": key.monthly_image_quota,
+        "max_concurrent_jobs": key.max_concurrent_jobs,
+        "previous_secret_valid_until": iso(key.previous_token_expires_at) if key.previous_token_hash else None,
+    }
 
 
 def _status(key: ApiKey) -> str:
@@ -185,16 +211,19 @@ def keys_rotate(
 
 
 @keys_app.command("show")
-def keys_show(handle: str, config: ConfigOption = None) -> None:
+def keys_show(handle: str, json_output: JsonOption = False, config: ConfigOption = None) -> None:
     """Show one key's settings and limits."""
     key = run_db(load(config), lambda s: keys.get_by_handle(session=s, handle=handle))
-    typer.echo("\n".join(describe(key)))
+    typer.echo(json.dumps(as_json(key), indent=2) if json_output else "\n".join(describe(key)))
 
 
 @keys_app.command("list")
-def keys_list(config: ConfigOption = None) -> None:
+def keys_list(json_output: JsonOption = False, config: ConfigOption = None) -> None:
     """List keys (handles, never secrets)."""
     rows = run_db(load(config), lambda s: keys.list_keys(session=s))
+    if json_output:
+        typer.echo(json.dumps([as_json(key) for key in rows], indent=2))
+        return
     if not rows:
         typer.echo("No keys yet. Create one with: imagegate keys create NAME")
         return
@@ -241,10 +270,18 @@ def audit_command(
     handle: Annotated[str | None, typer.Option(help="Only this key.")] = None,
     action: Annotated[str | None, typer.Option(help="Only actions starting with this (key., refused.).")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many events.")] = 50,
+    json_output: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Show the audit log, newest first: key changes and refusals for limits."""
     rows = run_db(load(config), lambda s: audit.events(session=s, handle=handle, action=action, limit=limit))
+    if json_output:
+        events = [
+            {"at": e.at.isoformat(), "actor": e.actor, "key": e.key_handle, "action": e.action, "detail": e.detail}
+            for e in rows
+        ]
+        typer.echo(json.dumps(events, indent=2, default=str))
+        return
     if not rows:
         typer.echo("No audit events.")
         return
