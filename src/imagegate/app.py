@@ -13,6 +13,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from imagegate import __version__
 from imagegate.admin import keys_pages as admin_keys_pages
+from imagegate.admin import panels as admin_panels
 from imagegate.admin import router as admin_router
 from imagegate.admin import service as admin_service
 from imagegate.admin.password import ensure_admin_password
@@ -23,7 +24,6 @@ from imagegate.api.headers import RateLimitHeadersMiddleware, RequestIdMiddlewar
 from imagegate.api.limits import BodyLimitMiddleware
 from imagegate.api.observe import ObserveMiddleware
 from imagegate.api.openai_shapes import render_openai_error
-from imagegate.backends.codex import CodexBackend
 from imagegate.backends.registry import BackendSet
 from imagegate.db import create_engine, session_factory
 from imagegate.jobs.events import JobEvents
@@ -69,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/admin/static", admin_router.static, name="admin-static")
     app.include_router(admin_router.router)
     app.include_router(admin_keys_pages.router)
+    app.include_router(admin_panels.router)
     return app
 
 
@@ -99,7 +100,8 @@ async def running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         await admin_service.adopt_configured_password(sessions, settings.admin_password.get_secret_value())
     elif (password := await ensure_admin_password(sessions, settings)) is not None:
         announce_admin_password(password)
-    app.state.codex_backends = sorted(n for n, b in backends.backends.items() if isinstance(b, CodexBackend))
+    await backends.start(sessions)
+    app.state.panels = backends.admin_panels()
     scheduler = Scheduler(ctx) if settings.run_scheduler else None
     app.state.scheduler = scheduler
     sweeper, stop_sweeping = None, asyncio.Event()

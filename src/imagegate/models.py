@@ -1,6 +1,7 @@
 """Imports every table so that Base.metadata is complete (Alembic and tests use it)."""
 
 from imagegate.admin.models import AdminCredential, AdminSession, LoginFailure
+from imagegate.backends.models import BackendEvent, BackendState
 from imagegate.db import Base
 from imagegate.jobs.models import BackendUsage, IdempotencyRecord, Job, JobImage, JobInput, Worker
 from imagegate.keys.models import ApiKey, AuditEvent, RateEvent
@@ -10,6 +11,8 @@ __all__ = [
     "AdminSession",
     "ApiKey",
     "AuditEvent",
+    "BackendEvent",
+    "BackendState",
     "BackendUsage",
     "Base",
     "IdempotencyRecord",

@@ -7,13 +7,16 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx2
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.fakes.chatgpt_usage import login as codex_login
 from tests.fakes.codex import write_fake_codex
+from tests.fakes.postgres import free_port
 from tests.fakes.server import ServerProcess, base_env, serve
 
 pytestmark = pytest.mark.acceptance
@@ -58,10 +61,15 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
             "concurrency": 1,
             "options": {
                 "executable": str(write_fake_codex(tmp_path)),
-                "accounts": [{"name": "main", "home": str(tmp_path / "cx")}],
+                "accounts": [
+                    {"name": "main", "home": str(tmp_path / "cx")},
+                    {"name": "spare", "home": str(tmp_path / "cx-spare")},
+                ],
+                "usage_url": f"http://127.0.0.1:{free_port()}/backend-api/wham/usage",  # nothing listens there
             },
         },
     }
+    codex_login(tmp_path / "cx", "at-browser-secret", refresh_token="rt-browser-secret", last_refresh=_hours_ago(30))
     env = base_env(
         IMAGEGATE_ADMIN_PASSWORD=PASSWORD,
         IMAGEGATE_BACKENDS=json.dumps(backends),
@@ -69,6 +77,10 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     )
     with serve(env, tmp_path) as running:
         yield running
+
+
+def _hours_ago(hours: float) -> str:
+    return (datetime.now(UTC) - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def shot(page: Page, name: str) -> None:
@@ -162,8 +174,19 @@ def test_an_operators_day(browser: Browser, server: ServerProcess) -> None:
     )
     assert codex.status_code == 200, codex.text
     page.get_by_role("link", name="Codex accounts").click()
-    expect(page.locator("tbody tr").first).to_contain_text("main")
-    expect(page.locator("tbody tr").first.locator("td").nth(3)).to_have_text("1")
+    card = page.locator("section.account", has_text="main")
+    expect(card.locator(".status")).to_have_text("free")
+    expect(card.locator(".rate")).to_have_text("100 %")
+    expect(card.locator(".account-id")).to_have_text("acc01234")
+    expect(card.locator(".token")).to_contain_text("(green)")
+    expect(card.locator(".quota")).to_contain_text("unknown")  # its usage endpoint cannot be reached
+    expect(card.locator("tr", has_text="24h").locator("td").nth(2)).to_have_text("1")
+    expect(page.locator("section.account", has_text="spare").locator(".rate")).to_have_text("-")
+    page.get_by_label("Dispatch mode").select_option("round-robin")
+    page.get_by_role("button", name="Save dispatch").click()
+    expect(page.get_by_role("status")).to_contain_text("dispatch is now round-robin")
+    expect(page.get_by_label("Dispatch mode")).to_have_value("round-robin")
+    assert "rt-browser-secret" not in page.content()
     shot(page, "06b-codex-accounts")
 
     # Maintenance and the audit trail.

@@ -36,6 +36,7 @@ def codex_settings(tmp_path: Path, accounts: int = 1, **options: Any) -> dict[st
             "accounts": homes,
             "timeout_seconds": 20,
             "kill_grace_seconds": 1,
+            "usage_url": None,  # no test ever reaches out; the quota tests point it at a fake on loopback
             **options,
         },
     )

@@ -1,19 +1,25 @@
 """A fake `codex` executable, written by the tests, behaving like the real one as the prompt asks.
 
-Header with the session id on stderr (colour-wrapped for 'ansi'), then by words in the instruction:
-layout-159 (default), layout-141-end, layout-141-call, layout-generated, layout-workdir; refuse, exit-3,
-no-output, quota (or a file 'exhausted' in CODEX_HOME), slow (spawns a child and sleeps), hold (0.3 s).
-It records its argv in the workdir and marks CONFLICT in CODEX_HOME if two runs overlap on one account.
+Header with the session id on stderr (colour-wrapped for 'ansi'), the instruction echoed on stderr and stdout
+as Codex's transcript does, then by words in the instruction: layout-159 (default), layout-141-end,
+layout-141-call, layout-generated, layout-workdir; refuse, exit-3, no-output, quota (or a file 'exhausted' in
+CODEX_HOME), quota-rollout (the limit only as a rollout error event), slow (spawns a child and sleeps),
+slow-once (slow the first time on an account), hold (0.3 s), same-image (one fixed image, unless CODEX_HOME
+holds 'fresh'); "Reply with" (the keep-alive) just answers OK. Every image is otherwise different.
+With auth.json and a file 'rotate' in CODEX_HOME, each run rotates the refresh token as Codex does.
+It records its argv and environment in the workdir, appends start/end lines to CODEX_HOME/execs.log, and marks
+CONFLICT in CODEX_HOME if two runs overlap on one account.
 """
 
 from __future__ import annotations
 
+import itertools
 import stat
 import sys
 from pathlib import Path
 
 SCRIPT = r"""
-import base64, io, json, os, pathlib, subprocess, sys, time, uuid
+import base64, io, json, os, pathlib, random, signal, subprocess, sys, time, uuid
 from PIL import Image
 
 args = sys.argv[1:]
@@ -22,6 +28,20 @@ workdir = pathlib.Path(args[args.index("-C") + 1])
 home = pathlib.Path(os.environ["CODEX_HOME"])
 home.mkdir(parents=True, exist_ok=True)
 (workdir / "argv.json").write_text(json.dumps(args))
+(workdir / "env.json").write_text(json.dumps(dict(os.environ)))
+
+
+def note(what):
+    with open(home / "execs.log", "a") as handle:
+        handle.write(f"{what} {time.time_ns()} {os.getpid()}\n")
+
+
+def stop(_signum, _frame):
+    sys.exit(143)
+
+
+signal.signal(signal.SIGTERM, stop)
+note("start")
 try:
     marker = os.open(home / "running", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
 except FileExistsError:
@@ -30,13 +50,26 @@ except FileExistsError:
 session = str(uuid.uuid4())
 label = "\x1b[2m\x1b[1msession id:\x1b[0m" if "ansi" in instruction else "session id:"
 sys.stderr.write(f"OpenAI Codex v0.160.0 (research preview)\n--------\nworkdir: {workdir}\nmodel: gpt-5\n"
-                 f"{label} {session}\n--------\n")
+                 f"{label} {session}\n--------\nuser\n{instruction}\n")
 sys.stderr.flush()
+print(f"user: {instruction}", flush=True)
+auth = home / "auth.json"
+if auth.exists() and (home / "rotate").exists():
+    login = json.loads(auth.read_text())
+    login["tokens"]["refresh_token"] = "rt-" + uuid.uuid4().hex
+    login["last_refresh"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    auth.write_text(json.dumps(login))
 
 
 def png():
+    same = "same-image" in instruction and not (home / "fresh").exists()
+    colour = (30, 120, 200) if same else tuple(random.randrange(256) for _ in range(3))
+    image = Image.new("RGB", (1024, 1536), colour)
+    if not same:
+        image.putpixel((0, 0), (random.randrange(256), random.randrange(256), random.randrange(256)))
+        image.putpixel((1, 0), (random.randrange(256), random.randrange(256), random.randrange(256)))
     buffer = io.BytesIO()
-    Image.new("RGB", (1024, 1536), (30, 120, 200)).save(buffer, format="PNG")
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -50,10 +83,19 @@ def rollout(events):
 
 
 try:
+    if "Reply with" in instruction:
+        print("OK")
+        sys.exit(0)
+    if "quota-rollout" in instruction:
+        rollout([{"type": "event_msg", "payload": {"type": "error",
+                                                   "message": "You've hit your usage limit. resets_in_seconds: 600"}}])
+        sys.exit(1)
     if "quota" in instruction or (home / "exhausted").exists():
         sys.stderr.write("ERROR: You've hit your usage limit (usage_limit_reached). Try again in 2 hours 5 minutes.\n")
         sys.exit(1)
-    if "slow" in instruction:
+    once = home / "slow-once-done"
+    if "slow" in instruction and not ("slow-once" in instruction and once.exists()):
+        once.touch()
         child = subprocess.Popen(["sleep", "1000"])
         (workdir / "pids.txt").write_text(f"{os.getpid()} {child.pid}")
         time.sleep(1000)
@@ -88,6 +130,7 @@ try:
                                                             "result": b64}}}])
     print("Image created with $imagegen.")
 finally:
+    note("end")
     if marker is not None:
         os.close(marker)
         os.remove(home / "running")
@@ -109,3 +152,28 @@ def process_alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def exec_intervals(home: Path) -> list[tuple[int, int | None]]:
+    """Each exec on the account as (start, end) in ns from its execs.log; end None if it never ended."""
+    starts: dict[str, int] = {}
+    intervals: list[tuple[int, int | None]] = []
+    log = home / "execs.log"
+    for line in log.read_text().splitlines() if log.exists() else []:
+        what, at, pid = line.split()
+        if what == "start":
+            starts[pid] = int(at)
+        elif pid in starts:
+            intervals.append((starts.pop(pid), int(at)))
+    intervals += [(start, None) for start in starts.values()]
+    return sorted(intervals)
+
+
+def overlaps(home: Path) -> int:
+    """How many execs on the account began before the previous one ended."""
+    intervals = exec_intervals(home)
+    count = 0
+    for (_start, end), (next_start, _next_end) in itertools.pairwise(intervals):
+        if end is None or next_start < end:
+            count += 1
+    return count

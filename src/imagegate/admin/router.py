@@ -1,4 +1,4 @@
-"""The admin pages: login, overview, keys, history, job detail, playground, maintenance, accounts, audit."""
+"""The admin pages: login, overview, keys, history, job detail, playground, maintenance, audit."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ from imagegate.admin.web import (
     read_form,
     redirect,
 )
-from imagegate.backends import usage
 from imagegate.db import utcnow
 from imagegate.errors import InvalidRequest, NotFound
 from imagegate.jobs import service as jobs
@@ -237,7 +236,7 @@ async def delete_job(job_id: str, request: Request, admin: Admin) -> Response:
     return redirect(request, "/admin/history")
 
 
-# Maintenance, accounts, audit
+# Maintenance, audit
 
 
 @router.get("/maintenance")
@@ -286,19 +285,6 @@ async def cleanup(request: Request, admin: Admin) -> Response:
         )
     await service.set_flash(state.sessions, admin, summary)
     return redirect(request, "/admin/maintenance")
-
-
-@router.get("/accounts")
-async def accounts(request: Request, admin: Admin) -> Response:
-    """Per-account statistics of every Codex backend."""
-    names: list[str] = getattr(request.app.state, "codex_backends", [])
-    if not names:
-        raise NotFound("No Codex backend is configured.")
-    async with request.app.state.sessions() as session:
-        backends = [{"name": n, "rows": await usage.stats(session, backend=n, now=utcnow())} for n in names]
-    return page(
-        request, "accounts.html", admin=admin, title="Codex accounts", active="/admin/accounts", backends=backends
-    )
 
 
 @router.get("/audit")

@@ -28,7 +28,6 @@ NAV = [
     ("/admin/maintenance", "Maintenance"),
     ("/admin/audit", "Audit"),
 ]
-CODEX_NAV = ("/admin/accounts", "Codex accounts")
 
 
 def _filesize(value: int | None) -> str:
@@ -82,8 +81,8 @@ Admin = Annotated[AdminSession, Depends(require_admin)]
 def page(request: Request, template: str, *, admin: AdminSession | None, status: int = 200, **context: Any) -> Response:
     """Render a page with the layout's context."""
     nav = list(NAV)
-    if getattr(request.app.state, "codex_backends", None):
-        nav.insert(-1, CODEX_NAV)
+    for name, panel in getattr(request.app.state, "panels", {}).items():  # pages backends contribute
+        nav.insert(-1, (f"/admin/backends/{name}", panel.title))
     root = prefix(request)
     base: dict[str, Any] = {
         "admin": admin,

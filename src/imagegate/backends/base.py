@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from imagegate.settings import Settings
+
+if TYPE_CHECKING:
+    import typer
+
+    from imagegate.backends.store import BackendStore
 
 
 @dataclass(frozen=True)
@@ -140,4 +145,61 @@ class BackendFactory(Protocol):
 
     def __call__(self, *, name: str, options: Mapping[str, Any], settings: Settings) -> Backend:
         """Build the backend; raise ValueError for bad options."""
+        ...
+
+
+# Optional hooks: a backend (built-in or third-party) has any of these methods, and the app uses them.
+
+
+@runtime_checkable
+class UsesStore(Protocol):
+    """A backend that keeps state in the database (settings, rests, events), shared by every process."""
+
+    async def start(self, store: BackendStore) -> None:
+        """Called once the database is open, before the first job and before any panel or command runs."""
+        ...
+
+
+@dataclass(frozen=True)
+class PanelRequest:
+    """What an admin panel is given: links under the app's prefix, the CSRF token its forms carry, the form."""
+
+    url: Callable[[str], str]
+    action_url: Callable[[str], str]
+    csrf: str
+    form: Mapping[str, str] = field(default_factory=dict)
+
+
+PanelRender = Callable[[PanelRequest], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class AdminPanel:
+    """A page of the admin UI a backend contributes: its nav title, its HTML body, and its form actions.
+
+    render returns HTML (the backend escapes what it shows); each action handles a POST (the admin checked
+    the session and CSRF token already) and returns the message shown on the next page.
+    """
+
+    title: str
+    render: PanelRender
+    actions: Mapping[str, PanelRender] = field(default_factory=dict)
+
+
+@runtime_checkable
+class HasAdminPanel(Protocol):
+    """A backend with a page in the admin UI, under /admin/backends/<backend name>."""
+
+    def admin_panel(self) -> AdminPanel:
+        """The panel; called once when the app starts."""
+        ...
+
+
+@runtime_checkable
+class HasCliCommands(Protocol):
+    """A backend type with its own `imagegate <name> …` commands (a class-level hook: no backend is built)."""
+
+    @classmethod
+    def cli_commands(cls) -> tuple[str, typer.Typer]:
+        """The command group's name and its Typer app."""
         ...

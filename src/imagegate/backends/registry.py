@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-from imagegate.backends.base import Backend, BackendFactory
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from imagegate.backends.base import AdminPanel, Backend, BackendFactory, HasAdminPanel, HasCliCommands, UsesStore
+from imagegate.backends.store import BackendStore
 from imagegate.errors import UnknownModel
 from imagegate.settings import Settings
 
+if TYPE_CHECKING:
+    import typer
+
 ENTRY_POINT_GROUP = "imagegate.backends"
+logger = logging.getLogger(__name__)
 
 
 def load_backend_type(type_name: str) -> BackendFactory:
@@ -25,6 +33,21 @@ def load_backend_type(type_name: str) -> BackendFactory:
         return cast(BackendFactory, entry.load())
     known = sorted(e.name for e in entry_points(group=ENTRY_POINT_GROUP))
     raise ValueError(f"unknown backend type {type_name!r}; installed types: {', '.join(known)}")
+
+
+def cli_command_groups() -> list[tuple[str, typer.Typer]]:
+    """The command groups the installed backend types contribute (HasCliCommands), by group name."""
+    groups: dict[str, typer.Typer] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            factory = entry.load()
+        except Exception:  # a broken plugin must not take the whole command line down
+            logger.warning("backend type %s could not be loaded for its commands", entry.name, exc_info=True)
+            continue
+        if isinstance(factory, type) and issubclass(factory, HasCliCommands):
+            name, commands = factory.cli_commands()
+            groups.setdefault(name, commands)
+    return sorted(groups.items())
 
 
 @dataclass(frozen=True)
@@ -68,6 +91,20 @@ class BackendSet:
             available = ", ".join(sorted(self.models))
             raise UnknownModel(f"Unknown model {name!r}. Available models: {available}.", param="model")
         return Route(model=name, backend=backend)
+
+    async def start(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        """Hand each backend that keeps state (UsesStore) its own store."""
+        for name, backend in self.backends.items():
+            if isinstance(backend, UsesStore):
+                await backend.start(BackendStore(sessions, name))
+
+    def admin_panels(self) -> dict[str, AdminPanel]:
+        """The admin panels backends contribute (HasAdminPanel), by backend name."""
+        return {
+            name: backend.admin_panel()
+            for name, backend in sorted(self.backends.items())
+            if isinstance(backend, HasAdminPanel)
+        }
 
     async def aclose(self) -> None:
         """Close every backend."""

@@ -11,7 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from imagegate.backends.base import UsageEvent
 from imagegate.jobs.models import BackendUsage
 
-WINDOWS = {"5h": timedelta(hours=5), "24h": timedelta(hours=24), "48h": timedelta(hours=48)}
+WINDOWS = {
+    "5h": timedelta(hours=5),
+    "24h": timedelta(hours=24),
+    "48h": timedelta(hours=48),
+    "30d": timedelta(days=30),
+}
 
 
 @dataclass
@@ -46,7 +51,7 @@ async def record(
 
 
 async def stats(session: AsyncSession, *, backend: str, now: datetime) -> list[SubjectStats]:
-    """Each subject's requests, successes, failures and images in the last 5 h, 24 h and 48 h."""
+    """Each subject's requests, successes, failures and images in the last 5 h, 24 h, 48 h and 30 days."""
     result: dict[str, SubjectStats] = {}
     for label, span in WINDOWS.items():
         rows = await session.execute(

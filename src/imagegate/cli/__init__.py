@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from imagegate.backends.registry import cli_command_groups
 from imagegate.cli.common import (
     ConfigOption,
     announce_database,
@@ -30,6 +31,8 @@ app.add_typer(db_app, name="db")
 admin_app = typer.Typer(help="The admin web UI's login.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
 app.command("audit")(audit_command)
+for _group, _commands in cli_command_groups():  # commands backends contribute (HasCliCommands)
+    app.add_typer(_commands, name=_group)
 
 __all__ = ["app", "main", "parse_expiry"]
 
@@ -152,6 +155,8 @@ def cleanup(config: ConfigOption = None) -> None:
     async def main() -> None:
         try:
             async with sessions_for(settings) as sessions:
+                if backends is not None:
+                    await backends.start(sessions)
                 report = await sweep(
                     sessions=sessions, storage=storage_for(settings), settings=settings, backends=backends
                 )

@@ -1,66 +1,47 @@
 """The Codex CLI backend: `$imagegen` through `codex exec`, on one or several ChatGPT accounts.
 
 One exec per image, run without a shell, the prompt after `--`; each job gets its own workdir (kept until
-retention); output is captured with a bound and kept only in the job's log.
+retention); output is captured with a bound and kept only in the job's log. Dispatch mode, rests, the token
+audit and output hashes live in the database (the BackendStore), so every process sees the same.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
+import hashlib
 import os
-import shutil
 import time
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from PIL import Image, ImageOps
-from pydantic import BaseModel, Field
+from PIL import Image
 
-from imagegate.backends.base import BackendRequest, BackendResult, JobLog, OutputImage
-from imagegate.backends.codex import outputs, process
-from imagegate.backends.codex.accounts import Account, AccountPool, AllExhausted
+from imagegate.backends.base import AdminPanel, BackendRequest, BackendResult, JobLog, OutputImage
+from imagegate.backends.codex import outputs, process, tokens, workdirs
+from imagegate.backends.codex.accounts import Account, AccountPool, AllExhausted, Dispatch
+from imagegate.backends.codex.options import PASSED_ENV, PASSED_ENV_PREFIXES, PROXY_ENV, AccountOption, CodexOptions
+from imagegate.backends.codex.outputs import fit
+
+__all__ = ["AccountOption", "CodexBackend", "CodexOptions", "fit", "instruction"]
+from imagegate.backends.codex.quota import Quota, QuotaReader
+from imagegate.backends.store import BackendStore
 from imagegate.db import utcnow
 from imagegate.errors import BackendError, BackendTimeout, ContentRejected, ImagegateError, InvalidRequest
 from imagegate.images import OUTPUT_FORMATS
 from imagegate.settings import Settings
 
-PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 SANDBOX_FLAGS = {
     "workspace-write": ["--sandbox", "workspace-write"],
     "read-only": ["--sandbox", "read-only"],
     "bypass": ["--dangerously-bypass-approvals-and-sandbox"],
 }
-SESSION_FILE = "sessions.txt"
-CLEANED_MARK = ".caches-removed"
+DISPATCH_KEY, REST_PREFIX, LAST_RUN_PREFIX = "dispatch", "rest:", "last_run:"
+TOKEN_EVENT, OUTPUT_EVENT = "token", "output"
 
-
-class AccountOption(BaseModel):
-    """A Codex login: a name for statistics and its CODEX_HOME folder."""
-
-    model_config = {"extra": "forbid"}
-
-    name: str = Field(min_length=1, max_length=100)
-    home: Path
-
-
-class CodexOptions(BaseModel):
-    """Options of the Codex backend."""
-
-    model_config = {"extra": "forbid"}
-
-    executable: str = "codex"
-    model: str | None = Field(default=None, description="Passed as -m; Codex's default when unset.")
-    extra_args: list[str] = Field(default_factory=list)
-    timeout_seconds: float = Field(default=600.0, gt=0)
-    kill_grace_seconds: float = Field(default=10.0, ge=0)
-    sandbox: Literal["workspace-write", "read-only", "bypass"] = "workspace-write"
-    accounts: list[AccountOption] = Field(default_factory=list)
-    dispatch: Literal["round-robin", "primary-first"] = "primary-first"
-    max_output_bytes: int = Field(default=64 * 1024, ge=1024)
-    cache_max_age_hours: float = Field(default=48.0, gt=0)
+if TYPE_CHECKING:
+    import typer
 
 
 class CodexBackend:
@@ -73,22 +54,111 @@ class CodexBackend:
         configured = self.options.accounts or [
             AccountOption(name="default", home=Path(os.environ.get("CODEX_HOME", Path.home() / ".codex")))
         ]
-        self.pool = AccountPool([Account(a.name, a.home.expanduser()) for a in configured], self.options.dispatch)
+        self.pool = AccountPool(
+            [Account(a.name, a.home.expanduser()) for a in configured],
+            self.options.dispatch,
+            kill_grace=self.options.kill_grace_seconds,
+        )
         # Absolute: codex runs with the workdir as its cwd and must also find it from -C and --image.
         self.workdirs = (settings.data_dir / "codex" / name).resolve()
+        self.store: BackendStore | None = None
+        self.quota = QuotaReader(self.options.usage_url)
+
+    async def start(self, store: BackendStore) -> None:
+        """Keep the store: dispatch mode, rests, token audit and output hashes live in the database."""
+        self.store = store
+        await self.sync()
+
+    def admin_panel(self) -> AdminPanel:
+        """The Codex accounts page: every account's quota, token health, rests and statistics."""
+        from imagegate.backends.codex.panel import accounts_panel
+
+        return accounts_panel(self)
+
+    @classmethod
+    def cli_commands(cls) -> tuple[str, typer.Typer]:
+        """`imagegate codex tokens` and `imagegate codex keepalive`."""
+        from imagegate.backends.codex.cli import codex_app
+
+        return "codex", codex_app
+
+    async def sync(self) -> None:
+        """Take the dispatch mode and the rests every process sees from the database."""
+        if self.store is None:
+            return
+        stored = await self.store.values()
+        mode = stored.get(DISPATCH_KEY)
+        self.pool.dispatch = mode if mode in ("round-robin", "primary-first") else self.options.dispatch
+        for account in self.pool.accounts:
+            rest = stored.get(REST_PREFIX + account.name)
+            until = _parse_time(rest.get("until")) if isinstance(rest, dict) else None
+            account.exhausted_until = until
+
+    async def set_dispatch(self, mode: Dispatch) -> None:
+        """Store the dispatch mode for every process; it overrides the configured one."""
+        if self.store is not None:
+            await self.store.put(DISPATCH_KEY, mode)
+        self.pool.dispatch = mode
+
+    async def rest(self, account: Account, until: datetime) -> None:
+        """Rest an account until its limit resets, in every process (no exec is spent to learn it again)."""
+        self.pool.rest(account, until)
+        if self.store is not None:
+            await self.store.put(REST_PREFIX + account.name, {"until": until.isoformat()})
+
+    async def wake(self, account: Account) -> None:
+        """End an account's rest (the operator knows better), in every process."""
+        account.exhausted_until = None
+        if self.store is not None:
+            await self.store.remove(REST_PREFIX + account.name)
+
+    async def keepalive(self, idle_hours: float | None = None) -> list[tuple[str, str]]:
+        """Touch each account idle for idle_hours with a tiny exec under its lock, so its login stays fresh."""
+        await self.sync()
+        idle = timedelta(hours=idle_hours if idle_hours is not None else self.options.keepalive_idle_hours)
+        last_runs = await self.store.values(LAST_RUN_PREFIX) if self.store else {}
+        results = []
+        for account in self.pool.accounts:
+            last = _parse_time(last_runs.get(LAST_RUN_PREFIX + account.name))
+            if last is not None and utcnow() - last < idle:
+                results.append((account.name, f"used at {last:%Y-%m-%d %H:%M} UTC; left alone"))
+                continue
+            async with self.pool.hold_if_free(account) as held:
+                results.append((account.name, await self._touch(account) if held else "busy; left alone"))
+        return results
+
+    async def _touch(self, account: Account) -> str:
+        run_dir = self.workdirs / "keepalive" / account.name
+        await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
+        command = [self.options.executable, "exec", "--skip-git-repo-check", "--sandbox", "read-only"]
+        command += ["-C", str(run_dir), "--", self.options.keepalive_prompt]
+        log = JobLog(self.options.max_output_bytes)
+        try:
+            finished = await self.run_on(account, command, run_dir, log)
+        except BackendError as error:
+            return f"failed: {error.message}"
+        if finished.timed_out:
+            return "timed out"
+        return "touched" if finished.returncode == 0 else f"failed (exit status {finished.returncode})"
 
     def check(self, request: BackendRequest) -> None:
-        """Codex makes PNG, JPEG or WebP through our conversion; nothing else to refuse up front."""
+        """Codex makes PNG, JPEG or WebP through our conversion, and cannot apply a mask."""
         if request.output_format not in OUTPUT_FORMATS:
             raise InvalidRequest(f"output_format must be one of {', '.join(OUTPUT_FORMATS)}.", param="output_format")
+        if request.mask is not None:
+            raise InvalidRequest(
+                "This model cannot apply an edit mask; send the edit without one and say in the prompt what to change.",
+                param="mask",
+            )
 
     async def generate(self, request: BackendRequest, log: JobLog) -> BackendResult:
         """One exec per image: sequential per account, parallel across accounts; edits make one image."""
+        await self.sync()
         workdir = self.workdirs / request.job_id
         count = 1 if request.is_edit else request.count
         if count < request.count:
             log.write(f"codex: edit mode makes 1 image (asked for {request.count})\n")
-        inputs = await asyncio.to_thread(_write_inputs, workdir, request)
+        inputs = await asyncio.to_thread(workdirs.write_inputs, workdir, request)
         results = await asyncio.gather(
             *(self._one_image(request, workdir, inputs, index, log) for index in range(count)),
             return_exceptions=True,
@@ -110,74 +180,145 @@ class CodexBackend:
         self, request: BackendRequest, workdir: Path, inputs: list[Path], index: int, log: JobLog
     ) -> tuple[OutputImage, tuple[int, int]]:
         tried: set[str] = set()
+        duplicates = 0
         while True:
             try:
-                async with self.pool.hold(skip=tried) as account:
+                async with self.pool.hold(skip=tried | await self.low_quota(tried)) as account:
                     return await self._exec(request, workdir, inputs, index, account, log)
             except _QuotaReached as quota:
                 tried.add(quota.account.name)
-                self.pool.rest(quota.account, quota.resets_at)
+                await self.rest(quota.account, quota.resets_at)
                 log.write(f"codex: account {quota.account.name} reached its usage limit; trying the next\n")
+            except _DuplicateOutput as duplicate:
+                tried.add(duplicate.account.name)
+                duplicates += 1
+                log.write(f"codex: account {duplicate.account.name} handed back an earlier image; trying the next\n")
             except AllExhausted as exhausted:
+                if duplicates:
+                    raise BackendError("Codex handed back an image it had made before; try again later.") from None
                 retry_after = max(int((exhausted.resets_at - utcnow()).total_seconds()), 1)
                 raise _AccountsExhausted(
                     "Every Codex account has reached its usage limit; retry after the Retry-After seconds.",
                     headers={"Retry-After": str(retry_after)},
                 ) from None
 
+    async def low_quota(self, tried: set[str]) -> set[str]:
+        """Accounts whose known quota is below min_quota_percent, unless every candidate is (then none)."""
+        now = utcnow()
+        candidates = [a for a in self.pool.accounts if a.name not in tried and not a.resting(now)]
+        quotas = await asyncio.gather(*(self.quota.read(a.home) for a in candidates))
+        low = {
+            a.name
+            for a, q in zip(candidates, quotas, strict=True)
+            if q.lowest is not None and q.lowest < self.options.min_quota_percent
+        }
+        return set() if len(low) == len(candidates) else low
+
+    async def quotas(self) -> dict[str, Quota]:
+        """Every account's quota (cached reads)."""
+        found = await asyncio.gather(*(self.quota.read(a.home) for a in self.pool.accounts))
+        return {a.name: q for a, q in zip(self.pool.accounts, found, strict=True)}
+
     async def _exec(
         self, request: BackendRequest, workdir: Path, inputs: list[Path], index: int, account: Account, log: JobLog
     ) -> tuple[OutputImage, tuple[int, int]]:
-        run_dir = workdir / f"run-{index}"
-        await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
+        run_dir = await asyncio.to_thread(workdirs.fresh_run_dir, workdir, index)
         command = self.command(request, run_dir, inputs)
         started = utcnow()
         log.write(f"codex: image {index + 1} on account {account.name}\n")
-        try:
-            finished = await process.run(
-                command,
-                cwd=run_dir,
-                env={**os.environ, "CODEX_HOME": str(account.home)},
-                timeout=self.options.timeout_seconds,
-                kill_grace=self.options.kill_grace_seconds,
-                max_output_bytes=self.options.max_output_bytes,
-            )
-        except asyncio.CancelledError:
-            log.usage(account.name, "cancelled")
-            raise
-        except OSError as exc:
-            log.usage(account.name, "failure")
-            raise BackendError("The Codex executable could not be started; tell the operator.") from exc
+        finished = await self.run_on(account, command, run_dir, log, job_id=request.job_id)
         log.write(f"--- stdout ---\n{finished.stdout}\n--- stderr ---\n{finished.stderr}\n")
         session = outputs.session_id(finished.stderr)
         if session:
-            await asyncio.to_thread(_remember_session, workdir, session)
+            await asyncio.to_thread(workdirs.remember_session, workdir, session)
         found = await asyncio.to_thread(
             outputs.find_image, codex_home=account.home, session=session, workdir=run_dir, started=started
         )
         if found is None:
-            raise self._no_image(finished, account, log)
+            raise await self._no_image(finished, account, log, instruction(request, inputs), session)
         log.write(f"codex: image from {found.source}\n")
+        digest = hashlib.sha256(found.data).hexdigest()
+        if self.store is not None and await self.store.has_event(OUTPUT_EVENT, digest):
+            log.usage(account.name, "duplicate")
+            raise _DuplicateOutput(account)
         try:
-            data, delivered = await asyncio.to_thread(fit, found.data, request)
+            data, delivered = await asyncio.to_thread(outputs.fit, found.data, request)
         except (OSError, ValueError, Image.DecompressionBombError):
             log.usage(account.name, "failure")
             raise BackendError("Codex produced a file that is not an image.") from None
         log.write(f"codex: delivered {delivered[0]}x{delivered[1]}, stored {request.width}x{request.height}\n")
         log.usage(account.name, "success", images=1)
+        if self.store is not None:
+            await self.store.add_event(OUTPUT_EVENT, subject=account.name, key=digest, job_id=request.job_id)
         return OutputImage(data), delivered
 
-    def _no_image(self, finished: process.Finished, account: Account, log: JobLog) -> ImagegateError | _QuotaReached:
-        output = finished.stdout + "\n" + finished.stderr
+    async def run_on(
+        self, account: Account, command: list[str], run_dir: Path, log: JobLog, *, job_id: str | None = None
+    ) -> process.Finished:
+        """Run one codex command on a held account: its lock inherited, its group recorded, its token audited.
+
+        The one way to run anything under an account's lock (`async with backend.pool.hold() as account`).
+        """
+        before = await asyncio.to_thread(tokens.fingerprint, account.home)
+        try:
+            finished = await process.run(
+                command,
+                cwd=run_dir,
+                env=self.exec_env(account),
+                timeout=self.options.timeout_seconds,
+                kill_grace=self.options.kill_grace_seconds,
+                max_output_bytes=self.options.max_output_bytes,
+                lock_fd=account.lock_fd,
+                record=account.run_record,
+            )
+        except asyncio.CancelledError:
+            log.usage(account.name, "cancelled")
+            await self._audit_token(account, before, "killed (cancelled)", log, job_id)
+            raise
+        except OSError as exc:
+            log.usage(account.name, "failure")
+            raise BackendError("The Codex executable could not be started; tell the operator.") from exc
+        await self._audit_token(account, before, "killed (timeout)" if finished.timed_out else "rotated", log, job_id)
+        if self.store is not None:
+            await self.store.put(LAST_RUN_PREFIX + account.name, utcnow().isoformat())
+        return finished
+
+    async def _audit_token(
+        self, account: Account, before: str | None, reason: str, log: JobLog, job_id: str | None
+    ) -> None:
+        """Note the refresh token's fingerprint before and after, when it rotated or the run was killed."""
+        after = await asyncio.to_thread(tokens.fingerprint, account.home)
+        if after == before and not reason.startswith("killed"):
+            return
+        log.write(f"codex: token audit {account.name}: refresh token {before or '-'} -> {after or '-'} ({reason})\n")
+        if self.store is not None:
+            data = {"before": before, "after": after, "reason": reason}
+            await self.store.add_event(TOKEN_EVENT, subject=account.name, data=data, job_id=job_id)
+
+    def exec_env(self, account: Account) -> dict[str, str]:
+        """What codex exec sees: home, path, locale, proxies, its CODEX_HOME and the options' env; nothing else."""
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k in PASSED_ENV or k.startswith(PASSED_ENV_PREFIXES) or k.lower() in PROXY_ENV
+        }
+        return {**env, **self.options.env, "CODEX_HOME": str(account.home)}
+
+    async def _no_image(
+        self, finished: process.Finished, account: Account, log: JobLog, asked: str, session: str | None
+    ) -> ImagegateError | _QuotaReached:
         if finished.timed_out:
             log.usage(account.name, "timeout")
             return BackendTimeout(f"Codex did not finish within {self.options.timeout_seconds:.0f} s.")
-        resets_at = outputs.quota_reset(output, utcnow())
+        errors = await asyncio.to_thread(
+            outputs.codex_errors, stderr=finished.stderr, instruction=asked, codex_home=account.home, session=session
+        )
+        resets_at = outputs.quota_reset(errors, utcnow())
         if resets_at is not None:
             log.usage(account.name, "quota")
             return _QuotaReached(account, resets_at)
         log.usage(account.name, "failure")
-        if outputs.refused(finished.stdout):
+        if outputs.refused(finished.stdout, asked):
             return ContentRejected("The model declined to make this image; change the prompt.")
         if finished.returncode:
             return BackendError(f"Codex exited with status {finished.returncode} without an image.")
@@ -194,42 +335,22 @@ class CodexBackend:
         return [*command, *self.options.extra_args, "--", instruction(request, inputs)]
 
     async def sweep(self) -> int:
-        """Remove Codex's caches of our sessions past cache_max_age_hours, and workdirs past retention."""
-        return await asyncio.to_thread(self._sweep, time.time())
-
-    def _sweep(self, now: float) -> int:
-        removed = 0
-        if not self.workdirs.is_dir():
-            return 0
-        cache_age = self.options.cache_max_age_hours * 3600
-        keep_age = self.settings.retention_days * 86_400
-        for workdir in self.workdirs.iterdir():
-            age = now - workdir.stat().st_mtime
-            if age > min(cache_age, keep_age) and not (workdir / CLEANED_MARK).exists():
-                removed += self._remove_caches(workdir)
-                (workdir / CLEANED_MARK).touch()
-            if age > keep_age:
-                shutil.rmtree(workdir, ignore_errors=True)
-                removed += 1
-        return removed
-
-    def _remove_caches(self, workdir: Path) -> int:
-        sessions_file = workdir / SESSION_FILE
-        sessions = sessions_file.read_text().split() if sessions_file.exists() else []
-        removed = 0
-        for account in self.pool.accounts:
-            for session in sessions:
-                for rollout in (account.home / "sessions").glob(f"*/*/*/rollout-*{session}.jsonl"):
-                    rollout.unlink(missing_ok=True)
-                    removed += 1
-                images = account.home / "generated_images" / session
-                if images.is_dir():
-                    shutil.rmtree(images, ignore_errors=True)
-                    removed += 1
+        """Remove Codex's caches of our sessions past cache_max_age_hours, workdirs and output hashes past retention."""
+        removed = await asyncio.to_thread(
+            workdirs.sweep,
+            self.workdirs,
+            [a.home for a in self.pool.accounts],
+            now=time.time(),
+            cache_age=self.options.cache_max_age_hours * 3600,
+            keep_age=self.settings.retention_days * 86_400,
+        )
+        if self.store is not None:
+            await self.store.prune(OUTPUT_EVENT, before=utcnow() - timedelta(days=self.settings.retention_days))
         return removed
 
     async def aclose(self) -> None:
-        """Nothing held between jobs."""
+        """Close the usage endpoint's client."""
+        await self.quota.aclose()
 
 
 class _QuotaReached(Exception):
@@ -237,6 +358,12 @@ class _QuotaReached(Exception):
         super().__init__(f"{account.name} usage limit until {resets_at.isoformat()}")
         self.account = account
         self.resets_at = resets_at
+
+
+class _DuplicateOutput(Exception):
+    def __init__(self, account: Account) -> None:
+        super().__init__(f"{account.name} handed back an earlier image")
+        self.account = account
 
 
 class _AccountsExhausted(ImagegateError):
@@ -269,30 +396,10 @@ def instruction(request: BackendRequest, inputs: list[Path]) -> str:
     return f"Use $imagegen to create an image: {request.prompt}\n{size}{quality} Make exactly one image."
 
 
-def _write_inputs(workdir: Path, request: BackendRequest) -> list[Path]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index, reference in enumerate(request.references):
-        path = workdir / f"input-{index + 1}.{reference.format}"
-        path.write_bytes(reference.data)
-        paths.append(path)
-    return paths
-
-
-def _remember_session(workdir: Path, session: str) -> None:
-    with open(workdir / SESSION_FILE, "a", encoding="utf-8") as handle:
-        handle.write(session + "\n")
-
-
-def fit(data: bytes, request: BackendRequest) -> tuple[bytes, tuple[int, int]]:
-    """Codex ignores the asked size: crop to its aspect and resize, then encode; returns bytes and Codex's size."""
-    with Image.open(io.BytesIO(data)) as source:
-        delivered = source.size
-        image = source.convert("RGBA" if request.output_format in ("png", "webp") else "RGB")
-    if request.size != "auto" and image.size != (request.width, request.height):
-        image = ImageOps.fit(image, (request.width, request.height), method=Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    image.save(
-        buffer, format=PIL_FORMATS[request.output_format], **({"quality": 92} if request.output_format != "png" else {})
-    )
-    return buffer.getvalue(), delivered
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None

@@ -1,4 +1,4 @@
-"""Reading what a `codex exec` run left behind: its session id, its image, and why there is none.
+"""Reading what a `codex exec` run left behind: its session id, its image (fitted), and why there is none.
 
 Codex versions in use store the image in different places; newest layout first:
 1. 0.159+: the session rollout's `item_completed` event whose item kind starts with `image_gen`;
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -19,10 +20,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from PIL import Image, ImageOps
+
+from imagegate.backends.base import BackendRequest
+
+PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 SESSION_ID = re.compile(r"session id:\s*([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 QUOTA = re.compile(r"usage_limit_reached|usage limit|rate limit|\b429\b|too many requests", re.IGNORECASE)
+# An error line Codex writes itself: "ERROR: …", or a tracing line "2026-…Z ERROR codex_core: …".
+ERROR_LINE = re.compile(r"^\s*(?:\d{4}-\d\d-\d\dT\S+\s+)?ERROR\b:?\s*")
 RESETS_IN_SECONDS = re.compile(r"resets_in_seconds\W+(\d+)")
 TRY_AGAIN = re.compile(
     r"try again in\s+((?:\d+\s*(?:days?|hours?|hrs?|minutes?|mins?|seconds?|secs?|[dhms])\W*)+)", re.IGNORECASE
@@ -148,9 +156,57 @@ def _newest_file(folder: Path, *, since: datetime | None, skip_prefix: str | Non
     return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
 
 
-def quota_reset(output: str, now: datetime) -> datetime | None:
-    """When Codex says the account's usage limit resets; None when the output is not a quota error."""
-    text = strip_ansi(output)
+def codex_errors(*, stderr: str, instruction: str, codex_home: Path, session: str | None) -> str:
+    """Codex's own error messages: the rollout's error events and stderr's ERROR lines, never the prompt's echo.
+
+    Codex repeats the instruction (and the model may quote it) in its output, so any line found inside the
+    instruction is dropped: a caller cannot write an error that rests an account for everyone.
+    """
+    lines = [line for line in without_echo(strip_ansi(stderr), instruction).splitlines() if ERROR_LINE.match(line)]
+    if session:
+        for rollout in _rollouts(codex_home, session):
+            lines += rollout_errors(rollout)
+    return "\n".join(line for line in lines if not _echoes(line, instruction))
+
+
+def without_echo(text: str, instruction: str) -> str:
+    """The text with the instruction, and each of its lines, cut out wherever they are repeated."""
+    text = text.replace(instruction, "\n")
+    for line in sorted({part.strip() for part in instruction.splitlines()}, key=len, reverse=True):
+        if len(line) >= 4:
+            text = text.replace(line, "")
+    return text
+
+
+def _echoes(line: str, instruction: str) -> bool:
+    stripped = line.strip()
+    return bool(stripped) and (stripped in instruction or _error_text(stripped) in instruction)
+
+
+def _error_text(line: str) -> str:
+    return ERROR_LINE.sub("", line, count=1).strip() or line
+
+
+def rollout_errors(path: Path) -> list[str]:
+    """The messages of a rollout's error events (Codex's own, not the conversation)."""
+    messages = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if '"error"' not in line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            payload = record.get("payload") if isinstance(record, dict) else None
+            if isinstance(payload, dict) and payload.get("type") == "error":
+                messages.append(f"ERROR: {payload.get('message', '')}")
+    return messages
+
+
+def quota_reset(errors: str, now: datetime) -> datetime | None:
+    """When Codex's error says the account's usage limit resets; None when it is not a quota error."""
+    text = strip_ansi(errors)
     if not QUOTA.search(text):
         return None
     if match := RESETS_IN_SECONDS.search(text):
@@ -168,6 +224,23 @@ def _unit_seconds(unit: str) -> int:
     return {"d": 86_400, "h": 3600, "m": 60, "s": 1}[first]
 
 
-def refused(output: str) -> bool:
-    """True when the model's words say it declined the request."""
-    return bool(REFUSAL.search(strip_ansi(output)))
+def refused(stdout: str, instruction: str) -> bool:
+    """True when the model's own words (not an echo of the instruction) say it declined the request."""
+    own = [
+        line for line in without_echo(strip_ansi(stdout), instruction).splitlines() if not _echoes(line, instruction)
+    ]
+    return bool(REFUSAL.search("\n".join(own)))
+
+
+def fit(data: bytes, request: BackendRequest) -> tuple[bytes, tuple[int, int]]:
+    """Codex ignores the asked size: crop to its aspect and resize, then encode; returns bytes and Codex's size."""
+    with Image.open(io.BytesIO(data)) as source:
+        delivered = source.size
+        image = source.convert("RGBA" if request.output_format in ("png", "webp") else "RGB")
+    if request.size != "auto" and image.size != (request.width, request.height):
+        image = ImageOps.fit(image, (request.width, request.height), method=Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(
+        buffer, format=PIL_FORMATS[request.output_format], **({"quality": 92} if request.output_format != "png" else {})
+    )
+    return buffer.getvalue(), delivered
