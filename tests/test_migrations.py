@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from datetime import datetime
 from typing import Any
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from imagegate.db import create_engine
+from imagegate.migrations import alembic_config, upgrade
 from imagegate.models import Base
 
 
@@ -25,3 +31,41 @@ async def test_migrations_match_the_models(database_url: str) -> None:
     finally:
         await engine.dispose()
     assert differences == []
+
+
+def downgrade(database_url: str, revision: str) -> None:
+    """Take the database back to an older revision."""
+    command.downgrade(alembic_config(database_url), revision)
+
+
+async def test_images_made_before_public_ids_get_one_each(database_url: str) -> None:
+    await asyncio.to_thread(downgrade, database_url, "0007")
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO job (id, key_handle, status, model, backend, prompt, size, width, height, quality,"
+                    " output_format, count, params, fair_tag, attempts, cancel_requested, image_count, logs,"
+                    " created_at, expires_at) VALUES ('img_old', 'key_x', 'succeeded', 'demo', 'demo', 'p', 'auto',"
+                    " 8, 8, 'auto', 'png', 2, '{}', 0, 1, false, 2, '', :now, :now)"
+                ),
+                {"now": datetime(2026, 1, 1)},
+            )
+            for index in range(2):
+                await connection.execute(
+                    text(
+                        'INSERT INTO job_image (job_id, "index", name, storage_key, width, height, format, bytes,'
+                        " sha256, created_at) VALUES ('img_old', :i, :name, :name, 8, 8, 'png', 1, 'x', :now)"
+                    ),
+                    {"i": index, "name": f"old-{index}.png", "now": datetime(2026, 1, 1)},
+                )
+        await asyncio.to_thread(upgrade, database_url)
+        async with engine.connect() as connection:
+            ids = (await connection.execute(text("SELECT public_id FROM job_image"))).scalars().all()
+            surfaces = (await connection.execute(text("SELECT surface FROM job"))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert len(set(ids)) == 2
+    assert all(uuid.UUID(value).version == 4 for value in ids)
+    assert surfaces == ["native"]

@@ -89,7 +89,7 @@ def render_job(job: Job, base: str) -> dict[str, Any]:
                 "sha256": image.sha256,
                 "expires_at": expires_at,
             }
-            for image in job.images
+            for image in job.live_images
         ],
         "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
         "status_url": f"{base}/v1/images/jobs/{job.id}",

@@ -147,6 +147,7 @@ def _generation(
         references=references,
         mask=mask,
         params=params,
+        surface="openai",
     )
 
 
@@ -255,7 +256,7 @@ async def _final_events(ctx: JobContext, job: Job, kind: str) -> AsyncIterator[b
         yield f"event: error\ndata: {bytes(body).decode()}\n\n".encode()
         return
     created = int((job.finished_at or job.created_at).timestamp())
-    for image in job.images:
+    for image in job.live_images:
         b64 = await encode_b64(await ctx.storage.get(image.storage_key))
         yield sse(f"{kind}.completed", stream_event(job, f"{kind}.completed", b64=b64, index=None, created_at=created))
 

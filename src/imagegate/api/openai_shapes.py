@@ -113,7 +113,7 @@ async def image_data(job: Job, *, response_format: str, base: str, storage: Stor
     """The data[] entries: our own file URL, or the bytes as base64."""
     revised = job.params.get("result", {}).get("revised_prompt")
     data = []
-    for image in job.images:
+    for image in job.live_images:
         item: dict[str, Any] = {}
         if response_format == "url":
             item["url"] = f"{base}/generated/{image.name}"
@@ -132,7 +132,7 @@ async def encode_b64(data: bytes) -> str:
 
 def described(job: Job) -> dict[str, Any]:
     """size, quality, output_format, background and usage, as OpenAI reports them."""
-    first = job.images[0] if job.images else None
+    first = job.live_images[0] if job.live_images else None
     out: dict[str, Any] = {
         "size": f"{first.width}x{first.height}" if first else f"{job.width}x{job.height}",
         "output_format": first.format if first else job.output_format,

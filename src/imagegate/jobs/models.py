@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -66,6 +67,8 @@ class Job(Base):
     error_status: Mapped[int | None] = mapped_column(Integer, default=None)
     logs: Mapped[str] = mapped_column(Text, default="")
     request_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    # Which API surface the job came in through: native, openai or oig (openai-image-gen).
+    surface: Mapped[str] = mapped_column(String(16), default="native", server_default="native")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
@@ -85,6 +88,16 @@ class Job(Base):
         """True once the job can no longer change (other than expiring)."""
         return self.status in FINISHED
 
+    @property
+    def live_images(self) -> list[JobImage]:
+        """The output images a caller has not deleted one by one."""
+        return [image for image in self.images if image.deleted_at is None]
+
+
+def new_image_id() -> str:
+    """A stable public id for one output image (a UUID, the shape openai-image-gen clients know)."""
+    return str(uuid.uuid4())
+
 
 class JobImage(Base):
     """One output image of a job, stored under an unguessable name."""
@@ -102,6 +115,9 @@ class JobImage(Base):
     bytes: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    public_id: Mapped[str] = mapped_column(String(36), unique=True, default=new_image_id)
+    # Deleted on its own (DELETE /images/<id>): its file is gone, the row stays for the job's history.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     job: Mapped[Job] = relationship(back_populates="images")
 

@@ -50,6 +50,7 @@ class GenerationRequest:
     references: tuple[Reference, ...] = ()
     mask: Reference | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    surface: str = "native"  # the API surface it came through, shown in the history
 
 
 @dataclass(frozen=True)

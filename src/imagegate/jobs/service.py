@@ -193,6 +193,7 @@ def _new_job(
         count=valid.count,
         params=dict(request.params),
         request_id=current_request_id(),
+        surface=request.surface,
         created_at=now,
         expires_at=now + timedelta(days=settings.retention_days),
         inputs=[
