@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The tests start their own PostgreSQL server and drive Debian's Chromium; this makes sure both are installed.
+# The tests start their own PostgreSQL server, drive Debian's Chromium and run the openai-image-gen clients'
+# documented shell calls (curl, jq); this makes sure all of them are installed.
 set -euo pipefail
 
 missing=()
@@ -9,6 +10,9 @@ fi
 if [ -z "${IMAGEGATE_TEST_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
   missing+=(chromium)
 fi
+for tool in curl jq; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

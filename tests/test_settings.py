@@ -81,6 +81,9 @@ def test_unreadable_secret_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp
         ({"models": {"m": "nowhere"}, "default_model": "m"}, "not configured"),
         ({"default_model": "unrouted"}, "default_model"),
         ({"max_reference_images": 17}, "max_reference_images"),
+        ({"oig_listen": "5000"}, "is not HOST:PORT"),
+        ({"oig_listen": "127.0.0.1:99999"}, "is not HOST:PORT"),
+        ({"oig_listen": "127.0.0.1:8000"}, "the main listener's port"),
     ],
 )
 def test_inconsistent_settings_are_refused(
@@ -89,3 +92,11 @@ def test_inconsistent_settings_are_refused(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValidationError, match=message):
         Settings(**overrides)  # type: ignore[arg-type]
+
+
+def test_oig_listener_address(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert Settings().oig_address is None
+    assert Settings(oig_listen="10.0.0.7:5000").oig_address == ("10.0.0.7", 5000)
+    assert Settings(oig_listen="[::1]:5000").oig_address == ("::1", 5000)
+    assert Settings(oig_anonymous_key="  ").oig_anonymous_key is None

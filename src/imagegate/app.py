@@ -18,9 +18,11 @@ from imagegate.admin import router as admin_router
 from imagegate.admin import service as admin_service
 from imagegate.admin.password import ensure_admin_password
 from imagegate.admin.web import LoginRequired, error_page, prefix
-from imagegate.api import errors, files, health, native, openai, usage
+from imagegate.api import errors, files, health, legacy, native, openai, usage
 from imagegate.api import metrics as metrics_api
 from imagegate.api.headers import RateLimitHeadersMiddleware, RequestIdMiddleware
+from imagegate.api.legacy_listener import check_anonymous_key
+from imagegate.api.legacy_shapes import render_legacy_error
 from imagegate.api.limits import BodyLimitMiddleware
 from imagegate.api.observe import ObserveMiddleware
 from imagegate.api.openai_shapes import render_openai_error
@@ -44,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with running(app, settings):
+            await check_anonymous_key(app.state.sessions, settings)
             yield
 
     app = FastAPI(title="ImageGate", version=__version__, lifespan=lifespan)
@@ -59,6 +62,9 @@ def create_app(settings: Settings) -> FastAPI:
     for path in openai.PREFIXES:
         surfaces.register(path, render_openai_error)
     surfaces.register("/admin", error_page)
+    for path in legacy.PREFIXES:
+        surfaces.register(path, render_legacy_error)
+    surfaces.register("/generated/", lambda _request, error: errors.native_error(error))  # not "/generate"
     app.add_exception_handler(LoginRequired, _to_login)
     app.include_router(health.router)
     app.include_router(metrics_api.router)
@@ -66,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(usage.router)
     app.include_router(openai.router)
     app.include_router(files.router)
+    app.include_router(legacy.router)
     app.mount("/admin/static", admin_router.static, name="admin-static")
     app.include_router(admin_router.router)
     app.include_router(admin_keys_pages.router)

@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     metrics_enabled: bool = True
     metrics_token: SecretStr | None = None
 
+    # The openai-image-gen surface: its own listener, and the key its keyless clients act as.
+    oig_listen: str | None = None
+    oig_anonymous_key: str | None = None
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str | None) -> str | None:
@@ -115,6 +119,23 @@ class Settings(BaseSettings):
         value = value.strip().rstrip("/")
         return value if not value or value.startswith("/") else "/" + value
 
+    @field_validator("oig_listen")
+    @classmethod
+    def _check_listen(cls, value: str | None) -> str | None:
+        if value:
+            split_listen(value)
+        return value or None
+
+    @field_validator("oig_anonymous_key")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @property
+    def oig_address(self) -> tuple[str, int] | None:
+        """IMAGEGATE_OIG_LISTEN as (host, port), or None when the second listener is off."""
+        return split_listen(self.oig_listen) if self.oig_listen else None
+
     @model_validator(mode="after")
     def _check_routing(self) -> Settings:
         if not self.database_url:
@@ -124,6 +145,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"model {model!r} routes to backend {backend!r}, which is not configured")
         if self.default_model not in self.models:
             raise ValueError(f"default_model {self.default_model!r} is not one of the routed models")
+        if self.oig_address is not None and self.oig_address[1] == self.port:
+            raise ValueError(f"oig_listen uses port {self.port}, the main listener's port; give it its own port")
         return self
 
     @property
@@ -172,6 +195,15 @@ class FileVariableSource(PydanticBaseSettingsSource):
             if value is not None:
                 values[key] = value
         return values
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """'HOST:PORT' (or '[IPv6]:PORT') as (host, port); ValueError saying what is wrong."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT (for example 127.0.0.1:5000)")
+    return host, int(port)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -6,6 +6,7 @@ import base64
 import binascii
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from imagegate.settings import Settings
 CONTENT_CODES = ("content_policy_violation", "moderation_blocked")
 GPT_PARAMS = ("background", "moderation", "output_compression")
 DEFAULT_RETRY_AFTER = "20"
+DALLE_QUALITY_AS_GPT = {"standard": "auto", "hd": "high"}
 
 
 class OpenAIOptions(BaseModel):
@@ -107,10 +109,34 @@ class OpenAIBackend:
 
     def check(self, request: BackendRequest) -> None:
         """Refuse what a known model would refuse, before anything is paid for."""
-        check_request(self.model_for(request), request)
+        check_request(self.model_for(request), self.in_upstream_terms(request))
+
+    def in_upstream_terms(self, request: BackendRequest) -> BackendRequest:
+        """A DALL-E name routed to a GPT image model (upstream_model) keeps working: its options are translated.
+
+        DALL-E was retired; clients that still send its names and options get the nearest GPT image request:
+        quality standard → auto and hd → high, no style, and for fixed-size models the size of the same shape.
+        """
+        upstream = self.model_for(request)
+        rules = rules_for(upstream)
+        if upstream == request.model or not request.model.startswith("dall-e") or rules is None or not rules.gpt_image:
+            return request
+        size = request.size
+        if rules.sizes is not None and size not in rules.sizes:
+            size = _same_shape(request.width, request.height)
+        return replace(
+            request,
+            quality=DALLE_QUALITY_AS_GPT.get(request.quality, request.quality),
+            size=size,
+            params={name: value for name, value in request.params.items() if name != "style"},
+        )
 
     async def generate(self, request: BackendRequest, log: JobLog) -> BackendResult:
         """Call the Images API as often as the model needs for request.count images."""
+        translated = self.in_upstream_terms(request)
+        if translated is not request:
+            log.write(f"openai: {request.model} options as {self.model_for(request)}: quality={translated.quality}\n")
+        request = translated
         model = self.model_for(request)
         rules = rules_for(model)
         per_call = rules.max_n if rules else request.count
@@ -238,6 +264,13 @@ class OpenAIBackend:
         """Close the SDK's and the downloader's connections."""
         await self.client.close()
         await self._downloads.aclose()
+
+
+def _same_shape(width: int, height: int) -> str:
+    """The fixed GPT image size with the same orientation."""
+    if width == height:
+        return "1024x1024"
+    return "1536x1024" if width > height else "1024x1536"
 
 
 def _streams(request: BackendRequest, model: str, operation: str) -> bool:

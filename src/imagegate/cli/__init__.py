@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +24,12 @@ from imagegate.cli.common import (
 )
 from imagegate.cli.keys import audit_command, keys_app
 from imagegate.migrations import upgrade
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
+    from imagegate.settings import Settings
 
 app = typer.Typer(help="ImageGate: a self-hosted image-generation gateway.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
@@ -69,8 +76,9 @@ def serve(
     from imagegate.app import create_app
 
     typer.echo(f"ImageGate listening on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
-    uvicorn.run(
-        create_app(settings),
+    application = create_app(settings)
+    listening = uvicorn.Config(
+        application,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -78,6 +86,25 @@ def serve(
         access_log=False,  # the app logs each request itself, with its request id
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
     )
+    sockets = _with_oig_listener(listening, application, settings)
+    server = uvicorn.Server(listening)
+    server.run(sockets=sockets)
+    if not server.started:
+        raise typer.Exit(3)
+
+
+def _with_oig_listener(config: uvicorn.Config, application: FastAPI, settings: Settings) -> list[socket.socket] | None:
+    """With IMAGEGATE_OIG_LISTEN: both listeners' sockets, and the app that tells their requests apart."""
+    address = settings.oig_address
+    if address is None:
+        return None
+    import uvicorn
+
+    from imagegate.api.legacy_listener import ListenerDispatch, create_oig_app
+
+    config.app = ListenerDispatch(application, create_oig_app(application), address[1])
+    typer.echo(f"openai-image-gen API listening on http://{address[0]}:{address[1]}")
+    return [config.bind_socket(), uvicorn.Config(config.app, host=address[0], port=address[1]).bind_socket()]
 
 
 @app.command()

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.db import utcnow
 from imagegate.errors import InsufficientScope, InvalidApiKey, MissingApiKey, RateLimited
@@ -32,11 +33,16 @@ def bearer_token(request: Request) -> str:
 async def require_key(request: Request) -> ApiKey:
     """The caller's verified key (401 missing/unknown, 403 disabled/expired, 429 over its rate limit)."""
     token = bearer_token(request)
+    return await admit(request, lambda session: service.verify(session=session, token=token))
+
+
+async def admit(request: Request, find: Callable[[AsyncSession], Awaitable[ApiKey]]) -> ApiKey:
+    """The key find() verifies, after taking a token from its rate limit (429 when it is at its limit)."""
     sessions = request.app.state.sessions
     handle = None
     try:
         async with sessions() as session, session.begin():
-            key: ApiKey = await service.verify(session=session, token=token)
+            key = await find(session)
             handle = key.handle  # a refusal rolls back and expires the instance; keep what the audit needs
             state = await limits.take_rate_token(session=session, key=key, now=utcnow())
     except InvalidApiKey as error:

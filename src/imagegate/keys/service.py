@@ -165,6 +165,18 @@ async def verify(*, session: AsyncSession, token: str) -> ApiKey:
             raise InvalidApiKey(
                 "This API key was replaced by a rotation and its grace period has ended; use the new one."
             )
+    return await _usable(session, key, now)
+
+
+async def verify_handle(*, session: AsyncSession, handle: str) -> ApiKey:
+    """The enabled, unexpired key with this handle (a key acting without its secret, as a configured stand-in)."""
+    key = await session.scalar(select(ApiKey).where(ApiKey.handle == handle))
+    if key is None:
+        raise InvalidApiKey(f"The key {handle!r} this service uses for keyless requests no longer exists.")
+    return await _usable(session, key, utcnow())
+
+
+async def _usable(session: AsyncSession, key: ApiKey, now: datetime) -> ApiKey:
     if not key.enabled:
         raise KeyDisabled(f"API key {key.handle} is disabled; ask the operator to enable it.")
     if key.expires_at is not None and key.expires_at <= now:
