@@ -20,6 +20,7 @@ from imagegate.admin.password import ensure_admin_password
 from imagegate.admin.web import LoginRequired, error_page, prefix
 from imagegate.api import errors, files, health, legacy, native, openai, usage
 from imagegate.api import metrics as metrics_api
+from imagegate.api.guard import UrlGuardMiddleware
 from imagegate.api.headers import RateLimitHeadersMiddleware, RequestIdMiddleware
 from imagegate.api.legacy_listener import check_anonymous_key
 from imagegate.api.legacy_shapes import render_legacy_error
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="ImageGate", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     surfaces = errors.SurfaceErrors()
+    app.add_middleware(UrlGuardMiddleware, surfaces=surfaces)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, surfaces=surfaces)
     app.add_middleware(RateLimitHeadersMiddleware)
     metrics = Metrics()

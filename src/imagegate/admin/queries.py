@@ -153,7 +153,9 @@ async def _conditions(session: AsyncSession, filters: HistoryFilter) -> list[Any
     if filters.since:
         conditions.append(Job.created_at >= _day(filters.since))
     if filters.until:
-        conditions.append(Job.created_at < _day(filters.until) + timedelta(days=1))
+        until = _day(filters.until)
+        if until.date() < date.max:  # the last representable day has no day after it: no upper bound
+            conditions.append(Job.created_at < until + timedelta(days=1))
     if filters.q:
         pattern = "%" + filters.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         conditions.append(Job.prompt.ilike(pattern, escape="\\"))

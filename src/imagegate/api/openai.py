@@ -264,7 +264,7 @@ async def _final_events(ctx: JobContext, job: Job, kind: str) -> AsyncIterator[b
 async def _json(request: Request) -> Any:
     try:
         return await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
         raise InvalidRequest("The body is not valid JSON.") from None
 
 

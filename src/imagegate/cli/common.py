@@ -27,7 +27,8 @@ ConfigOption = Annotated[
 ]
 T = TypeVar("T")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when it is imported
-DURATION = re.compile(r"^(\d+)([smhdw])$")
+DURATION = re.compile(r"^([0-9]+)([smhdw])$")
+MAX_DURATION = timedelta(days=36_500)
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -110,14 +111,20 @@ def parse_duration(value: str) -> timedelta:
     match = DURATION.match(value)
     if not match:
         raise typer.BadParameter("use a duration like 90s, 30m, 12h, 30d or 2w")
-    return timedelta(**{UNITS[match[2]]: int(match[1])})
+    try:
+        period = timedelta(**{UNITS[match[2]]: int(match[1])})
+    except OverflowError:
+        raise typer.BadParameter("that duration is too long; use one under 100 years") from None
+    if period > MAX_DURATION:
+        raise typer.BadParameter("that duration is too long; use one under 100 years")
+    return period
 
 
 def parse_expiry(value: str, now: datetime | None = None) -> datetime:
     """'30d', '12h', '90m', '2w', or an ISO date/time (UTC unless it says otherwise)."""
     now = now or utcnow()
     if DURATION.match(value.strip()):
-        return now + parse_duration(value)
+        return now + parse_duration(value)  # bounded: cannot overflow datetime
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:

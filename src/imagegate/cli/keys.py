@@ -31,9 +31,10 @@ def _limit(value: str | None, option: str) -> Any:
         return UNSET
     if value.strip().lower() in ("none", "unlimited"):
         return None
-    if not value.strip().isdigit() or int(value) < 1:
-        raise typer.BadParameter(f"{option} takes a whole number of at least 1, or 'none'")
-    return int(value)
+    number = keys.parse_limit(value)
+    if number is None:
+        raise typer.BadParameter(f"{option} takes a whole number from 1 to {keys.MAX_LIMIT}, or 'none'")
+    return number
 
 
 def _list(value: str | None, *, everything: str | None = None) -> Any:

@@ -66,6 +66,42 @@ class ValidRequest:
     output_format: str
 
 
+def require_storable_text(request: GenerationRequest) -> None:
+    """InvalidRequest for a NUL or a lone surrogate in any text field (neither can be stored or logged as UTF-8)."""
+    fields: dict[str, Any] = {
+        "prompt": request.prompt,
+        "model": request.model,
+        "size": request.size,
+        "quality": request.quality,
+        "output_format": request.output_format,
+        **request.params,
+    }
+    for param, value in fields.items():
+        problem = text_problem([param, value])
+        if problem:
+            name = param.encode("utf-8", "backslashreplace").decode("utf-8")
+            raise InvalidRequest(f"{name} contains {problem}; send valid UTF-8 text without it.", param=name)
+
+
+def text_problem(value: Any) -> str | None:
+    """What makes a value unstorable as text (looking inside lists and objects), or None when it is fine."""
+    pending = [value]
+    while pending:  # a loop, not recursion: parsed JSON may nest deeper than the stack
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "a NUL character"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a lone surrogate (such as \\ud800)"
+        elif isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, list | tuple):
+            pending += item
+    return None
+
+
 def validate(request: GenerationRequest, settings: Settings) -> ValidRequest:
     """Check everything that does not need I/O; InvalidRequest says which field and what to change."""
     prompt = request.prompt.strip()

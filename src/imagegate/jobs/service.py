@@ -20,7 +20,7 @@ from imagegate.images import ImageInfo, inspect_image
 from imagegate.jobs import idempotency
 from imagegate.jobs.events import JobEvents
 from imagegate.jobs.models import Job, JobImage, JobInput, JobStatus
-from imagegate.jobs.requests import GenerationRequest, Reference, ValidRequest, validate
+from imagegate.jobs.requests import GenerationRequest, Reference, ValidRequest, require_storable_text, validate
 from imagegate.keys import audit, limits
 from imagegate.keys.models import ApiKey
 from imagegate.logs import current_request_id
@@ -112,6 +112,7 @@ async def submit_once(
 
 
 async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, idempotency_key: str | None) -> Job:
+    require_storable_text(request)
     route = ctx.backends.route(request.model)
     limits.require_model(key, model=route.model, backend=route.backend)
     limits.require_scope(key, "edit" if request.references else "generate")

@@ -58,11 +58,25 @@ class KeyLimits:
         if unknown:
             raise InvalidRequest(f"Unknown scope(s): {', '.join(sorted(unknown))}; use {', '.join(SCOPES)}.")
         for name in ("rate_limit_per_minute", "daily_image_quota", "monthly_image_quota", "max_concurrent_jobs"):
-            if values.get(name) is not None and values[name] < 1:
-                raise InvalidRequest(f"{name} must be at least 1 (or none for no limit).")
+            if values.get(name) is not None and not 1 <= values[name] <= MAX_LIMIT:
+                raise InvalidRequest(f"{name} must be between 1 and {MAX_LIMIT} (or none for no limit).")
+        for name in ("allowed_models", "scopes"):
+            if any("\x00" in item for item in values.get(name) or ()):
+                raise InvalidRequest(f"{name} must not contain a NUL character.")
 
 
 MAX_NAME_CHARS = 200
+# Limits live in 32-bit integer columns; a billion is already "no limit" in practice.
+MAX_LIMIT = 1_000_000_000
+
+
+def parse_limit(value: str) -> int | None:
+    """A limit typed by a person: ASCII digits only (not '²' or '٣'), within 1..MAX_LIMIT; None otherwise."""
+    value = value.strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > len(str(MAX_LIMIT)):
+        return None
+    number = int(value)
+    return number if 1 <= number <= MAX_LIMIT else None
 
 
 def check_name(name: str) -> None:
@@ -177,14 +191,19 @@ async def verify_handle(*, session: AsyncSession, handle: str) -> ApiKey:
 
 
 async def _usable(session: AsyncSession, key: ApiKey, now: datetime) -> ApiKey:
-    if not key.enabled:
-        raise KeyDisabled(f"API key {key.handle} is disabled; ask the operator to enable it.")
-    if key.expires_at is not None and key.expires_at <= now:
-        raise KeyExpired(f"API key {key.handle} expired at {key.expires_at.isoformat()}; ask for a new one.")
+    require_usable(key, now)
     if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
         await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
         key.last_used_at = now
     return key
+
+
+def require_usable(key: ApiKey, now: datetime) -> None:
+    """KeyDisabled or KeyExpired unless the key may be used now."""
+    if not key.enabled:
+        raise KeyDisabled(f"API key {key.handle} is disabled; ask the operator to enable it.")
+    if key.expires_at is not None and key.expires_at <= now:
+        raise KeyExpired(f"API key {key.handle} expired at {key.expires_at.isoformat()}; ask for a new one.")
 
 
 async def list_keys(*, session: AsyncSession) -> list[ApiKey]:
