@@ -17,7 +17,7 @@ from imagegate.admin import panels as admin_panels
 from imagegate.admin import router as admin_router
 from imagegate.admin import service as admin_service
 from imagegate.admin.password import ensure_admin_password
-from imagegate.admin.web import LoginRequired, error_page, prefix
+from imagegate.admin.web import AdminHeadersMiddleware, LoginRequired, error_page, prefix
 from imagegate.api import errors, files, health, legacy, native, openai, usage
 from imagegate.api import metrics as metrics_api
 from imagegate.api.guard import UrlGuardMiddleware
@@ -56,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(UrlGuardMiddleware, surfaces=surfaces)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, surfaces=surfaces)
     app.add_middleware(RateLimitHeadersMiddleware)
+    app.add_middleware(AdminHeadersMiddleware)
     metrics = Metrics()
     app.state.metrics = metrics
     app.add_middleware(ObserveMiddleware, metrics=metrics)

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from imagegate.admin.models import AdminSession
 from imagegate.backends.registry import BackendSet
 from imagegate.db import utcnow
 from imagegate.jobs.models import FINISHED, IdempotencyRecord, Job, JobImage, JobInput, JobStatus
@@ -90,8 +91,10 @@ async def _expire_batch(
 
 
 async def _forget_old_bookkeeping(sessions: async_sessionmaker[AsyncSession], now: datetime) -> None:
-    """Expired Idempotency-Keys and rate-limit events outside every window."""
+    """Expired Idempotency-Keys, rate-limit events outside every window, and expired admin sessions (with any
+    new key's secret still waiting in their one-time message)."""
     async with sessions() as session, session.begin():
+        await session.execute(delete(AdminSession).where(AdminSession.expires_at <= now))
         await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= now))
         await session.execute(delete(RateEvent).where(RateEvent.at <= now - WINDOW))
 

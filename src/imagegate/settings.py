@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     auto_migrate: bool = True
     root_path: str = ""
+    # Proxies whose X-Forwarded-For/-Proto are believed (comma-separated IPs or networks, or *); none by default.
+    forwarded_allow_ips: str = ""
 
     # Backends and routing.
     backends: dict[str, BackendConfig] = Field(default_factory=_default_backends)

@@ -15,7 +15,8 @@ from imagegate.errors import InvalidRequest, NotFound
 from imagegate.jobs import service as jobs
 from imagegate.jobs.requests import QUALITIES, GenerationRequest, Reference
 from imagegate.keys import service as keys
-from imagegate.keys.models import SCOPES
+from imagegate.keys.auth import admit_by_handle
+from imagegate.keys.models import SCOPES, ApiKey
 from imagegate.keys.service import KeyLimits
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -26,9 +27,12 @@ def _limits_from(form: FormData) -> KeyLimits:
         value = form_value(form, name)
         if not value:
             return None
-        if not value.isdigit() or int(value) < 1:
-            raise InvalidRequest(f"{name.replace('_', ' ')} must be a whole number of at least 1, or empty.")
-        return int(value)
+        number = keys.parse_limit(value)
+        if number is None:
+            raise InvalidRequest(
+                f"{name.replace('_', ' ')} must be a whole number from 1 to {keys.MAX_LIMIT}, or empty.", param=name
+            )
+        return number
 
     models = [m.strip() for m in form_value(form, "models").split(",") if m.strip()]
     return KeyLimits(
@@ -147,7 +151,8 @@ async def key_action(handle: str, action: str, request: Request, admin: Admin) -
 async def playground(request: Request, admin: Admin) -> Response:
     """A form to run a generation as a chosen key."""
     async with request.app.state.sessions() as session:
-        enabled = [k for k in await keys.list_keys(session=session) if k.enabled]
+        now = utcnow()
+        enabled = [k for k in await keys.list_keys(session=session) if k.enabled and not _expired(k, now)]
     backend_set = request.app.state.jobs.backends
     models = [backend_set.default_model, *sorted(m for m in backend_set.models if m != backend_set.default_model)]
     return page(
@@ -162,27 +167,30 @@ async def playground(request: Request, admin: Admin) -> Response:
     )
 
 
+def _expired(key: ApiKey, now: datetime) -> bool:
+    return key.expires_at is not None and key.expires_at <= now
+
+
 @router.post("/playground")
 async def run_playground(request: Request, admin: Admin) -> Response:
     """Submit the generation as the chosen key (its limits apply) and show the job."""
     form = await read_form(request)
     if not csrf_ok(admin, form):
         return forbidden_csrf(request, admin)
-    async with request.app.state.sessions() as session:
-        key = await keys.get_by_handle(session=session, handle=form_value(form, "key"))
+    key = await admit_by_handle(request, form_value(form, "key"))
     references = []
     for position, upload in enumerate(form.getlist("references")):
         if isinstance(upload, UploadFile) and upload.filename:
             references.append(Reference(upload.file, f"references[{position}]"))
-    count = form_value(form, "count") or "1"
-    if not count.isdigit():
-        raise InvalidRequest("count must be a whole number.")
+    count = keys.parse_limit(form_value(form, "count") or "1")
+    if count is None:
+        raise InvalidRequest("count must be a whole number of at least 1.", param="count")
     request_ = GenerationRequest(
         prompt=form_value(form, "prompt"),
         model=form_value(form, "model") or None,
         size=form_value(form, "size") or "auto",
         quality=form_value(form, "quality") or "auto",
-        count=int(count),
+        count=count,
         output_format=form_value(form, "output_format") or "png",
         references=tuple(references),
     )

@@ -65,8 +65,11 @@ async def login(request: Request) -> Response:
     if not expected or not secrets.compare_digest(expected, form_value(form, "csrf")):
         return forbidden_csrf(request, None)
     window = timedelta(seconds=settings.admin_login_window_seconds)
-    client = request.client.host if request.client else "unknown"
-    if await service.throttled(sessions, client, max_failures=settings.admin_login_max_failures, window=window):
+    client = service.client_label(request.client.host if request.client else "unknown")
+    attempt = await service.begin_attempt(
+        sessions, client, max_failures=settings.admin_login_max_failures, window=window
+    )
+    if attempt is None:
         return page(
             request,
             "login.html",
@@ -77,8 +80,9 @@ async def login(request: Request) -> Response:
             next=_safe_next(form_value(form, "next")),
             error="Too many failed logins from here; wait a few minutes and try again.",
         )
-    if not await service.check_password(sessions, form_value(form, "password")):
-        await service.note_failure(sessions, client, window=window)
+    ok = await service.check_password(sessions, form_value(form, "password"))
+    await service.finish_attempt(sessions, attempt, client=client, ok=ok)
+    if not ok:
         return page(
             request,
             "login.html",
@@ -217,7 +221,7 @@ async def job_input(job_id: str, index: int, request: Request, admin: Admin) -> 
     if item is None:
         raise NotFound("No such input.")
     data = await request.app.state.storage.get(item.storage_key)
-    return Response(data, media_type=f"image/{item.format}", headers={"Cache-Control": "private, max-age=3600"})
+    return Response(data, media_type=f"image/{item.format}")
 
 
 @router.post("/jobs/{job_id}/delete")

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.admin.models import AdminCredential, AdminSession, LoginFailure
@@ -83,13 +83,23 @@ async def open_session(sessions: async_sessionmaker[AsyncSession], *, hours: flo
 
 
 async def find_session(sessions: async_sessionmaker[AsyncSession], cookie: str | None) -> AdminSession | None:
-    """The live session for a cookie, or None (unknown, logged out, revoked or expired)."""
+    """The live session for a cookie, or None (unknown, logged out, revoked or expired).
+
+    Its one-time message is taken as the session is found: whatever page comes next shows it or drops it,
+    so a new key's secret never waits in the database; an expired session is deleted with its message.
+    """
     if not cookie:
         return None
-    async with sessions() as session:
+    async with sessions() as session, session.begin():
         found = await session.get(AdminSession, _digest(cookie))
-    if found is None or found.expires_at <= utcnow():
-        return None
+        if found is None:
+            return None
+        if found.expires_at <= utcnow():
+            await session.delete(found)
+            return None
+        if found.flash is not None:
+            clear = update(AdminSession).where(AdminSession.id == found.id).values(flash=None)
+            await session.execute(clear.execution_options(synchronize_session=False))
     return found
 
 
@@ -114,28 +124,48 @@ async def set_flash(sessions: async_sessionmaker[AsyncSession], admin: AdminSess
 
 
 async def take_flash(sessions: async_sessionmaker[AsyncSession], admin: AdminSession) -> str | None:
-    """The pending message, removed as it is read: a reload does not show it again."""
-    if admin.flash is None:
-        return None
-    await set_flash(sessions, admin, None)
+    """The pending message (already removed from the database when the session was found)."""
     return admin.flash
 
 
-async def throttled(
+# One advisory lock id for login attempts on PostgreSQL: counting and recording an attempt is one step.
+LOGIN_LOCK_ID = 0x1A6E5B18
+MAX_CLIENT_CHARS = 64
+
+
+def client_label(host: str) -> str:
+    """The client's address as counted for throttling: as is, or a digest when longer than the column."""
+    return host if len(host) <= MAX_CLIENT_CHARS else "sha256:" + _digest(host)[: MAX_CLIENT_CHARS - 7]
+
+
+async def begin_attempt(
     sessions: async_sessionmaker[AsyncSession], client: str, *, max_failures: int, window: timedelta
-) -> bool:
-    """True when the client failed to log in max_failures times within the window."""
-    async with sessions() as session:
-        failures = await session.scalar(
-            select(func.count()).where(LoginFailure.client == client, LoginFailure.at > utcnow() - window)
-        )
-    return (failures or 0) >= max_failures
+) -> int | None:
+    """Count a login attempt before its password is checked; None (not counted) when the client is throttled.
 
-
-async def note_failure(sessions: async_sessionmaker[AsyncSession], client: str, *, window: timedelta) -> None:
-    """Count a failed login (and forget ones older than the window)."""
+    The attempt is recorded as a failure until finish_attempt says otherwise, so concurrent wrong passwords
+    cannot all be evaluated past the limit: the insert and the count are serialised per database.
+    """
     now = utcnow()
     async with sessions() as session, session.begin():
-        await session.execute(delete(LoginFailure).where(LoginFailure.at <= now - window))
-        session.add(LoginFailure(client=client, at=now))
-        audit.record(session=session, actor="admin", action="admin.login_failed", handle=None, client=client)
+        if session.get_bind().dialect.name == "postgresql":
+            await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": LOGIN_LOCK_ID})
+        await session.execute(delete(LoginFailure).where(LoginFailure.at <= now - window))  # takes SQLite's lock
+        failures = await session.scalar(
+            select(func.count()).where(LoginFailure.client == client, LoginFailure.at > now - window)
+        )
+        if (failures or 0) >= max_failures:
+            return None
+        attempt = LoginFailure(client=client, at=now)
+        session.add(attempt)
+        await session.flush()
+        return attempt.id
+
+
+async def finish_attempt(sessions: async_sessionmaker[AsyncSession], attempt: int, *, client: str, ok: bool) -> None:
+    """A right password un-counts its attempt; a wrong one stays counted and is audited."""
+    async with sessions() as session, session.begin():
+        if ok:
+            await session.execute(delete(LoginFailure).where(LoginFailure.id == attempt))
+        else:
+            audit.record(session=session, actor="admin", action="admin.login_failed", handle=None, client=client)

@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate.admin import service
 from imagegate.admin.models import AdminSession
@@ -168,3 +169,47 @@ async def read_form(request: Request) -> FormData:
 def csrf_ok(admin: AdminSession, form: FormData) -> bool:
     """The form carries this session's CSRF token."""
     return service.csrf_ok(admin, form_value(form, "csrf"))
+
+
+# No script, no inline style, no framing: the pages need none, so an injected one cannot run.
+ADMIN_CSP = (
+    "default-src 'none'; style-src 'self'; img-src * data: blob:; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+ADMIN_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", ADMIN_CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+]
+REPLACED = {name for name, _value in ADMIN_HEADERS}
+
+
+class AdminHeadersMiddleware:
+    """Every admin response (pages, redirects, errors, input images; not the static CSS) is uncacheable,
+    unframeable and under a strict Content-Security-Policy."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_admin_page(scope):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in REPLACED]
+                message["headers"] = kept + ADMIN_HEADERS
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _is_admin_page(scope: Scope) -> bool:
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "").rstrip("/")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return (path == "/admin" or path.startswith("/admin/")) and not path.startswith("/admin/static/")

@@ -83,6 +83,9 @@ def serve(
         port=settings.port,
         log_level=settings.log_level,
         root_path=settings.root_path,
+        # Forwarded headers only from the proxies the operator named: uvicorn would trust loopback by default.
+        proxy_headers=bool(settings.forwarded_allow_ips.strip()),
+        forwarded_allow_ips=settings.forwarded_allow_ips.strip() or None,
         access_log=False,  # the app logs each request itself, with its request id
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
     )

@@ -58,6 +58,20 @@ async def admit(request: Request, find: Callable[[AsyncSession], Awaitable[ApiKe
     return key
 
 
+async def admit_by_handle(request: Request, handle: str) -> ApiKey:
+    """A key chosen by an admin (the playground), held to what its own caller would be: state and rate limit."""
+    sessions = request.app.state.sessions
+    try:
+        async with sessions() as session, session.begin():
+            key = await service.get_by_handle(session=session, handle=handle)
+            service.require_usable(key, utcnow())
+            await limits.take_rate_token(session=session, key=key, now=utcnow())
+    except RateLimited as refusal:
+        await audit.record_refusal(sessions=sessions, handle=handle, refusal=refusal, path=request.url.path)
+        raise
+    return key
+
+
 CallerKey = Annotated[ApiKey, Depends(require_key)]
 
 
