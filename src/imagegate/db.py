@@ -65,13 +65,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
 
 
 def create_engine(database_url: str) -> AsyncEngine:
-    """An async engine for the URL; SQLite gets WAL, busy_timeout and foreign keys on every connection."""
+    """An async engine for the URL; SQLite gets WAL, busy_timeout and foreign keys on every connection.
+
+    Statement parameters (key hashes, prompts, session ids) never appear in its errors or logs.
+    """
     if database_url.startswith("sqlite"):
         _ensure_sqlite_folder(database_url)
-        engine = create_async_engine(database_url, pool_size=8, max_overflow=8, pool_timeout=60)
+        engine = create_async_engine(database_url, pool_size=8, max_overflow=8, pool_timeout=60, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(database_url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_async_engine(database_url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True)
 
 
 def _ensure_sqlite_folder(database_url: str) -> None:

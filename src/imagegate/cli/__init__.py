@@ -87,6 +87,7 @@ def serve(
         proxy_headers=bool(settings.forwarded_allow_ips.strip()),
         forwarded_allow_ips=settings.forwarded_allow_ips.strip() or None,
         access_log=False,  # the app logs each request itself, with its request id
+        log_config=None,  # keep configure_logging's handler: uvicorn's lines are escaped and formatted alike
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
     )
     sockets = _with_oig_listener(listening, application, settings)
