@@ -50,7 +50,15 @@ def create_app(settings: Settings) -> FastAPI:
             await check_anonymous_key(app.state.sessions, settings)
             yield
 
-    app = FastAPI(title="ImageGate", version=__version__, lifespan=lifespan)
+    docs = settings.api_docs_enabled
+    app = FastAPI(
+        title="ImageGate",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.settings = settings
     surfaces = errors.SurfaceErrors()
     app.add_middleware(UrlGuardMiddleware, surfaces=surfaces)

@@ -76,6 +76,13 @@ class KeyExpired(ImagegateError):
     code = "key_expired"
 
 
+class Forbidden(ImagegateError):
+    """This client may not see that."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(ImagegateError):
     """Not found."""
 

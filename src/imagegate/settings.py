@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import os
 import tomllib
@@ -105,6 +106,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     metrics_enabled: bool = True
     metrics_token: SecretStr | None = None
+    # Who may scrape /metrics without the token: addresses or networks, comma-separated; "" for nobody.
+    metrics_allow_ips: str = "127.0.0.1,::1"
+    api_docs_enabled: bool = True
 
     # The openai-image-gen surface: its own listener, and the key its keyless clients act as.
     oig_listen: str | None = None
@@ -137,6 +141,21 @@ class Settings(BaseSettings):
     def oig_address(self) -> tuple[str, int] | None:
         """IMAGEGATE_OIG_LISTEN as (host, port), or None when the second listener is off."""
         return split_listen(self.oig_listen) if self.oig_listen else None
+
+    @field_validator("metrics_allow_ips")
+    @classmethod
+    def _check_networks(cls, value: str) -> str:
+        for item in value.split(","):
+            if item.strip():
+                try:
+                    ipaddress.ip_network(item.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(f"{item.strip()!r} is not an IP address or network") from None
+        return value
+
+    def metrics_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The networks of metrics_allow_ips."""
+        return [ipaddress.ip_network(i.strip(), strict=False) for i in self.metrics_allow_ips.split(",") if i.strip()]
 
     @model_validator(mode="after")
     def _check_routing(self) -> Settings:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+from pathlib import Path
 
+import httpx2
 import pytest
+from pydantic import ValidationError
 
 from imagegate import logs
 from tests.api.test_native import GENERATE
-from tests.conftest import Harness, HarnessFactory
+from tests.conftest import Harness, HarnessFactory, make_settings
 
 SERIES = re.compile(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$", re.M)
 
@@ -87,3 +90,38 @@ def test_log_lines_carry_the_request_id_in_both_formats(capsys: pytest.CaptureFi
     assert structured["request_id"] == "req_test42"
     assert structured["route"] == "/health"
     assert structured["level"] == "info"
+
+
+async def test_metrics_without_a_token_answer_only_the_allow_list(harness_with: HarnessFactory) -> None:
+    async with harness_with() as harness:
+        app = harness.app
+        for client, status in ((("127.0.0.1", 1), 200), (("::1", 1), 200), (("203.0.113.9", 1), 403)):
+            transport = httpx2.ASGITransport(app=app, client=client)
+            async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as remote:
+                response = await remote.get("/metrics")
+                assert response.status_code == status, (client, response.text)
+        assert "IMAGEGATE_METRICS_ALLOW_IPS" in response.json()["error"]["message"]
+    async with harness_with(metrics_allow_ips="10.0.0.0/8") as harness:
+        for client, status in ((("10.1.2.3", 1), 200), (("127.0.0.1", 1), 403)):
+            transport = httpx2.ASGITransport(app=harness.app, client=client)
+            async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as remote:
+                assert (await remote.get("/metrics")).status_code == status, client
+
+
+async def test_a_metrics_token_is_needed_even_from_the_allow_list(harness_with: HarnessFactory) -> None:
+    async with harness_with(metrics_token="scrape-secret-123", metrics_allow_ips="0.0.0.0/0") as harness:
+        assert (await harness.client.get("/metrics")).status_code == 401
+
+
+def test_the_allow_list_must_be_addresses(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError):
+        make_settings("sqlite+aiosqlite://", tmp_path, metrics_allow_ips="localhost")
+
+
+async def test_the_api_docs_can_be_turned_off(harness_with: HarnessFactory) -> None:
+    async with harness_with() as harness:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert (await harness.client.get(path)).status_code == 200, path
+    async with harness_with(api_docs_enabled=False) as harness:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert (await harness.client.get(path)).status_code == 404, path

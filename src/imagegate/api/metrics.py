@@ -1,16 +1,18 @@
-"""GET /metrics: Prometheus text, optionally behind a bearer token."""
+"""GET /metrics: Prometheus text for allowed addresses (loopback by default) or a bearer token."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import func, select
 
-from imagegate.errors import InvalidApiKey, MissingApiKey, NotFound
+from imagegate.errors import Forbidden, InvalidApiKey, MissingApiKey, NotFound
 from imagegate.jobs.models import Job, JobImage, JobInput, JobStatus
 from imagegate.metrics import CONTENT_TYPE, LiveFigures, Metrics
+from imagegate.settings import Settings
 
 router = APIRouter(tags=["metrics"])
 
@@ -21,16 +23,35 @@ async def metrics(request: Request) -> Response:
     settings = request.app.state.settings
     if not settings.metrics_enabled:
         raise NotFound("Metrics are turned off (IMAGEGATE_METRICS_ENABLED).")
+    _require_scraper(request, settings)
+    live = await _live_figures(request)
+    collected: Metrics = request.app.state.metrics
+    body = await asyncio.to_thread(collected.render, live)
+    return Response(body, media_type=CONTENT_TYPE)
+
+
+def _require_scraper(request: Request, settings: Settings) -> None:
+    """With a metrics token, that token; without one, a client on the allow-list (loopback by default)."""
     if settings.metrics_token is not None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise MissingApiKey("Send the metrics token: 'Authorization: Bearer <token>'.")
         if not hmac.compare_digest(token.strip(), settings.metrics_token.get_secret_value()):
             raise InvalidApiKey("Wrong metrics token.")
-    live = await _live_figures(request)
-    collected: Metrics = request.app.state.metrics
-    body = await asyncio.to_thread(collected.render, live)
-    return Response(body, media_type=CONTENT_TYPE)
+        return
+    if not _allowed(request.client.host if request.client else "", settings):
+        raise Forbidden(
+            "Metrics are served to the addresses in IMAGEGATE_METRICS_ALLOW_IPS, or with IMAGEGATE_METRICS_TOKEN; "
+            "ask the operator to set one."
+        )
+
+
+def _allowed(host: str, settings: Settings) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in settings.metrics_networks())
 
 
 async def _live_figures(request: Request) -> LiveFigures:
