@@ -10,11 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import openai
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from imagegate.backends.base import BackendRequest, BackendResult, InputImage, JobLog, OutputImage
+from imagegate.backends.fetch import ImageFetcher
 from imagegate.backends.openai_models import check_request, rules_for, upstream_size
 from imagegate.errors import (
     BackendError,
@@ -94,8 +94,10 @@ class OpenAIBackend:
             )
         else:
             self.client = openai.AsyncOpenAI(base_url=self.options.base_url, **common)
-        self._downloads = httpx2.AsyncClient(
-            follow_redirects=True, max_redirects=3, timeout=self.options.download_timeout_seconds
+        self._downloads = ImageFetcher(
+            provider_url=self.options.azure_endpoint or self.options.base_url or str(self.client.base_url),
+            timeout=self.options.download_timeout_seconds,
+            max_bytes=self.options.max_download_bytes,
         )
 
     @property
@@ -236,25 +238,8 @@ class OpenAIBackend:
         raise BackendError("The image provider returned an image without data.")
 
     async def _download(self, url: str) -> bytes:
-        """Fetch an image the provider returned as a URL: http(s) only, bounded in time and size."""
-        if not url.startswith(("https://", "http://")):
-            raise BackendError("The image provider returned a URL that is not http(s).")
-        limit = self.options.max_download_bytes
-        try:
-            async with self._downloads.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise BackendError(f"Downloading the provider's image failed (HTTP {response.status_code}).")
-                chunks, size = [], 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise BackendError(f"The provider's image is larger than {limit} bytes.")
-                    chunks.append(chunk)
-        except httpx2.TimeoutException:
-            raise BackendTimeout("Downloading the provider's image timed out.") from None
-        except httpx2.HTTPError:
-            raise BackendError("Downloading the provider's image failed.") from None
-        return b"".join(chunks)
+        """Fetch an image the provider returned as a URL (http(s), same-host redirects, public addresses)."""
+        return await self._downloads.fetch(url)
 
     async def sweep(self) -> int:
         """Nothing of its own to clean."""
