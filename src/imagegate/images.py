@@ -43,8 +43,22 @@ def decode_base64(value: str, *, param: str) -> bytes:
         raise InvalidRequest(f"{param} is not valid base64 (plain base64 or a data: URL).", param=param) from None
 
 
-def inspect_image(data: bytes | BinaryIO, *, param: str = "image") -> ImageInfo:
-    """Decode the bytes (or file) fully (CPU work: call in a thread) and describe them; else InvalidImage."""
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, read without decoding its pixels."""
+
+    width: int
+    height: int
+    format: str
+
+    @property
+    def pixels(self) -> int:
+        """Width times height."""
+        return self.width * self.height
+
+
+def read_header(data: bytes | BinaryIO, *, param: str = "image") -> ImageHeader:
+    """The format and size from the header only (no pixel is decoded; call in a thread); else InvalidImage."""
     source = io.BytesIO(data) if isinstance(data, bytes) else data
     source.seek(0)
     try:
@@ -52,18 +66,33 @@ def inspect_image(data: bytes | BinaryIO, *, param: str = "image") -> ImageInfo:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as image:
                 fmt = FORMATS.get(image.format or "")
-                width, height = image.size
                 if fmt is None:
                     raise InvalidImage(f"{param} is a {image.format} image; use PNG, JPEG, WebP or GIF.", param=param)
-                if width * height > MAX_PIXELS:
-                    raise InvalidImage(f"{param} is too large ({width}x{height} pixels).", param=param)
-                image.load()
+                return ImageHeader(image.size[0], image.size[1], fmt)
     except InvalidImage:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError, Warning):
         raise InvalidImage(f"{param} is not a readable image (PNG, JPEG, WebP or GIF).", param=param) from None
+    finally:
+        source.seek(0)
+
+
+def inspect_image(data: bytes | BinaryIO, *, param: str = "image", max_pixels: int = MAX_PIXELS) -> ImageInfo:
+    """Check the header against max_pixels, then decode fully (CPU work: call in a thread); else InvalidImage."""
+    header = read_header(data, param=param)
+    if header.pixels > max_pixels:
+        raise InvalidImage(f"{param} is too large ({header.width}x{header.height} pixels).", param=param)
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    source.seek(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError, Warning):
+        raise InvalidImage(f"{param} is not a readable image (PNG, JPEG, WebP or GIF).", param=param) from None
     size, digest = _measure(source)
-    return ImageInfo(width, height, fmt, size, digest)
+    return ImageInfo(header.width, header.height, header.format, size, digest)
 
 
 def sha256_of(data: bytes | BinaryIO) -> str:

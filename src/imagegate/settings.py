@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     max_image_side: int = Field(default=4096, ge=16)
     max_reference_images: int = Field(default=4, ge=0, le=16)
     max_reference_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Pixels, read from each header before anything is decoded (a decoded pixel takes 4 bytes of memory).
+    max_input_pixels: int = Field(default=4096 * 4096, ge=256, le=64 * 1024 * 1024)
+    max_request_pixels: int = Field(default=2 * 4096 * 4096, ge=256)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
     # Idempotency.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, case, delete, func, or_, select, text, update
@@ -16,7 +16,7 @@ from imagegate.backends.base import BackendRequest, InputImage
 from imagegate.backends.registry import BackendSet
 from imagegate.db import utcnow
 from imagegate.errors import Conflict, NotFound, PayloadTooLarge, QueueFull, Refusal
-from imagegate.images import ImageInfo, inspect_image
+from imagegate.images import ImageHeader, ImageInfo, inspect_image, read_header
 from imagegate.jobs import idempotency
 from imagegate.jobs.events import JobEvents
 from imagegate.jobs.models import Job, JobImage, JobInput, JobStatus
@@ -36,6 +36,7 @@ QUEUE_FULL_RETRY_AFTER = "5"
 LOCAL_WAIT_SECONDS = 30.0
 # A cancel answers once the job has stopped, or after this long with the job still stopping.
 CANCEL_WAIT_SECONDS = 10.0
+DECODE_SLOTS = 2
 
 
 def new_job_id() -> str:
@@ -53,6 +54,8 @@ class JobContext:
     settings: Settings
     events: JobEvents
     metrics: Metrics | None = None
+    # Input images decoded at once in this process: each may take max_input_pixels * 4 bytes while it is.
+    decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(DECODE_SLOTS))
 
 
 async def submit(
@@ -119,7 +122,7 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
     valid = validate(request, ctx.settings)
     uploads = [*request.references, *([request.mask] if request.mask else [])]
     roles = ["reference"] * len(request.references) + (["mask"] if request.mask else [])
-    infos = [await _inspect_input(upload, ctx.settings) for upload in uploads]
+    infos = await _inspect_inputs(uploads, ctx)
     # check() sees the inputs' sizes and formats; uploads still on disk are not read into memory for it.
     inputs = [
         InputImage(u.data if isinstance(u.data, bytes) else b"", i.width, i.height, i.format)
@@ -214,14 +217,45 @@ def _new_job(
     )
 
 
-async def _inspect_input(upload: Reference, settings: Settings) -> ImageInfo:
+async def _inspect_inputs(uploads: list[Reference], ctx: JobContext) -> list[ImageInfo]:
+    """Every input's bytes and header against the limits first, then each decoded, a few at a time per process.
+
+    A decoded image costs width * height * 4 bytes however small its file: nothing is decoded until every
+    header is within the per-image and per-request pixel budgets.
+    """
+    settings = ctx.settings
+    headers = [await _input_header(upload, settings) for upload in uploads]
+    total = sum(header.pixels for header in headers)
+    if total > settings.max_request_pixels:
+        raise PayloadTooLarge(
+            f"The input images have {total} pixels in all; the limit is {settings.max_request_pixels} per request. "
+            "Send fewer or smaller images.",
+            param=uploads[0].param,
+        )
+    infos = []
+    for upload, header in zip(uploads, headers, strict=True):
+        async with ctx.decode_slots:
+            infos.append(
+                await asyncio.to_thread(inspect_image, upload.data, param=upload.param, max_pixels=header.pixels)
+            )
+    return infos
+
+
+async def _input_header(upload: Reference, settings: Settings) -> ImageHeader:
     size = await asyncio.to_thread(lambda: upload.size)
     if size > settings.max_reference_bytes:
         raise PayloadTooLarge(
             f"{upload.param} is {size} bytes; the limit is {settings.max_reference_bytes} bytes per input image.",
             param=upload.param,
         )
-    return await asyncio.to_thread(inspect_image, upload.data, param=upload.param)
+    header = await asyncio.to_thread(read_header, upload.data, param=upload.param)
+    if header.pixels > settings.max_input_pixels:
+        raise PayloadTooLarge(
+            f"{upload.param} is {header.width}x{header.height} pixels; the limit is {settings.max_input_pixels} "
+            "pixels per input image.",
+            param=upload.param,
+        )
+    return header
 
 
 async def _insert_queued(ctx: JobContext, job: Job, key: ApiKey, idempotency_key: str | None) -> None:
