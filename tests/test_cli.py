@@ -128,6 +128,10 @@ def test_limits_rotation_and_audit_from_the_command_line(env: dict[str, str]) ->
     ("args", "message"),
     [
         (["keys", "create", "x", "--rate-limit", "0"], "at least 1"),
+        (["keys", "create", "x", "--rate-limit", "²"], "whole number"),
+        (["keys", "create", "x", "--daily-quota", "1" + "0" * 20], "whole number"),
+        (["keys", "create", "x", "--expires", "99999999999999999999d"], "too long"),
+        (["keys", "rotate", "key_000000000000", "--grace", "99999999999w"], "too long"),
         (["keys", "create", "x", "--scopes", "generate,fly"], "Unknown scope"),
         (["keys", "rotate", "key_000000000000", "--grace", "soon"], "duration"),
         (["keys", "update", "key_000000000000"], "nothing to change"),

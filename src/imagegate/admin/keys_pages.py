@@ -30,7 +30,8 @@ def _limits_from(form: FormData) -> KeyLimits:
         number = keys.parse_limit(value)
         if number is None:
             raise InvalidRequest(
-                f"{name.replace('_', ' ')} must be a whole number from 1 to {keys.MAX_LIMIT}, or empty.", param=name
+                f"{name.replace('_', ' ')} must be a whole number of at least 1 (at most {keys.MAX_LIMIT}), or empty.",
+                param=name,
             )
         return number
 

@@ -33,7 +33,7 @@ def _limit(value: str | None, option: str) -> Any:
         return None
     number = keys.parse_limit(value)
     if number is None:
-        raise typer.BadParameter(f"{option} takes a whole number from 1 to {keys.MAX_LIMIT}, or 'none'")
+        raise typer.BadParameter(f"{option} takes a whole number of at least 1 (at most {keys.MAX_LIMIT}), or 'none'")
     return number
 
 
