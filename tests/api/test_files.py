@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from tests.conftest import Harness
@@ -57,3 +59,10 @@ async def test_head_answers_the_headers_without_the_body(harness: Harness, image
     assert head.headers["content-type"] == "image/png"
     assert head.headers["etag"] == full.headers["etag"]
     assert (await harness.client.head("/generated/" + "x" * 24 + ".png")).status_code == 404
+
+
+async def test_the_api_schema_builds_without_warnings(harness: Harness) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        schema = (await harness.client.get("/openapi.json")).json()
+    assert "get" in schema["paths"]["/generated/{name}"]

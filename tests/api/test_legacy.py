@@ -407,3 +407,10 @@ async def test_dall_e_names_routed_to_a_gpt_image_model(harness_with: HarnessFac
         False,
     )
     assert (second["model"], second.get("quality"), second["size"]) == ("gpt-image-1", None, "1024x1024")
+
+
+async def test_a_nul_in_the_url_is_a_400_on_the_second_listener_too(original: Harness) -> None:
+    headers = await original.auth()
+    async with oig_client(original) as oig:
+        for url in ("/images/abc%00def", "/images/x?y=%00"):
+            assert_legacy_error(await oig.get(url, headers=headers), 400, "HTTP_ERROR")

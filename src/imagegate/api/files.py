@@ -20,7 +20,8 @@ NAME = re.compile(r"^[A-Za-z0-9_-]{24}\.(png|jpeg|webp|gif)$")
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 
-@router.api_route("/generated/{name}", methods=["GET", "HEAD"], response_model=None)
+@router.get("/generated/{name}", response_model=None)
+@router.head("/generated/{name}", response_model=None, include_in_schema=False)
 async def generated(name: str, request: Request) -> Response:
     """Serve one stored image; anything that is not exactly one of our names is a 404."""
     match = NAME.match(name)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imagegate.api import errors, legacy
+from imagegate.api.guard import UrlGuardMiddleware
 from imagegate.api.headers import RateLimitHeadersMiddleware, RequestIdMiddleware
 from imagegate.api.legacy_shapes import DEFAULT_MODEL, render_legacy_error
 from imagegate.api.limits import BodyLimitMiddleware
@@ -34,6 +35,7 @@ def create_oig_app(main: FastAPI) -> FastAPI:
     app.state = main.state  # one lifespan opens everything, for both listeners
     surfaces = errors.SurfaceErrors()
     surfaces.register("/", render_legacy_error)
+    app.add_middleware(UrlGuardMiddleware, surfaces=surfaces)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, surfaces=surfaces)
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(ObserveMiddleware, metrics=main.state.metrics)
