@@ -17,10 +17,13 @@ class ClientError(Exception):
 
 def _error_text(response: httpx2.Response) -> str:
     try:
-        error = response.json().get("error", {})
-        return f"{response.status_code} {error.get('code')}: {error.get('message')}"
+        body = response.json()
     except ValueError:
         return f"{response.status_code} {response.text[:200]}"
+    error = body.get("error")
+    if isinstance(error, dict):
+        return f"{response.status_code} {error.get('code')}: {error.get('message')}"
+    return f"{response.status_code} {body.get('error_code')}: {error}"
 
 
 def output_paths(output: Path, count: int) -> list[Path]:
@@ -60,6 +63,5 @@ async def _wait(client: httpx2.AsyncClient, job: dict[str, Any], timeout: float)
             raise ClientError(_error_text(response))
         job = response.json()
     if job["status"] != "succeeded":
-        error = job.get("error") or {}
-        raise ClientError(f"job {job['id']} {job['status']}: {error.get('message')}")
+        raise ClientError(f"job {job['id']} {job['status']}: {job.get('error')} ({job.get('error_code')})")
     return job

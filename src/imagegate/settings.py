@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(default=32_000, ge=1)
     max_images_per_job: int = Field(default=10, ge=1, le=100)
     max_image_side: int = Field(default=4096, ge=16)
-    max_reference_images: int = Field(default=4, ge=0, le=16)
+    max_reference_images: int = Field(default=16, ge=0, le=16)
     max_reference_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     # Pixels, read from each header before anything is decoded (a decoded pixel takes 4 bytes of memory).
     max_input_pixels: int = Field(default=4096 * 4096, ge=256, le=64 * 1024 * 1024)

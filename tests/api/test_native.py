@@ -75,12 +75,19 @@ async def test_wait_timeout_answers_202_not_an_error(harness: Harness) -> None:
 
 
 async def test_backend_failure_is_reported_with_the_job_id(harness: Harness) -> None:
-    response = await post(harness, {"prompt": "fail: no"}, await harness.auth())
+    auth = await harness.auth()
+    response = await post(harness, {"prompt": "fail: no"}, auth)
     assert response.status_code == 502
-    error = response.json()["error"]
-    assert error["code"] == "backend_error"
-    assert error["job_id"].startswith("img_")
-    assert "refused" in error["message"]
+    body = response.json()
+    assert body["status"] == "failed"
+    assert body["error_code"] == "backend_error"
+    assert body["id"].startswith("img_")
+    assert isinstance(body["error"], str)
+    assert "refused" in body["error"]
+    assert body["detail"] == body["error"]  # FastAPI's shape, which codex-image-service clients read
+    polled = await harness.client.get(body["status_url"], headers=auth)
+    assert polled.json()["error"] == body["error"]
+    assert polled.json()["error_code"] == "backend_error"
 
 
 @pytest.mark.parametrize("prompt", ["crash: boom", "garbage: bytes", "empty: none"])
@@ -90,7 +97,7 @@ async def test_backend_bugs_never_leak_details(harness: Harness, prompt: str) ->
     assert response.status_code == 502
     assert "secret" not in response.text
     assert "/srv" not in response.text
-    job = await harness.client.get(f"/v1/images/jobs/{response.json()['error']['job_id']}", headers=auth)
+    job = await harness.client.get(f"/v1/images/jobs/{response.json()['id']}", headers=auth)
     assert job.json()["status"] == "failed"
     assert "secret" not in job.text
 
@@ -112,7 +119,6 @@ def _bad_inputs() -> list[tuple[str, dict[str, Any], int, str]]:
         ("count not a number", {"prompt": "x", "count": "many"}, 400, "count"),
         ("bad quality", {"prompt": "x", "quality": "ultra"}, 400, "quality"),
         ("bad output format", {"prompt": "x", "output_format": "bmp"}, 400, "output_format"),
-        ("unknown field", {"prompt": "x", "colour": "red"}, 400, "colour"),
         (
             "invalid base64",
             {"prompt": "x", "reference_images_base64": ["%%%"]},
@@ -127,15 +133,15 @@ def _bad_inputs() -> list[tuple[str, dict[str, Any], int, str]]:
         ),
         (
             "too many references",
-            {"prompt": "x", "reference_images_base64": [png] * 5},
+            {"prompt": "x", "reference_images_base64": [png] * 17},
             400,
             "reference_images_base64",
         ),
         (
-            "both reference fields",
-            {"prompt": "x", "reference_images_base64": [png], "reference_image_base64": png},
+            "a bad plural beside a good alias (the plural wins)",
+            {"prompt": "x", "reference_images_base64": ["%%%"], "reference_image_base64": png},
             400,
-            "reference_image_base64",
+            "reference_images_base64[0]",
         ),
     ]
 
@@ -225,6 +231,78 @@ async def test_single_reference_alias(harness: Harness) -> None:
     assert len(harness.fake.requests[0].references) == 1
 
 
+async def test_unknown_fields_are_ignored_as_by_the_original(harness: Harness) -> None:
+    body = {"prompt": "a fox", "colour": "red", "callback_url": "http://x.invalid/", "count": 1}
+    response = await post(harness, body, await harness.auth())
+    assert response.status_code == 200, response.text
+    assert harness.fake.requests[0].prompt == "a fox"
+
+
+async def test_the_plural_reference_field_wins_over_the_alias(harness: Harness) -> None:
+    plural = [tiny_png((0, 255, 0)), tiny_png((0, 0, 255))]
+    body = {"prompt": "edit", "reference_images_base64": [b64(r) for r in plural], "reference_image_base64": "%%%"}
+    response = await post(harness, body, await harness.auth())
+    assert response.status_code == 200, response.text
+    assert [r.data for r in harness.fake.requests[0].references] == plural
+
+
+async def test_sixteen_references_are_accepted_by_default(harness: Harness) -> None:
+    refs = [b64(tiny_png((i * 15, 0, 0))) for i in range(16)]
+    response = await post(harness, {"prompt": "edit", "reference_images_base64": refs}, await harness.auth())
+    assert response.status_code == 200, response.text
+    assert len(harness.fake.requests[0].references) == 16
+
+
+async def test_async_submit_answers_202_with_location_and_the_job_goes_on(harness: Harness) -> None:
+    auth = await harness.auth()
+    response = await harness.client.post("/v1/images/jobs", json={"prompt": "gate:submitted"}, headers=auth)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["id"].startswith("img_")
+    assert job["status"] == "queued"
+    assert job["error"] is None
+    assert job["error_code"] is None
+    assert response.headers["location"] == job["status_url"]
+    harness.fake.open("gate:submitted")
+    status = await harness.client.get(response.headers["location"], headers=auth)
+    while status.json()["status"] != "succeeded":
+        status = await harness.client.get(response.headers["location"], headers=auth)
+    assert len(status.json()["images"]) == 1
+
+
+async def test_async_submit_honours_idempotency_and_the_key_s_limits(harness: Harness) -> None:
+    auth = await harness.auth(max_concurrent_jobs=1)
+    first = await harness.client.post(
+        "/v1/images/jobs", json={"prompt": "gate:once"}, headers={**auth, "Idempotency-Key": "k1"}
+    )
+    again = await harness.client.post(
+        "/v1/images/jobs", json={"prompt": "gate:once"}, headers={**auth, "Idempotency-Key": "k1"}
+    )
+    assert again.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    second = await harness.client.post("/v1/images/jobs", json={"prompt": "another"}, headers=auth)
+    assert second.status_code == 429
+    assert second.json()["error"]["code"] == "concurrency_limit_exceeded"
+    bad = await harness.client.post("/v1/images/jobs", json={"prompt": " "}, headers=auth)
+    assert bad.status_code == 400
+    harness.fake.open("gate:once")
+
+
+async def test_async_submit_on_a_full_queue_is_503_as_the_original(harness_with: HarnessFactory) -> None:
+    async with harness_with(backends=fake_backends(concurrency=1), queue_max_size=1) as harness:
+        auth = await harness.auth()
+        await post(harness, {"prompt": "gate:running"}, {**auth, **ASYNC})
+        await harness.fake.wait_started(1)
+        queued = await harness.client.post("/v1/images/jobs", json={"prompt": "q1"}, headers=auth)
+        assert queued.status_code == 202
+        full = await harness.client.post("/v1/images/jobs", json={"prompt": "q2"}, headers=auth)
+        assert full.status_code == 503
+        assert full.json()["error"]["code"] == "queue_full"
+        assert full.headers["retry-after"].isdigit()
+        harness.fake.open("gate:running")
+
+
 async def test_jobs_are_private_to_their_key(harness: Harness) -> None:
     owner, other = await harness.auth("owner"), await harness.auth("other")
     job = (await post(harness, {"prompt": "mine"}, owner)).json()
@@ -283,7 +361,8 @@ async def test_cancel_a_running_job(harness: Harness) -> None:
     response = await harness.client.post(f"/v1/images/jobs/{job['id']}/cancel", headers=auth)
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
-    assert response.json()["error"]["code"] == "cancelled"
+    assert response.json()["error_code"] == "cancelled"
+    assert "Cancelled" in response.json()["error"]
 
 
 async def test_delete_removes_the_job_and_its_files(harness: Harness) -> None:

@@ -133,9 +133,8 @@ async def test_no_image_fails_with_a_clear_reason(
 ) -> None:
     response = await generate(gate, prompt)
     assert response.status_code == status
-    error = response.json()["error"]
-    assert error["code"] == code
-    assert words in error["message"]
+    assert response.json()["error_code"] == code
+    assert words in response.json()["error"]
     assert "session id" not in response.text
 
 
@@ -159,7 +158,7 @@ async def test_all_accounts_spent_is_a_429_with_the_reset_time(harness_with: Har
     async with harness_with(**codex_settings(tmp_path, accounts=2)) as gate:
         response = await generate(gate, "quota please")
         assert response.status_code == 429
-        assert response.json()["error"]["code"] == "rate_limit_exceeded"
+        assert response.json()["error_code"] == "rate_limit_exceeded"
         assert 7400 <= int(response.headers["retry-after"]) <= 7500  # "Try again in 2 hours 5 minutes"
 
 
@@ -200,7 +199,7 @@ async def test_timeout_stops_the_whole_process_group(harness_with: HarnessFactor
         pids = await running_pids(gate)
         response = await pending
         assert response.status_code == 504
-        assert response.json()["error"]["code"] == "backend_timeout"
+        assert response.json()["error_code"] == "backend_timeout"
         await wait_dead(pids)
 
 

@@ -126,8 +126,8 @@ async def test_a_job_interrupted_twice_fails_with_a_clear_reason(harness: Harnes
     await harness.app.state.scheduler.recover()
     response = await harness.client.get(f"/v1/images/jobs/{job_id}", headers=auth)
     assert response.json()["status"] == "failed"
-    assert response.json()["error"]["code"] == "interrupted"
-    assert "restart" in response.json()["error"]["message"]
+    assert response.json()["error_code"] == "interrupted"
+    assert "restart" in response.json()["error"]
     harness.fake.open("gate:orphan")
 
 

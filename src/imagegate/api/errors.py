@@ -38,10 +38,13 @@ class HttpError(ImagegateError):
 
 
 def native_error(error: ImagegateError, extra: dict[str, Any] | None = None) -> JSONResponse:
-    """{"error": {"code", "message", "param"}} with the error's status and headers."""
+    """{"error": {"code", "message", "param"}, "detail": message} with the error's status and headers.
+
+    `detail` is FastAPI's shape, which codex-image-service's clients read.
+    """
     body: dict[str, Any] = {"code": error.code, "message": error.message, "param": error.param}
     body.update(extra or {})
-    return JSONResponse({"error": body}, status_code=error.status, headers=error.headers)
+    return JSONResponse({"error": body, "detail": error.message}, status_code=error.status, headers=error.headers)
 
 
 def validation_to_error(exc: RequestValidationError) -> InvalidRequest:

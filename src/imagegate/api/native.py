@@ -10,8 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from imagegate.api.errors import native_error
-from imagegate.errors import InvalidRequest, RecordedError
+from imagegate.errors import QueueFull
 from imagegate.images import decode_base64
 from imagegate.jobs import idempotency, service
 from imagegate.jobs.models import Job, JobStatus
@@ -24,9 +23,9 @@ router = APIRouter(prefix="/v1/images", tags=["native"])
 
 
 class GenerateBody(BaseModel):
-    """The body of POST /v1/images/generate."""
+    """The body of POST /v1/images/generate and POST /v1/images/jobs; unknown fields are ignored, as the original."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     prompt: str = Field(description="What to draw.")
     model: str | None = Field(default=None, description="A routed model name; the default model if omitted.")
@@ -35,7 +34,9 @@ class GenerateBody(BaseModel):
     count: int = Field(default=1, description="How many images.")
     output_format: str = Field(default="png", description="png, jpeg or webp.")
     reference_images_base64: list[str] | None = Field(default=None, description="Reference images (edit mode).")
-    reference_image_base64: str | None = Field(default=None, description="One reference image (alias).")
+    reference_image_base64: str | None = Field(
+        default=None, description="One reference image (older alias; the plural field wins when both are sent)."
+    )
 
 
 def job_context(request: Request) -> JobContext:
@@ -91,21 +92,21 @@ def render_job(job: Job, base: str) -> dict[str, Any]:
             }
             for image in job.live_images
         ],
-        "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
+        # A string, as codex-image-service's clients read it; the machine-readable code beside it.
+        "error": (job.error_message or job.error_code) if job.error_code else None,
+        "error_code": job.error_code,
         "status_url": f"{base}/v1/images/jobs/{job.id}",
     }
 
 
 async def _references(body: GenerateBody) -> tuple[Reference, ...]:
-    if body.reference_images_base64 is not None and body.reference_image_base64 is not None:
-        raise InvalidRequest(
-            "Send reference_images_base64 or reference_image_base64, not both.",
-            param="reference_image_base64",
-        )
-    if body.reference_image_base64 is not None:
+    """The decoded reference images: the plural field wins over the singular alias, as in the original."""
+    if body.reference_images_base64 is not None:
+        items = [(f"reference_images_base64[{i}]", v) for i, v in enumerate(body.reference_images_base64)]
+    elif body.reference_image_base64 is not None:
         items = [("reference_image_base64", body.reference_image_base64)]
     else:
-        items = [(f"reference_images_base64[{i}]", v) for i, v in enumerate(body.reference_images_base64 or [])]
+        items = []
     decoded = []
     for param, value in items:
         data = await asyncio.to_thread(decode_base64, value, param=param)
@@ -114,17 +115,16 @@ async def _references(body: GenerateBody) -> tuple[Reference, ...]:
 
 
 def _finished_response(job: Job, base: str) -> JSONResponse:
+    """A finished job: 200 when it succeeded, else the job with its error's status (and `detail`, as FastAPI)."""
     if job.status == JobStatus.SUCCEEDED:
         return JSONResponse(render_job(job, base))
-    error = RecordedError(
-        status=job.error_status or 500,
-        code=job.error_code or "job_failed",
-        message=job.error_message or "The job did not finish.",
-    )
+    body = render_job(job, base)
+    if body["error"] is None:
+        body["error"], body["error_code"] = "The job did not finish.", "job_failed"
+    body["detail"] = body["error"]
     retry_after = job.params.get("retry_after")
-    if retry_after:
-        error.headers = {"Retry-After": str(retry_after)}
-    return native_error(error, {"job_id": job.id, "status": job.status})
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return JSONResponse(body, status_code=job.error_status or 500, headers=headers)
 
 
 def _accepted(job: Job, base: str, *, preference_applied: bool) -> JSONResponse:
@@ -132,6 +132,28 @@ def _accepted(job: Job, base: str, *, preference_applied: bool) -> JSONResponse:
     if preference_applied:
         headers["Preference-Applied"] = "respond-async"
     return JSONResponse(render_job(job, base), status_code=202, headers=headers)
+
+
+async def _submit(
+    body: GenerateBody, request: Request, key: ApiKey, idempotency_key: str | None, surface: str
+) -> service.Submitted:
+    """The body as a job, queued once per Idempotency-Key."""
+    generation = GenerationRequest(
+        prompt=body.prompt,
+        model=body.model,
+        size=body.size,
+        quality=body.quality,
+        count=body.count,
+        output_format=body.output_format,
+        references=await _references(body),
+    )
+    return await service.submit_once(
+        ctx=job_context(request),
+        request=generation,
+        key=key,
+        idempotency_key=idempotency_key,
+        fingerprint=idempotency.request_hash(surface, body.model_dump(exclude_unset=True)),
+    )
 
 
 @router.post("/generate", responses={202: {"description": "Accepted; poll status_url."}})
@@ -143,25 +165,27 @@ async def generate(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Queue a generation and wait for it up to the wait timeout (or answer 202 at once with Prefer)."""
-    ctx = job_context(request)
-    references = await _references(body)
-    generation = GenerationRequest(
-        prompt=body.prompt,
-        model=body.model,
-        size=body.size,
-        quality=body.quality,
-        count=body.count,
-        output_format=body.output_format,
-        references=references,
-    )
-    submitted = await service.submit_once(
-        ctx=ctx,
-        request=generation,
-        key=key,
-        idempotency_key=idempotency_key,
-        fingerprint=idempotency.request_hash("native.generate", body.model_dump(exclude_unset=True)),
-    )
-    response = await _respond(ctx, submitted.job, key, base_url(request), prefer)
+    submitted = await _submit(body, request, key, idempotency_key, "native.generate")
+    response = await _respond(job_context(request), submitted.job, key, base_url(request), prefer)
+    if submitted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@router.post("/jobs", status_code=202, responses={202: {"description": "Accepted; poll status_url."}})
+async def submit_job(
+    body: GenerateBody,
+    request: Request,
+    key: CallerKey,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Queue a generation and answer 202 at once (codex-image-service's async submit)."""
+    try:
+        submitted = await _submit(body, request, key, idempotency_key, "native.jobs")
+    except QueueFull as full:
+        full.status = 503  # what the original answers on this endpoint, and what its callers retry on
+        raise
+    response = _accepted(submitted.job, base_url(request), preference_applied=False)
     if submitted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
