@@ -18,7 +18,7 @@ from imagegate.admin import router as admin_router
 from imagegate.admin import service as admin_service
 from imagegate.admin.password import ensure_admin_password
 from imagegate.admin.web import AdminHeadersMiddleware, LoginRequired, error_page, prefix
-from imagegate.api import errors, files, health, legacy, native, openai, usage
+from imagegate.api import errors, files, health, legacy, native, openai, usage, vision
 from imagegate.api import metrics as metrics_api
 from imagegate.api.guard import UrlGuardMiddleware
 from imagegate.api.headers import RateLimitHeadersMiddleware, RequestIdMiddleware
@@ -80,6 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics_api.router)
     app.include_router(native.router)
+    app.include_router(vision.router)
     app.include_router(usage.router)
     app.include_router(openai.router)
     app.include_router(files.router)

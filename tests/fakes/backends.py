@@ -1,7 +1,8 @@
 """FakeBackend: a backend whose behaviour each test scripts through the prompt.
 
 Prompts starting with 'fail:', 'crash:', 'garbage:', 'empty:' or 'gate:' fail cleanly, raise an unexpected
-exception, return non-image bytes, return nothing, or wait until the test opens that prompt's gate.
+exception, return non-image bytes, return nothing, or wait until the test opens that prompt's gate. It reads
+images too (describe), by the same prefixes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from PIL import Image
 
-from imagegate.backends.base import BackendRequest, BackendResult, JobLog, OutputImage
+from imagegate.backends.base import BackendRequest, BackendResult, JobLog, OutputImage, VisionRequest
 from imagegate.errors import BackendError, InvalidRequest
 from imagegate.settings import Settings
 
@@ -33,6 +34,7 @@ class FakeBackend:
     def __init__(self, *, name: str, options: Mapping[str, Any], settings: Settings) -> None:
         self.name = name
         self.requests: list[BackendRequest] = []
+        self.vision_requests: list[VisionRequest] = []
         self.started: list[str] = []
         self.running = 0
         self.max_running = 0
@@ -86,6 +88,29 @@ class FakeBackend:
             return BackendResult(images=[])
         images = [OutputImage(tiny_png(size=(request.width, request.height))) for _ in range(request.count)]
         return BackendResult(images=images, metadata={"revised_prompt": prompt.upper()})
+
+    async def describe(self, request: VisionRequest, log: JobLog) -> str:
+        """Read images as the prompt says (gate:, fail:, crash:, empty:); counts as running like a job."""
+        self.vision_requests.append(request)
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        async with self._changed:
+            self.started.append(request.prompt)
+            self._changed.notify_all()
+        try:
+            prompt = request.prompt
+            log.usage("fake-account", "success")
+            if prompt.startswith("gate:"):
+                await self.gate(prompt).wait()
+            if prompt.startswith("fail:"):
+                raise BackendError("The fake backend could not read these images.")
+            if prompt.startswith("crash:"):
+                raise RuntimeError(f"unexpected failure with {SECRET_IN_ERROR}")
+            if prompt.startswith("empty:"):
+                return "  "
+            return f"fake: {len(request.images)} image(s) about {prompt!r}"
+        finally:
+            self.running -= 1
 
     async def sweep(self) -> int:
         """Nothing of its own to clean."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from imagegate.settings import Settings
 
@@ -115,8 +115,36 @@ class JobLog:
         return "".join(self._parts)
 
 
+@dataclass(frozen=True)
+class VisionRequest:
+    """What a backend is asked to read (POST /v1/vision): a prompt about one or more checked images."""
+
+    request_id: str
+    model: str
+    prompt: str
+    images: tuple[InputImage, ...]
+
+
+class Describer(Protocol):
+    """The optional read side of a backend: a backend that can answer questions about images has describe()."""
+
+    async def describe(self, request: VisionRequest, log: JobLog) -> str:
+        """The model's final answer about the images; raise ImagegateError on failure (never return nothing)."""
+        ...
+
+
+def describer(backend: Backend) -> Describer | None:
+    """The backend's describe operation, or None when it has none (or says so with `can_describe = False`)."""
+    if not callable(getattr(backend, "describe", None)) or not getattr(backend, "can_describe", True):
+        return None
+    return cast(Describer, backend)
+
+
 class Backend(Protocol):
-    """What makes pixels. Built once per configured backend by create_app."""
+    """What makes pixels. Built once per configured backend by create_app.
+
+    A backend may also read images: see Describer (an optional describe method beside generate).
+    """
 
     name: str
 

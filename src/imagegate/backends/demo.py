@@ -12,10 +12,30 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 from pydantic import BaseModel, Field
 
-from imagegate.backends.base import BackendRequest, BackendResult, InputImage, JobLog, OutputImage
+from imagegate.backends.base import BackendRequest, BackendResult, InputImage, JobLog, OutputImage, VisionRequest
 from imagegate.settings import Settings
 
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+# Plain colour words and the colours that stand for them (the nearest one names a pixel).
+COLOUR_WORDS: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("red", (220, 20, 20)),
+    ("red", (255, 0, 0)),
+    ("green", (0, 128, 0)),
+    ("green", (0, 255, 0)),
+    ("blue", (0, 0, 255)),
+    ("blue", (30, 90, 200)),
+    ("yellow", (255, 255, 0)),
+    ("orange", (255, 140, 0)),
+    ("purple", (128, 0, 128)),
+    ("pink", (255, 170, 200)),
+    ("brown", (120, 70, 20)),
+    ("cyan", (0, 255, 255)),
+    ("magenta", (255, 0, 255)),
+    ("white", (255, 255, 255)),
+    ("gray", (128, 128, 128)),
+    ("black", (0, 0, 0)),
+)
+SAMPLE_SIDE = 48
 
 
 class DemoOptions(BaseModel):
@@ -49,6 +69,15 @@ class DemoBackend:
             images.append(OutputImage(final))
         return BackendResult(images=images, metadata={"revised_prompt": None})
 
+    async def describe(self, request: VisionRequest, log: JobLog) -> str:
+        """Offline and deterministic: each image's size and its dominant colour as a plain word."""
+        lines = []
+        for index, image in enumerate(request.images):
+            colour = await asyncio.to_thread(dominant_colour, image.data)
+            lines.append(f"Image {index + 1}: {image.width}x{image.height} pixels, mostly {colour}.")
+        log.write(f"demo: described {len(request.images)} image(s)\n")
+        return "\n".join(lines)
+
     async def sweep(self) -> int:
         """Nothing of its own to clean."""
         return 0
@@ -78,6 +107,23 @@ def render(request: BackendRequest, index: int) -> bytes:
         image = Image.blend(image, _collage(request.references, image.size), 0.6)
     _caption(image, request.prompt)
     return _encode(image, request.output_format)
+
+
+def dominant_colour(data: bytes) -> str:
+    """The colour word most of the image's pixels are nearest to."""
+    with Image.open(io.BytesIO(data)) as source:
+        sample = source.convert("RGB").resize((SAMPLE_SIDE, SAMPLE_SIDE), Image.Resampling.NEAREST)
+    votes: dict[str, int] = {}
+    colours = sample.getcolors(SAMPLE_SIDE * SAMPLE_SIDE) or []
+    for count, pixel in colours:
+        assert isinstance(pixel, tuple)  # an RGB image's colours are tuples
+        word = _nearest_word((pixel[0], pixel[1], pixel[2]))
+        votes[word] = votes.get(word, 0) + count
+    return max(sorted(votes), key=lambda word: votes[word])
+
+
+def _nearest_word(pixel: tuple[int, int, int]) -> str:
+    return min(COLOUR_WORDS, key=lambda item: sum((a - b) ** 2 for a, b in zip(item[1], pixel, strict=True)))[0]
 
 
 def _partial_count(request: BackendRequest) -> int:

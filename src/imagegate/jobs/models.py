@@ -27,6 +27,13 @@ class JobStatus(enum.StrEnum):
 FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
 
 
+class JobKind(enum.StrEnum):
+    """What a job row records: an image job (queued, claimed) or a vision request (run at once, never queued)."""
+
+    IMAGE = "image"
+    VISION = "vision"
+
+
 class Job(Base):
     """One generation request, any number of output images."""
 
@@ -46,6 +53,7 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(40), unique=True)
     key_id: Mapped[int | None] = mapped_column(ForeignKey("api_key.id", ondelete="SET NULL"))
     key_handle: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16), default=JobKind.IMAGE, server_default=JobKind.IMAGE.value)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
     model: Mapped[str] = mapped_column(String(100))
     backend: Mapped[str] = mapped_column(String(100))

@@ -8,17 +8,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, text, true, update
+from sqlalchemy import and_, delete, func, not_, or_, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from imagegate.db import utcnow
 from imagegate.errors import ImagegateError, JobInterrupted
 from imagegate.images import ImageInfo
-from imagegate.jobs.models import Job, JobImage, JobStatus, Worker
+from imagegate.jobs.models import Job, JobImage, JobKind, JobStatus, Worker
 
 # A job is tried at most this many times when the process running it dies or shuts down.
 MAX_ATTEMPTS = 2
+# A vision request of a process without a worker id (no scheduler) counts as abandoned only after this long.
+UNOWNED_VISION_STALE = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -42,35 +44,50 @@ class StoredImage:
 
 async def any_queued(session: AsyncSession, *, backend: str) -> bool:
     """Whether a job waits for the backend: a read, so an idle claim loop never takes the write lock."""
-    found = await session.scalar(select(Job.seq).where(Job.status == JobStatus.QUEUED, Job.backend == backend).limit(1))
+    found = await session.scalar(
+        select(Job.seq)
+        .where(Job.status == JobStatus.QUEUED, Job.backend == backend, Job.kind == JobKind.IMAGE)
+        .limit(1)
+    )
     return found is not None
+
+
+def _lock_claims(session: AsyncSession, backend: str) -> Any:
+    """Serialises claimers of one backend (PostgreSQL) so running counts are exact across processes."""
+    return session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": f"imagegate.claim.{backend}"}
+    )
 
 
 async def claim(session: AsyncSession, *, backend: str, limit: int, worker_id: str) -> Claimed | None:
     """Take the fairest queued job of the backend if fewer than `limit` of its jobs run anywhere."""
     if session.get_bind().dialect.name == "postgresql":
-        # Serialises claimers of one backend so the running-count check below is exact across processes.
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": f"imagegate.claim.{backend}"}
-        )
+        await _lock_claims(session, backend)
     queued, running = aliased(Job), aliased(Job)
     next_job = (
         select(queued.seq)
-        .where(queued.status == JobStatus.QUEUED, queued.backend == backend)
+        .where(queued.status == JobStatus.QUEUED, queued.backend == backend, queued.kind == JobKind.IMAGE)
         .order_by(queued.fair_tag, queued.seq)
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    running_now = (
+    # A vision request waiting for a slot holds it: it goes before every queued image job.
+    taken = (
         select(func.count())
         .select_from(running)
-        .where(running.status == JobStatus.RUNNING, running.backend == backend)
+        .where(
+            running.backend == backend,
+            or_(
+                running.status == JobStatus.RUNNING,
+                and_(running.status == JobStatus.QUEUED, running.kind == JobKind.VISION),
+            ),
+        )
         .scalar_subquery()
     )
     statement = (
         update(Job)
-        .where(Job.seq == next_job, running_now < limit)
+        .where(Job.seq == next_job, taken < limit)
         .values(
             status=JobStatus.RUNNING,
             started_at=utcnow(),
@@ -85,6 +102,27 @@ async def claim(session: AsyncSession, *, backend: str, limit: int, worker_id: s
     if row is None:
         return None
     return Claimed(row.id, row.attempts, row.model, max((row.started_at - row.created_at).total_seconds(), 0.0))
+
+
+async def promote_vision(sessions: async_sessionmaker[AsyncSession], *, job_id: str, backend: str, limit: int) -> bool:
+    """Move a waiting vision request to running if fewer than `limit` of the backend's rows run anywhere."""
+    async with sessions() as session, session.begin():
+        if session.get_bind().dialect.name == "postgresql":
+            await _lock_claims(session, backend)
+        running = aliased(Job)
+        running_now = (
+            select(func.count())
+            .select_from(running)
+            .where(running.status == JobStatus.RUNNING, running.backend == backend)
+            .scalar_subquery()
+        )
+        result = await session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED, running_now < limit)
+            .values(status=JobStatus.RUNNING, started_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _owned(claimed: Claimed) -> Any:
@@ -246,25 +284,51 @@ async def recover_interrupted(
 ) -> list[str]:
     """Settle running jobs whose worker is gone: requeue them once or fail them; returns their ids."""
     dead = await dead_workers(sessions, me=me, stale_after=stale_after)
+    unowned_vision = and_(
+        Job.kind == JobKind.VISION, Job.worker_id.is_(None), Job.created_at > utcnow() - UNOWNED_VISION_STALE
+    )
     async with sessions() as session:
         live = select(Worker.id).where(Worker.id.not_in(dead) if dead else true())
         rows = (
             await session.execute(
-                select(Job.id, Job.attempts).where(
-                    Job.status == JobStatus.RUNNING,
+                select(Job.id, Job.attempts, Job.kind, Job.status).where(
+                    or_(
+                        Job.status == JobStatus.RUNNING,
+                        and_(Job.status == JobStatus.QUEUED, Job.kind == JobKind.VISION),
+                    ),
                     or_(Job.worker_id.is_(None), Job.worker_id.not_in(live)),
+                    not_(unowned_vision),
                 )
             )
         ).all()
     settled = []
     for row in rows:
-        claimed = Claimed(row.id, row.attempts)
-        await settle_interrupted(sessions, claimed, None, retry=retry)
+        if row.kind == JobKind.VISION:
+            # It was answered on its HTTP connection, which died with the process: never run it again.
+            await _fail_vision(sessions, row.id, row.status)
+        else:
+            await settle_interrupted(sessions, Claimed(row.id, row.attempts), None, retry=retry)
         settled.append(row.id)
     if dead:
         async with sessions() as session, session.begin():
             await session.execute(delete(Worker).where(Worker.id.in_(dead)))
     return settled
+
+
+async def _fail_vision(sessions: async_sessionmaker[AsyncSession], job_id: str, status: str) -> None:
+    error = JobInterrupted("The vision request was interrupted by a restart of the service; send it again.")
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == status)
+            .values(
+                status=JobStatus.FAILED,
+                finished_at=utcnow(),
+                error_code=error.code,
+                error_message=error.message,
+                error_status=error.status,
+            )
+        )
 
 
 async def cancel_requested(sessions: async_sessionmaker[AsyncSession], job_ids: list[str]) -> list[str]:

@@ -104,15 +104,7 @@ def text_problem(value: Any) -> str | None:
 
 def validate(request: GenerationRequest, settings: Settings) -> ValidRequest:
     """Check everything that does not need I/O; InvalidRequest says which field and what to change."""
-    prompt = request.prompt.strip()
-    if not prompt:
-        raise InvalidRequest("prompt must not be empty.", param="prompt")
-    if "\x00" in prompt:
-        raise InvalidRequest("prompt contains a NUL character; remove it.", param="prompt")
-    if len(prompt) > settings.max_prompt_chars:
-        raise InvalidRequest(
-            f"prompt is {len(prompt)} characters; the limit is {settings.max_prompt_chars}.", param="prompt"
-        )
+    prompt = check_prompt(request.prompt, settings)
     width, height = parse_size(request.size, settings.max_image_side)
     if not 1 <= request.count <= settings.max_images_per_job:
         raise InvalidRequest(f"count must be between 1 and {settings.max_images_per_job}.", param="count")
@@ -130,6 +122,20 @@ def validate(request: GenerationRequest, settings: Settings) -> ValidRequest:
         raise InvalidRequest("A mask needs an image to edit; send the image too.", param=request.mask.param)
     size = "auto" if request.size == "auto" else f"{width}x{height}"
     return ValidRequest(prompt, size, width, height, request.quality, request.count, output_format)
+
+
+def check_prompt(prompt: str, settings: Settings) -> str:
+    """The prompt without surrounding space; InvalidRequest when empty, too long or holding a NUL."""
+    prompt = prompt.strip()
+    if not prompt:
+        raise InvalidRequest("prompt must not be empty.", param="prompt")
+    if "\x00" in prompt:
+        raise InvalidRequest("prompt contains a NUL character; remove it.", param="prompt")
+    if len(prompt) > settings.max_prompt_chars:
+        raise InvalidRequest(
+            f"prompt is {len(prompt)} characters; the limit is {settings.max_prompt_chars}.", param="prompt"
+        )
+    return prompt
 
 
 def parse_size(size: str, max_side: int) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from imagegate.errors import Conflict, NotFound, PayloadTooLarge, QueueFull, Ref
 from imagegate.images import ImageHeader, ImageInfo, inspect_image, read_header
 from imagegate.jobs import idempotency
 from imagegate.jobs.events import JobEvents
-from imagegate.jobs.models import Job, JobImage, JobInput, JobStatus
+from imagegate.jobs.models import Job, JobImage, JobInput, JobKind, JobStatus
 from imagegate.jobs.requests import GenerationRequest, Reference, ValidRequest, require_storable_text, validate
 from imagegate.keys import audit, limits
 from imagegate.keys.models import ApiKey
@@ -265,7 +265,9 @@ async def _insert_queued(ctx: JobContext, job: Job, key: ApiKey, idempotency_key
         job.fair_tag = await _fair_tag(session, job)
         session.add(job)
         await session.flush()
-        queued = await session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED))
+        queued = await session.scalar(
+            select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED, Job.kind == JobKind.IMAGE)
+        )
         if (queued or 0) > ctx.settings.queue_max_size:
             raise QueueFull(
                 f"The queue is full ({ctx.settings.queue_max_size} jobs waiting); retry in a few seconds.",
@@ -283,7 +285,7 @@ async def _fair_tag(session: AsyncSession, job: Job) -> int:
     one past its own latest queued or running job, and never before the virtual time. A key with a long
     backlog therefore alternates with newcomers instead of making them wait behind all of it.
     """
-    active = Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])
+    active = Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]) & (Job.kind == JobKind.IMAGE)
     virtual_time = await session.scalar(select(func.min(Job.fair_tag)).where(active, Job.backend == job.backend))
     last_of_key = await session.scalar(
         select(func.max(Job.fair_tag)).where(Job.key_id == job.key_id, active, Job.backend == job.backend)
@@ -299,7 +301,7 @@ async def get_job(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Job:
     async with ctx.sessions() as session:
         statement = (
             select(Job)
-            .where(Job.id == job_id, Job.deleted_at.is_(None))
+            .where(Job.id == job_id, Job.deleted_at.is_(None), Job.kind == JobKind.IMAGE)
             .options(selectinload(Job.images), selectinload(Job.inputs))
         )
         if key is not None:
@@ -322,7 +324,7 @@ async def list_jobs(*, ctx: JobContext, key: ApiKey, limit: int, cursor: str | N
     """The key's jobs newest first; the cursor is the last job id of the previous page."""
     statement = (
         select(Job)
-        .where(Job.key_id == key.id, Job.deleted_at.is_(None))
+        .where(Job.key_id == key.id, Job.deleted_at.is_(None), Job.kind == JobKind.IMAGE)
         .options(selectinload(Job.images), selectinload(Job.inputs))
         .order_by(Job.created_at.desc(), Job.seq.desc())
         .limit(limit + 1)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from imagegate.db import Base, UTCDateTime, utcnow
 
-SCOPES = ("generate", "edit", "read", "delete")
+SCOPES = ("generate", "edit", "read", "delete", "vision")
 
 
 class ApiKey(Base):
