@@ -6,6 +6,7 @@ layout-141-call, layout-generated, layout-workdir; refuse, exit-3, no-output, qu
 CODEX_HOME), quota-rollout (the limit only as a rollout error event), slow (spawns a child and sleeps),
 slow-once (slow the first time on an account), hold (0.3 s), same-image (one fixed image, unless CODEX_HOME
 holds 'fresh'); "Reply with" (the keep-alive) just answers OK. Every image is otherwise different.
+A vision run (--output-last-message) answers in that file, or answer-in-rollout, answer-in-stdout, no-answer.
 With auth.json and a file 'rotate' in CODEX_HOME, each run rotates the refresh token as Codex does.
 It records its argv and environment in the workdir, appends start/end lines to CODEX_HOME/execs.log, and marks
 CONFLICT in CODEX_HOME if two runs overlap on one account.
@@ -101,6 +102,16 @@ try:
         time.sleep(1000)
     if "hold" in instruction:
         time.sleep(0.3)
+    if "--output-last-message" in args:  # a vision run: answer about the --image files
+        images = [args[i + 1] for i, arg in enumerate(args) if arg == "--image"]
+        answer = f"VERDICT: PASS ({len(images)} image(s) seen)"
+        if "answer-in-rollout" in instruction:
+            rollout([{"type": "event_msg", "payload": {"type": "agent_message", "message": answer}}])
+        elif "answer-in-stdout" in instruction:
+            print(answer)
+        elif "no-answer" not in instruction:
+            pathlib.Path(args[args.index("--output-last-message") + 1]).write_text(answer + "\n")
+        sys.exit(0)
     if "refuse" in instruction:
         print("I can't help create that image; it may violate the content policy.")
         sys.exit(0)

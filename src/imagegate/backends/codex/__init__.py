@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from imagegate.backends.base import AdminPanel, BackendRequest, BackendResult, JobLog, OutputImage
-from imagegate.backends.codex import outputs, process, tokens, workdirs
+from imagegate.backends.base import AdminPanel, BackendRequest, BackendResult, JobLog, OutputImage, VisionRequest
+from imagegate.backends.codex import outputs, process, tokens, vision, workdirs
 from imagegate.backends.codex.accounts import Account, AccountPool, AllExhausted, Dispatch
 from imagegate.backends.codex.options import PASSED_ENV, PASSED_ENV_PREFIXES, PROXY_ENV, AccountOption, CodexOptions
 from imagegate.backends.codex.outputs import fit
@@ -175,6 +175,10 @@ class CodexBackend:
             "images_requested": request.count,
         }
         return BackendResult(images=[image for image, _size in made], metadata={"codex": sizes})
+
+    async def describe(self, request: VisionRequest, log: JobLog) -> str:
+        """Codex's final message about the images, from `codex exec` in the read-only sandbox."""
+        return await vision.describe(self, request, log)
 
     async def _one_image(
         self, request: BackendRequest, workdir: Path, inputs: list[Path], index: int, log: JobLog
