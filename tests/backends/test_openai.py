@@ -193,7 +193,7 @@ async def test_downloads_are_bounded(gate: Harness) -> None:
         "/v1/images/generate", json={"prompt": "huge-url", "model": "local-model"}, headers=await gate.auth()
     )
     assert response.status_code == 502
-    assert "larger than" in response.json()["error"]["message"]
+    assert "larger than" in response.json()["error"]
 
 
 async def test_upstream_rate_limit_is_a_429_with_retry_after_on_each_surface(sdk: AsyncOpenAI, gate: Harness) -> None:
@@ -230,7 +230,7 @@ async def test_provider_failures_and_timeouts(gate: Harness, prompt: str, status
         "/v1/images/generate", json={"prompt": prompt, "model": "gpt-image-1"}, headers=await gate.auth()
     )
     assert response.status_code == status
-    assert response.json()["error"]["code"] in ("backend_error", "backend_timeout")
+    assert response.json()["error_code"] in ("backend_error", "backend_timeout")
 
 
 async def test_partial_images_pass_through_a_stream(sdk: AsyncOpenAI, upstream: FakeOpenAI) -> None:
@@ -274,3 +274,48 @@ def test_azure_uses_the_sdks_azure_client(tmp_path: Path) -> None:
         OpenAIBackend(
             name="a", options={"api_key": "k", "azure_endpoint": "https://x"}, settings=Settings(data_dir=tmp_path)
         )
+
+
+async def test_vision_asks_the_vision_model_with_the_images_inline(
+    harness_with: HarnessFactory, upstream: FakeOpenAI
+) -> None:
+    upstream.requests.clear()
+    async with harness_with(**openai_settings(upstream, vision_model="gpt-4.1-mini")) as gate:
+        images = [base64.b64encode(tiny_png()).decode()] * 2
+        body = {"prompt": "Three cats? VERDICT: PASS or FAIL", "images_base64": images, "model": "gpt-image-1"}
+        response = await gate.client.post("/v1/vision", json=body, headers=await gate.auth())
+        assert response.status_code == 200, response.text
+        assert response.json()["text"] == "gpt-4.1-mini saw 2 image(s)"
+        sent = upstream.requests[-1]
+        assert sent.path == "/v1/chat/completions"
+        assert sent.authorization == f"Bearer {SECRET}"
+        urls = [part["image_url"]["url"] for part in sent.fields["messages"][0]["content"] if part["type"] != "text"]
+        assert all(url.startswith("data:image/png;base64,") for url in urls)
+        assert len(urls) == 2
+
+
+@pytest.mark.parametrize(
+    ("prompt", "status", "code"),
+    [
+        ("no-answer", 502, "backend_error"),
+        ("rate-limited", 429, "rate_limit_exceeded"),
+        ("bad-credentials", 502, "upstream_credentials_rejected"),
+        ("upstream-down", 502, "backend_error"),
+    ],
+)
+async def test_vision_errors_are_mapped_like_generation(
+    harness_with: HarnessFactory, upstream: FakeOpenAI, prompt: str, status: int, code: str
+) -> None:
+    async with harness_with(**openai_settings(upstream, vision_model="gpt-4.1-mini")) as gate:
+        body = {"prompt": prompt, "images_base64": [base64.b64encode(tiny_png()).decode()], "model": "gpt-image-1"}
+        response = await gate.client.post("/v1/vision", json=body, headers=await gate.auth())
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code
+        assert "sk-" not in response.text
+
+
+async def test_without_a_vision_model_vision_is_a_clear_400(gate: Harness) -> None:
+    body = {"prompt": "look", "images_base64": [base64.b64encode(tiny_png()).decode()], "model": "gpt-image-1"}
+    response = await gate.client.post("/v1/vision", json=body, headers=await gate.auth())
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "model"

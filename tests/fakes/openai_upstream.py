@@ -2,7 +2,8 @@
 
 'rate-limited' → 429 with retry-after; 'policy' → 400 moderation_blocked; 'bad-credentials' → 401 (its message
 echoes a key fragment, as OpenAI's does); 'upstream-down' → 500; 'slow' → answers after 5 s; 'as-url' → a URL
-to the image instead of base64; 'huge-url' → a URL to 2 MB of bytes. Every request is recorded.
+to the image instead of base64; 'huge-url' → a URL to 2 MB of bytes. Chat Completions (vision) follow the
+same words, and 'no-answer' gives an empty message. Every request is recorded.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class FakeOpenAI:
                 Route("/v1/images/generations", self._images, methods=["POST"]),
                 Route("/v1/images/edits", self._images, methods=["POST"]),
                 Route("/v1/images/variations", self._images, methods=["POST"]),
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/files/{name}", self._file, methods=["GET"]),
             ]
         )
@@ -95,6 +97,35 @@ class FakeOpenAI:
             "total_tokens": 110,
         }
         return JSONResponse({"created": int(time.time()), "data": data, "usage": usage})
+
+    async def _chat(self, request: Request) -> Response:
+        """Chat Completions with image inputs: the answer names the model and how many images it saw."""
+        recorded = await self._read(request)
+        parts = recorded.fields["messages"][-1]["content"]
+        prompt = " ".join(part["text"] for part in parts if part["type"] == "text")
+        images = [part["image_url"]["url"] for part in parts if part["type"] == "image_url"]
+        failure = _failure(prompt)
+        if failure is not None:
+            return failure
+        if "slow" in prompt:
+            await asyncio.sleep(5)
+        answer = "" if "no-answer" in prompt else f"{recorded.fields['model']} saw {len(images)} image(s)"
+        return JSONResponse(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": recorded.fields["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": answer, "refusal": None},
+                    }
+                ],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 8, "total_tokens": 108},
+            }
+        )
 
     def _item(self, prompt: str, image: bytes, index: int) -> dict[str, Any]:
         if "huge-url" in prompt:

@@ -13,7 +13,7 @@ from typing import Any
 import openai
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
-from imagegate.backends.base import BackendRequest, BackendResult, InputImage, JobLog, OutputImage
+from imagegate.backends.base import BackendRequest, BackendResult, InputImage, JobLog, OutputImage, VisionRequest
 from imagegate.backends.fetch import ImageFetcher
 from imagegate.backends.openai_models import check_request, rules_for, upstream_size
 from imagegate.errors import (
@@ -50,6 +50,10 @@ class OpenAIOptions(BaseModel):
     azure_api_version: str | None = None
     azure_deployment: str | None = None
     upstream_model: str | None = Field(default=None, description="Send this model name instead of the caller's.")
+    vision_model: str | None = Field(
+        default=None,
+        description="A vision-capable chat model (e.g. gpt-4.1-mini) for POST /v1/vision; none: no vision.",
+    )
     max_download_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     download_timeout_seconds: float = Field(default=60.0, gt=0)
 
@@ -99,6 +103,7 @@ class OpenAIBackend:
             timeout=self.options.download_timeout_seconds,
             max_bytes=self.options.max_download_bytes,
         )
+        self.can_describe = self.options.vision_model is not None
 
     @property
     def _images(self) -> Any:
@@ -240,6 +245,31 @@ class OpenAIBackend:
     async def _download(self, url: str) -> bytes:
         """Fetch an image the provider returned as a URL (http(s), same-host redirects, public addresses)."""
         return await self._downloads.fetch(url)
+
+    async def describe(self, request: VisionRequest, log: JobLog) -> str:
+        """Ask the vision model through Chat Completions with the images inline; an empty answer is a failure."""
+        model = self.options.vision_model
+        if model is None:
+            raise UpstreamRejected("This backend has no vision_model configured.")
+        content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
+        for image in request.images:
+            url = f"data:image/{image.format};base64,{base64.b64encode(image.data).decode()}"
+            content.append({"type": "image_url", "image_url": {"url": url}})
+        log.write(f"openai: vision model={model} images={len(request.images)}\n")
+        try:
+            completion = await self._chat.create(model=model, messages=[{"role": "user", "content": content}])
+        except openai.APIError as error:
+            raise translate(error) from None
+        choices = getattr(completion, "choices", None) or []
+        answer = choices[0].message.content if choices and choices[0].message else None
+        if not isinstance(answer, str) or not answer.strip():
+            raise BackendError("The provider's model gave no answer about the image(s).")
+        return answer
+
+    @property
+    def _chat(self) -> Any:
+        # The SDK's message types are a union of TypedDicts; the answer is checked above.
+        return self.client.chat.completions
 
     async def sweep(self) -> int:
         """Nothing of its own to clean."""
