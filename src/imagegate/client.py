@@ -1,8 +1,9 @@
-"""A small client for a running ImageGate (used by `imagegate generate`)."""
+"""A small client for a running ImageGate (used by `imagegate generate` and `imagegate describe`)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,21 @@ async def _wait(client: httpx2.AsyncClient, job: dict[str, Any], timeout: float)
     if job["status"] != "succeeded":
         raise ClientError(f"job {job['id']} {job['status']}: {job.get('error')} ({job.get('error_code')})")
     return job
+
+
+async def describe_images(
+    *, url: str, key: str, prompt: str, images: list[Path], model: str | None, timeout: float
+) -> str:
+    """Ask POST /v1/vision about the image files; the model's answer."""
+    encoded = [base64.b64encode(await asyncio.to_thread(path.read_bytes)).decode() for path in images]
+    body: dict[str, Any] = {"prompt": prompt, "images_base64": encoded, **({"model": model} if model else {})}
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx2.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout) as client:
+        try:
+            response = await client.post("/v1/vision", json=body)
+        except httpx2.HTTPError as exc:
+            raise ClientError(f"cannot reach {url}: {exc}") from None
+    if response.status_code != 200:
+        raise ClientError(_error_text(response))
+    text: str = response.json()["text"]
+    return text

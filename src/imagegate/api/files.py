@@ -15,7 +15,8 @@ from imagegate.storage import Storage
 
 router = APIRouter(tags=["files"])
 
-NAME = re.compile(r"^[A-Za-z0-9_-]{24}\.(png|jpeg|webp|gif)$")
+# Our names are 24 random characters; images imported from codex-image-service keep theirs (img_<id>.png).
+NAME = re.compile(r"^[A-Za-z0-9_-]{1,76}\.(png|jpe?g|webp|gif)$")
 # Names are never reused and files never change, so caches may keep them as long as they like.
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 
@@ -39,11 +40,15 @@ async def generated(name: str, request: Request) -> Response:
             raise NotFound("No such image (it may have expired or been deleted).") from None
         if etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
-        return FileResponse(path, media_type=CONTENT_TYPES[match[1]], headers=headers, stat_result=stat)
+        return FileResponse(path, media_type=_content_type(match[1]), headers=headers, stat_result=stat)
     try:
         data = await storage.get(key)
     except FileNotFoundError:
         raise NotFound("No such image (it may have expired or been deleted).") from None
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    return Response(data, media_type=CONTENT_TYPES[match[1]], headers=headers)
+    return Response(data, media_type=_content_type(match[1]), headers=headers)
+
+
+def _content_type(suffix: str) -> str:
+    return CONTENT_TYPES["jpeg" if suffix == "jpg" else suffix]

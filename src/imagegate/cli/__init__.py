@@ -1,4 +1,4 @@
-"""The imagegate command: serve, worker, db upgrade, keys, audit, cleanup, generate."""
+"""The imagegate command: serve, worker, db upgrade, keys, audit, cleanup, generate, describe, import."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from imagegate.cli.common import (
     prepare_metrics,
     sessions_for,
 )
+from imagegate.cli.imports import import_app
 from imagegate.cli.keys import audit_command, keys_app
 from imagegate.migrations import upgrade
 
@@ -35,6 +36,7 @@ app = typer.Typer(help="ImageGate: a self-hosted image-generation gateway.", no_
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+app.add_typer(import_app, name="import")
 admin_app = typer.Typer(help="The admin web UI's login.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
 app.command("audit")(audit_command)
@@ -234,6 +236,33 @@ def generate(
         raise typer.Exit(1) from None
     for path in saved:
         typer.echo(str(path))
+
+
+@app.command()
+def describe(
+    images: Annotated[
+        list[Path], typer.Argument(help="Image files to ask about (1 to 16).", exists=True, dir_okay=False)
+    ],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="What to ask about the images.")],
+    url: Annotated[str, typer.Option(envvar="IMAGEGATE_URL", help="The server.")] = "http://127.0.0.1:8000",
+    key: Annotated[str | None, typer.Option(envvar="IMAGEGATE_API_KEY", help="Your API key.")] = None,
+    model: Annotated[str | None, typer.Option(help="A model whose backend can read images.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 600.0,
+) -> None:
+    """Ask a running server's vision endpoint about images and print the answer (a client: needs a key)."""
+    from imagegate.client import ClientError, describe_images
+
+    if not key:
+        typer.echo("An API key is needed: --key ig_… or IMAGEGATE_API_KEY.", err=True)
+        raise typer.Exit(2)
+    try:
+        answer = asyncio.run(
+            describe_images(url=url, key=key, prompt=prompt, images=images, model=model, timeout=timeout)
+        )
+    except ClientError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(answer)
 
 
 def main() -> None:

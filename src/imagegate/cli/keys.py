@@ -22,7 +22,7 @@ LimitOption = Annotated[str | None, typer.Option(help="A number, or 'none' for n
 ModelsOption = Annotated[
     str | None, typer.Option("--models", help="Comma-separated models or backends this key may use; 'all' for any.")
 ]
-ScopesOption = Annotated[str | None, typer.Option(help="Comma-separated: generate, edit, read, delete.")]
+ScopesOption = Annotated[str | None, typer.Option(help="Comma-separated: generate, edit, read, delete, vision.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")]
 
 

@@ -1,0 +1,1 @@
+"""Bringing an existing installation of another service over to ImageGate."""
