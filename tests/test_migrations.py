@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -69,3 +70,25 @@ async def test_images_made_before_public_ids_get_one_each(database_url: str) -> 
     assert len(set(ids)) == 2
     assert all(uuid.UUID(value).version == 4 for value in ids)
     assert surfaces == ["native"]
+
+
+async def test_the_vision_migration_gives_every_existing_key_the_scope(database_url: str) -> None:
+    await asyncio.to_thread(downgrade, database_url, "0008")
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO api_key (handle, name, token_hash, enabled, created_at, scopes)"
+                    " VALUES ('key_old', 'old', :hash, true, CURRENT_TIMESTAMP, :scopes)"
+                ),
+                {"hash": "0" * 64, "scopes": json.dumps(["generate", "read"])},
+            )
+        await asyncio.to_thread(upgrade, database_url)
+        async with engine.connect() as connection:
+            scopes = (await connection.execute(text("SELECT scopes FROM api_key"))).scalar_one()
+            kinds = (await connection.execute(text("SELECT count(*) FROM job WHERE kind <> 'image'"))).scalar_one()
+    finally:
+        await engine.dispose()
+    assert (json.loads(scopes) if isinstance(scopes, str) else scopes) == ["generate", "read", "vision"]
+    assert kinds == 0
