@@ -57,7 +57,7 @@ def build_original(folder: Path) -> tuple[Path, Path, dict[str, bytes]]:
     stamp = (now - timedelta(days=1)).isoformat(sep=" ")
     expires = (now + timedelta(days=6)).isoformat(sep=" ")
     files: dict[str, bytes] = {}
-    rows = []
+    rows: list[tuple[str, str, str, str, str, str | None]] = []
     for index, (raw, colour) in enumerate(
         [(ACTIVE_KEY, (250, 0, 0)), (ACTIVE_KEY, (0, 250, 0)), (DISABLED_KEY, (0, 0, 250))]
     ):

@@ -29,7 +29,7 @@ async def ask(harness: Harness, body: dict[str, Any], headers: dict[str, str]) -
 async def recorded(harness: Harness, request_id: str) -> Job:
     """The vision request's row."""
     async with harness.app.state.sessions() as session:
-        job = await session.scalar(select(Job).where(Job.id == request_id))
+        job: Job | None = await session.scalar(select(Job).where(Job.id == request_id))
     assert job is not None
     return job
 
@@ -71,7 +71,7 @@ async def test_zero_or_seventeen_images_are_a_4xx(harness: Harness) -> None:
 
 async def test_bad_inputs_are_a_clear_4xx(harness: Harness) -> None:
     auth = await harness.auth()
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"prompt": " ", "images_base64": [b64(tiny_png())]}, "prompt"),
         ({"prompt": "look", "images_base64": ["%%%"]}, "images_base64[0]"),
         ({"prompt": "look", "images_base64": [b64(tiny_png()), b64(b"text")]}, "images_base64[1]"),
