@@ -81,7 +81,10 @@ async def describe(*, ctx: JobContext, key: ApiKey, prompt: str, images: list[st
     inputs = await _checked_images(images, ctx)
     request = VisionRequest(new_vision_id(), route.model, prompt, tuple(image for image, _info in inputs))
     await _take_slot(ctx, key, route.backend, _new_row(ctx, key, request, route.backend, inputs))
-    answer = await _run(ctx, operation, request, route.backend)
+    try:
+        answer = await _run(ctx, operation, request, route.backend)
+    finally:
+        ctx.events.queued(route.backend)  # the slot is free: this process's claim loop need not wait for its poll
     return Described(request.request_id, route.model, answer)
 
 
@@ -160,6 +163,7 @@ async def _take_slot(ctx: JobContext, key: ApiKey, backend: str, job: Job) -> No
     except BaseException as exc:
         error = exc if isinstance(exc, ImagegateError) else _gone()
         await _whole(_finish(ctx, job.id, JobLog(1024), error=error, waiting=True))
+        ctx.events.queued(backend)  # the reservation is gone: queued image jobs may be claimed again
         raise
 
 
