@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from imagegate.backends.base import Backend, BackendFactory, HasAdminPanel, HasCliCommands, UsesStore
+    from imagegate.backends.base import Backend, BackendFactory, Describer, HasAdminPanel, HasCliCommands, UsesStore
     from imagegate.backends.codex import CodexBackend
     from imagegate.backends.demo import DemoBackend
     from imagegate.backends.openai import OpenAIBackend
@@ -16,4 +16,5 @@ if TYPE_CHECKING:
         stateful: list[UsesStore] = [codex]
         panels: list[HasAdminPanel] = [codex]
         commands: list[type[HasCliCommands]] = [CodexBackend]
-        del backends, factories, stateful, panels, commands
+        readers: list[Describer] = [demo, openai, codex]
+        del backends, factories, stateful, panels, commands, readers
