@@ -43,7 +43,7 @@ async def test_a_prompt_that_quotes_a_usage_limit_rests_no_account(
     async with harness_with(**codex_settings(tmp_path, accounts=2)) as gate:
         failed = await generate(gate, prompt)
         assert failed.status_code == 502, failed.text  # no image, and no usage limit of Codex's own
-        assert failed.json()["error"]["code"] == "backend_error"
+        assert failed.json()["error_code"] == "backend_error"
         assert await backend_of(gate).store.values("rest:") == {}  # type: ignore[union-attr]
         innocent = await generate(gate, "a quiet lake")
         assert innocent.status_code == 200, innocent.text
@@ -53,7 +53,7 @@ async def test_a_prompt_that_quotes_a_usage_limit_rests_no_account(
 async def test_a_prompt_that_quotes_a_refusal_is_not_a_refusal(gate: Harness) -> None:
     response = await generate(gate, "no-output: a sign reading 'I can't help create that, it may violate policy'")
     assert response.status_code == 502
-    assert response.json()["error"]["code"] == "backend_error"
+    assert response.json()["error_code"] == "backend_error"
 
 
 async def test_a_usage_limit_in_the_rollout_rests_the_account(harness_with: HarnessFactory, tmp_path: Path) -> None:
@@ -120,7 +120,7 @@ async def test_an_image_codex_made_before_is_retried_on_the_next_account(
         (tmp_path / "home1" / "fresh").unlink()
         spent = await generate(gate, "same-image lighthouse")
         assert spent.status_code == 502
-        assert "made before" in spent.json()["error"]["message"]
+        assert "made before" in spent.json()["error"]
 
 
 async def test_min_quota_skips_low_accounts_unless_every_one_is_low(
