@@ -11,7 +11,9 @@ from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import Insert, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.admin.models import AdminCredential, AdminSession, LoginFailure
@@ -45,14 +47,19 @@ async def set_password(sessions: async_sessionmaker[AsyncSession], password: str
         raise ValueError(f"the admin password needs at least {MIN_PASSWORD_CHARS} characters")
     hashed = await asyncio.to_thread(HASHER.hash, password)
     async with sessions() as session, session.begin():
-        credential = await session.get(AdminCredential, ADMIN_ROW_ID)
-        if credential is None:
-            session.add(AdminCredential(id=ADMIN_ROW_ID, password_hash=hashed))
-        else:
-            credential.password_hash = hashed
-            credential.updated_at = utcnow()
+        await session.execute(_upsert_credential(session.get_bind().dialect.name, hashed))
         await session.execute(delete(AdminSession))
         audit.record(session=session, actor=actor, action="admin.password_changed", handle=None)
+
+
+def _upsert_credential(dialect: str, hashed: str) -> Insert:
+    """One statement: processes started together on a fresh database must not race to insert the row."""
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    now = utcnow()
+    statement = insert(AdminCredential).values(id=ADMIN_ROW_ID, password_hash=hashed, created_at=now, updated_at=now)
+    return statement.on_conflict_do_update(
+        index_elements=[AdminCredential.id], set_={"password_hash": hashed, "updated_at": now}
+    )
 
 
 async def adopt_configured_password(sessions: async_sessionmaker[AsyncSession], password: str) -> None:
