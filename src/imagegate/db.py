@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -22,6 +23,19 @@ NAMING_CONVENTION = {
 }
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# asyncpg's errors for a server that is down, starting, shutting down or out of connections (by name: the
+# driver is only imported when PostgreSQL is used).
+ASYNCPG_OUTAGE_ERRORS = frozenset(
+    {
+        "CannotConnectNowError",
+        "ConnectionDoesNotExistError",
+        "ConnectionFailureError",
+        "AdminShutdownError",
+        "CrashShutdownError",
+        "TooManyConnectionsError",
+        "InterfaceError",
+    }
+)
 
 
 class Base(DeclarativeBase):
@@ -62,6 +76,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether an error means the database cannot be reached or used right now: an outage, not a bug."""
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated or isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return True
+        return error.orig is not None and is_unavailable(error.orig)
+    if isinstance(error, sa_exc.TimeoutError | ConnectionError):  # the pool ran dry; the server refused or reset
+        return True
+    return any(
+        cls.__module__.startswith("asyncpg") and cls.__name__ in ASYNCPG_OUTAGE_ERRORS for cls in type(error).__mro__
+    )
 
 
 def create_engine(database_url: str) -> AsyncEngine:

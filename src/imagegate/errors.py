@@ -132,6 +132,26 @@ class ServiceUnavailable(ImagegateError):
     code = "unavailable"
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """The service cannot reach its database right now; retry in a few seconds."""
+
+    code = "database_unavailable"
+
+
+class StorageFull(ImagegateError):
+    """The image storage is full; nothing was lost, retry once the operator has freed space."""
+
+    status = 507
+    code = "storage_full"
+
+
+class StorageUnavailable(ImagegateError):
+    """The image storage cannot be written right now (read-only or failing); retry later."""
+
+    status = 503
+    code = "storage_unavailable"
+
+
 class RecordedError(ImagegateError):
     """An error recorded on a job, rendered again with its original status and code."""
 

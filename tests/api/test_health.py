@@ -17,7 +17,7 @@ async def test_health_answers_without_touching_anything(harness: Harness) -> Non
 async def test_ready_checks_database_and_storage(harness: Harness) -> None:
     response = await harness.client.get("/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "database": "ok", "storage": "ok"}
+    assert response.json() == {"status": "ready", "database": "ok", "storage": "ok", "backends": "ok"}
 
 
 async def test_not_ready_when_storage_is_unwritable(harness: Harness) -> None:

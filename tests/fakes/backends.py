@@ -1,8 +1,9 @@
 """FakeBackend: a backend whose behaviour each test scripts through the prompt.
 
 Prompts starting with 'fail:', 'crash:', 'garbage:', 'empty:' or 'gate:' fail cleanly, raise an unexpected
-exception, return non-image bytes, return nothing, or wait until the test opens that prompt's gate. It reads
-images too (describe), by the same prefixes.
+exception, return non-image bytes, return nothing, or wait until the test opens that prompt's gate;
+'file:<path>' waits until that file exists (a gate another process can open). It reads images too
+(describe), by the same prefixes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -18,6 +20,7 @@ from imagegate.backends.base import BackendRequest, BackendResult, JobLog, Outpu
 from imagegate.errors import BackendError, InvalidRequest
 from imagegate.settings import Settings
 
+FILE_GATE_POLL_SECONDS = 0.05
 SECRET_IN_ERROR = "sk-upstream-secret /srv/private/path"
 
 
@@ -78,6 +81,10 @@ class FakeBackend:
         log.write(f"fake: {prompt}\n")
         if prompt.startswith("gate:"):
             await self.gate(prompt).wait()
+        if prompt.startswith("file:"):
+            gate = Path(prompt.removeprefix("file:"))
+            while not await asyncio.to_thread(gate.exists):
+                await asyncio.sleep(FILE_GATE_POLL_SECONDS)
         if prompt.startswith("fail:"):
             raise BackendError("The fake backend refused this prompt.")
         if prompt.startswith("crash:"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import shutil
@@ -12,6 +13,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import asyncpg
 
 START_TIMEOUT_SECONDS = 60
 
@@ -42,68 +45,85 @@ def _as_postgres_user(command: list[str]) -> list[str]:
     return command
 
 
-@contextmanager
-def postgres_server() -> Iterator[str]:
-    """Run a server on 127.0.0.1:<free port> and yield its base URL (user postgres, trust auth)."""
-    bindir = find_bindir()
-    if bindir is None:
-        raise RuntimeError("PostgreSQL binaries not found: install the postgresql package")
-    root = Path(tempfile.mkdtemp(prefix="imagegate-pg-"))
-    data = root / "data"
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-    port = free_port()
-    subprocess.run(
-        _as_postgres_user(
-            [
-                str(bindir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    options = (
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
-        "-c full_page_writes=off -c max_connections=300"
-    )
-    subprocess.run(
-        _as_postgres_user(
-            [
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                options,
-                "-l",
-                str(root / "log"),
-                "-w",
-                "-t",
-                str(START_TIMEOUT_SECONDS),
-                "start",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    try:
-        _wait_for_port(port)
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}"
-    finally:
+class PostgresServer:
+    """A throwaway server on 127.0.0.1:<free port> (user postgres, trust auth) that a test may stop and start."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="imagegate-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}"
+
+    def init(self) -> None:
+        """Create the cluster's files."""
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+        command = [str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust"]
+        subprocess.run(_as_postgres_user([*command, "-E", "UTF8", "--no-sync"]), check=True, capture_output=True)
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
+            "-c full_page_writes=off -c max_connections=300"
+        )
+        command = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log")]
         subprocess.run(
-            _as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+            _as_postgres_user([*command, "-w", "-t", str(START_TIMEOUT_SECONDS), "start"]),
+            check=True,
+            capture_output=True,
+        )
+        _wait_for_port(self.port)
+
+    def stop(self) -> None:
+        """Stop at once, dropping every connection (an outage, as a crash or a network cut would be)."""
+        subprocess.run(
+            _as_postgres_user([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]),
             check=False,
             capture_output=True,
         )
-        shutil.rmtree(root, ignore_errors=True)
+
+    def remove(self) -> None:
+        """Stop and delete the cluster."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def create_database(base_url: str, name: str) -> str:
+    """Create an empty database on the server; its URL."""
+
+    async def create() -> None:
+        connection = await asyncpg.connect(base_url.replace("postgresql+asyncpg", "postgresql") + "/postgres")
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+
+    asyncio.run(create())
+    return f"{base_url}/{name}"
+
+
+@contextmanager
+def controlled_postgres() -> Iterator[PostgresServer]:
+    """A running server the test controls; removed afterwards."""
+    bindir = find_bindir()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL binaries not found: install the postgresql package")
+    server = PostgresServer(bindir)
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Run a server on 127.0.0.1:<free port> and yield its base URL (user postgres, trust auth)."""
+    with controlled_postgres() as server:
+        yield server.url
 
 
 def _wait_for_port(port: int) -> None:

@@ -115,8 +115,10 @@ def forbidden_csrf(request: Request, admin: AdminSession | None) -> Response:
 
 def error_page(request: Request, error: ImagegateError) -> Response:
     """A domain error as an admin page (4xx keep their message; others stay generic)."""
-    message = error.message if error.status < 500 else "Something went wrong; the server log has the details."
-    return page(
+    # Outages say what they are (their messages are ours, never a provider's or a traceback).
+    said = error.status < 500 or error.status in (503, 507)
+    message = error.message if said else "Something went wrong; the server log has the details."
+    response = page(
         request,
         "error.html",
         admin=None,
@@ -125,6 +127,8 @@ def error_page(request: Request, error: ImagegateError) -> Response:
         heading=str(error.status),
         message=message,
     )
+    response.headers.update(error.headers)
+    return response
 
 
 def chart_svg(points: list[tuple[date, int]]) -> str:

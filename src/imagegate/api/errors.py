@@ -9,11 +9,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from imagegate.errors import ImagegateError, InvalidRequest
+from imagegate.db import is_unavailable
+from imagegate.errors import DatabaseUnavailable, ImagegateError, InvalidRequest
 
 logger = logging.getLogger(__name__)
+DATABASE_RETRY_AFTER = "5"
 
 Renderer = Callable[[Request, ImagegateError], Response]
 
@@ -121,10 +124,18 @@ def install(app: FastAPI, surfaces: SurfaceErrors) -> None:
         return render(request, HttpError(exc.status_code, message, dict(exc.headers or {})))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
+        if is_unavailable(exc):
+            # The cause is logged without its traceback or statement: during an outage every request fails alike.
+            logger.error("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+            return render(request, DatabaseUnavailable(headers={"Retry-After": DATABASE_RETRY_AFTER}))
         logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return render(request, ImagegateError("Internal server error; the operator can find details in the log."))
 
     app.add_exception_handler(ImagegateError, on_domain)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
+    # Registered by class as well as for Exception: those handlers answer inside the middleware stack, so the
+    # 503 carries the request id and is counted like any other answer.
+    for kind in (SQLAlchemyError, OSError):
+        app.add_exception_handler(kind, on_unexpected)
     app.add_exception_handler(Exception, on_unexpected)

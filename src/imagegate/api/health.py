@@ -1,4 +1,4 @@
-"""GET /health (liveness, touches nothing) and GET /ready (database and storage reachable)."""
+"""GET /health (liveness, touches nothing) and GET /ready (database and storage reachable, no backend wedged)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy import text
 
 from imagegate import __version__
+from imagegate.jobs.scheduler import Scheduler
 
 router = APIRouter(tags=["health"])
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ async def health() -> dict[str, Any]:
 
 @router.get("/ready", response_model=None)
 async def ready(request: Request) -> JSONResponse:
-    """200 when the database and storage answer, else 503 naming what does not."""
+    """200 when the database and storage answer and no backend is wedged, else 503 naming what is wrong."""
     checks: dict[str, str] = {}
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS), request.app.state.engine.connect() as connection:
@@ -49,5 +50,23 @@ async def ready(request: Request) -> JSONResponse:
     except Exception:
         logger.exception("readiness: storage check failed")
         checks["storage"] = "unwritable"
+    details: dict[str, Any] = {}
+    scheduler = getattr(request.app.state, "scheduler", None)
+    if scheduler is not None and checks["database"] == "ok":
+        wedged = await _wedged(scheduler)
+        checks["backends"] = "wedged" if wedged else "ok"
+        if wedged:
+            details["wedged_backends"] = wedged
     ok = all(value == "ok" for value in checks.values())
-    return JSONResponse({"status": "ready" if ok else "not_ready", **checks}, status_code=200 if ok else 503)
+    body = {"status": "ready" if ok else "not_ready", **checks, **details}
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+async def _wedged(scheduler: Scheduler) -> dict[str, str]:
+    """Backends whose slots this process holds with jobs that cannot end (their result unrecorded, or lost)."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            return await scheduler.wedged_backends()
+    except Exception:
+        logger.exception("readiness: backend check failed")
+        return {"*": "could not be checked"}

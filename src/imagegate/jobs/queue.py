@@ -31,6 +31,7 @@ class Claimed:
     attempt: int
     model: str = ""
     queued_seconds: float = 0.0
+    backend: str = ""
 
 
 @dataclass(frozen=True)
@@ -329,6 +330,17 @@ async def _fail_vision(sessions: async_sessionmaker[AsyncSession], job_id: str, 
                 error_status=error.status,
             )
         )
+
+
+async def running_on(sessions: async_sessionmaker[AsyncSession], worker_id: str) -> list[Claimed]:
+    """The jobs the database says this worker is running."""
+    async with sessions() as session:
+        rows = await session.execute(
+            select(Job.id, Job.attempts, Job.model, Job.backend).where(
+                Job.status == JobStatus.RUNNING, Job.worker_id == worker_id
+            )
+        )
+        return [Claimed(row.id, row.attempts, row.model, backend=row.backend) for row in rows]
 
 
 async def cancel_requested(sessions: async_sessionmaker[AsyncSession], job_ids: list[str]) -> list[str]:

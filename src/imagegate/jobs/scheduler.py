@@ -17,6 +17,7 @@ from sqlalchemy.orm import selectinload
 
 from imagegate.backends import usage
 from imagegate.backends.base import BackendRequest, InputImage, JobLog, OutputImage
+from imagegate.db import is_unavailable
 from imagegate.errors import BackendError, ImagegateError
 from imagegate.images import inspect_image
 from imagegate.jobs import queue
@@ -26,8 +27,12 @@ from imagegate.jobs.service import JobContext
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+Outcome = tuple[str, str | None]  # (final status, error code)
 
 NAME_BYTES = 18
+# A finished job's record is retried this often while the database is away (doubling up to the maximum).
+RECORD_RETRY_FIRST_SECONDS = 0.25
+RECORD_RETRY_MAX_SECONDS = 5.0
 
 
 class Scheduler:
@@ -40,6 +45,8 @@ class Scheduler:
         self._slots = {name: asyncio.Semaphore(n) for name, n in ctx.backends.concurrency.items()}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancelling: set[str] = set()
+        self._unrecorded: dict[str, str] = {}  # job id → backend: finished, waiting for the database to record it
+        self._claims_in_flight = 0  # claimed in the database but maybe not yet in _running
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._stop = asyncio.Event()
@@ -56,7 +63,7 @@ class Scheduler:
         self._loops.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
 
     async def recover(self) -> list[str]:
-        """Requeue or fail the running jobs of workers that died."""
+        """Requeue or fail the running jobs of workers that died, and those this worker lost track of."""
         settled = await queue.recover_interrupted(
             self.ctx.sessions,
             me=self.worker_id,
@@ -65,9 +72,34 @@ class Scheduler:
         )
         if settled:
             logger.warning("settled %d job(s) interrupted by a stopped worker", len(settled))
+        lost = await self._settle_lost()
+        settled += lost
+        if settled:
             for backend in self._wake:
                 self.wake(backend)
         return settled
+
+    async def lost_jobs(self) -> list[Claimed]:
+        """Jobs the database says this worker runs but it does not (a run that ended without its record)."""
+        rows = await queue.running_on(self.ctx.sessions, self.worker_id)
+        if self._claims_in_flight:  # a job claimed this instant may not be tracked yet: judge at the next sweep
+            return []
+        return [row for row in rows if row.job_id not in self._running]
+
+    async def _settle_lost(self) -> list[str]:
+        lost = await self.lost_jobs()
+        retry = self.ctx.settings.interrupted_jobs == "retry"
+        for claimed in lost:
+            status = await queue.settle_interrupted(self.ctx.sessions, claimed, None, retry=retry)
+            logger.warning("job %s was running here untracked; now %s", claimed.job_id, status)
+        return [claimed.job_id for claimed in lost]
+
+    async def wedged_backends(self) -> dict[str, str]:
+        """Backends whose slots are held by jobs that cannot end: backend → why (empty when all is well)."""
+        wedged = {backend: "results waiting for the database" for backend in self._unrecorded.values()}
+        for claimed in await self.lost_jobs():
+            wedged.setdefault(claimed.backend, "jobs running here untracked")
+        return wedged
 
     def wake(self, backend: str) -> None:
         """A job was queued for the backend: look for work now rather than at the next poll."""
@@ -107,26 +139,35 @@ class Scheduler:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        await queue.unregister_worker(self.ctx.sessions, self.worker_id)
+        try:
+            await queue.unregister_worker(self.ctx.sessions, self.worker_id)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            # Its heartbeat goes stale instead; the next start's recovery settles what it left running.
+            logger.warning("could not unregister worker %s: database unavailable", self.worker_id)
 
     async def _claim_loop(self, backend: str) -> None:
         wake, slots = self._wake[backend], self._slots[backend]
         limit = self.ctx.backends.concurrency[backend]
         while await self._slot(slots):
             wake.clear()
+            self._claims_in_flight += 1
             try:
-                async with self.ctx.sessions() as session:
-                    waiting = await queue.any_queued(session, backend=backend)
-                claimed = None
-                if waiting:
-                    async with self.ctx.sessions() as session, session.begin():
-                        claimed = await queue.claim(session, backend=backend, limit=limit, worker_id=self.worker_id)
-            except Exception:
+                claimed = await self._claim(backend, limit)
+            except Exception as exc:
+                self._claims_in_flight -= 1
                 slots.release()
-                logger.exception("claiming a %s job failed; retrying", backend)
+                if is_unavailable(exc):
+                    logger.warning(
+                        "claiming a %s job: database unavailable (%s); retrying", backend, type(exc).__name__
+                    )
+                else:
+                    logger.exception("claiming a %s job failed; retrying", backend)
                 await self._pause(wake)
                 continue
             if claimed is None:
+                self._claims_in_flight -= 1
                 slots.release()
                 await self._pause(wake)
                 continue
@@ -134,8 +175,17 @@ class Scheduler:
                 self.ctx.metrics.queue_wait.labels(backend).observe(claimed.queued_seconds)
             task = asyncio.create_task(self._run(backend, claimed), name=f"job:{claimed.job_id}")
             self._running[claimed.job_id] = task
+            self._claims_in_flight -= 1
             task.add_done_callback(functools.partial(self._finished, claimed.job_id, slots))
             self.ctx.events.notify(claimed.job_id)  # its waiters learn it runs here and stop polling
+
+    async def _claim(self, backend: str, limit: int) -> Claimed | None:
+        async with self.ctx.sessions() as session:
+            waiting = await queue.any_queued(session, backend=backend)
+        if not waiting:
+            return None
+        async with self.ctx.sessions() as session, session.begin():
+            return await queue.claim(session, backend=backend, limit=limit, worker_id=self.worker_id)
 
     async def _slot(self, slots: asyncio.Semaphore) -> bool:
         """Wait for a free slot; False once stopping (no slot is then held)."""
@@ -192,40 +242,97 @@ class Scheduler:
             self.ctx.settings.job_log_max_bytes,
             on_partial=functools.partial(self.ctx.events.partial, claimed.job_id),
         )
-        sessions = self.ctx.sessions
         started = time.perf_counter()
-        outcome: tuple[str, str | None] | None = None  # (final status, error code) when this run settled the job
+        outcome: Outcome | None = None  # set when this run settled the job
+        try:
+            outcome = await self._attempt(backend_name, claimed, log)
+        finally:
+            await self._guard(
+                functools.partial(
+                    usage.record,
+                    self.ctx.sessions,
+                    backend=backend_name,
+                    job_id=claimed.job_id,
+                    events=log.usage_events,
+                )
+            )
+            self._observe(backend_name, claimed, outcome, time.perf_counter() - started)
+
+    async def _attempt(self, backend_name: str, claimed: Claimed, log: JobLog) -> Outcome | None:
+        """Run the job and record how it ended; None when the job was no longer this run's to settle."""
+        sessions = self.ctx.sessions
         try:
             request = await self._backend_request(claimed)
             result = await self.ctx.backends.backends[backend_name].generate(request, log)
             if not result.images:
                 raise BackendError("The backend returned no image.")
             stored = await self._store_outputs(result.images)
-            if await _whole(queue.finish_succeeded(sessions, claimed, stored, log.text(), result.metadata)):
-                outcome = (JobStatus.SUCCEEDED, None)
-            else:
-                await self._discard(stored)
         except asyncio.CancelledError:
-            if await _whole(self._settle_cancelled(claimed, log)):
-                outcome = (JobStatus.CANCELLED, None)
+            cancelled = await self._record(backend_name, claimed, lambda: self._settle_cancelled(claimed, log))
+            return (JobStatus.CANCELLED, None) if cancelled else None
         except ImagegateError as error:
-            if await _whole(queue.finish_failed(sessions, claimed, error, log.text())):
-                outcome = (JobStatus.FAILED, error.code)
+            failed = await self._record(
+                backend_name, claimed, functools.partial(queue.finish_failed, sessions, claimed, error, log.text())
+            )
+            return (JobStatus.FAILED, error.code) if failed else None
+        except _NotLoaded:  # it has not run, so it goes back in the queue
+            logger.warning("job %s could not be loaded (database unavailable); requeueing it", claimed.job_id)
+            await self._record(backend_name, claimed, lambda: self._requeue(claimed))
+            return None
         except Exception as exc:
             logger.exception("job %s failed unexpectedly", claimed.job_id)
             log.write("".join(traceback.format_exception(exc)))
             unexpected = BackendError("The backend failed unexpectedly; see the job's logs.")
-            if await _whole(queue.finish_failed(sessions, claimed, unexpected, log.text())):
-                outcome = (JobStatus.FAILED, "unexpected")
-        finally:
-            await self._guard(
-                functools.partial(
-                    usage.record, sessions, backend=backend_name, job_id=claimed.job_id, events=log.usage_events
-                )
+            failed = await self._record(
+                backend_name, claimed, functools.partial(queue.finish_failed, sessions, claimed, unexpected, log.text())
             )
-            self._observe(backend_name, claimed, outcome, time.perf_counter() - started)
+            return (JobStatus.FAILED, "unexpected") if failed else None
+        succeeded = await self._record(
+            backend_name,
+            claimed,
+            lambda: queue.finish_succeeded(sessions, claimed, stored, log.text(), result.metadata),
+        )
+        if succeeded:
+            return (JobStatus.SUCCEEDED, None)
+        await self._discard(stored)
+        return None
 
-    def _observe(self, backend: str, claimed: Claimed, outcome: tuple[str, str | None] | None, seconds: float) -> None:
+    async def _requeue(self, claimed: Claimed) -> bool:
+        await queue.settle_interrupted(self.ctx.sessions, claimed, None, retry=True)
+        return False
+
+    async def _record(self, backend: str, claimed: Claimed, write: Callable[[], Coroutine[Any, Any, bool]]) -> bool:
+        """Write a job's end, retrying while the database is unavailable: the result is kept, never re-run.
+
+        The backend has already done (and charged for) the work; only shutdown cuts the retries short, and then
+        the next start's recovery settles the job.
+        """
+        delay = RECORD_RETRY_FIRST_SECONDS
+        try:
+            while True:
+                try:
+                    return await _whole(write())
+                except Exception as exc:
+                    if not is_unavailable(exc):
+                        raise
+                    if claimed.job_id not in self._unrecorded:
+                        logger.warning(
+                            "recording job %s waits for the database (%s); the result is kept",
+                            claimed.job_id,
+                            type(exc).__name__,
+                        )
+                    self._unrecorded[claimed.job_id] = backend
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECORD_RETRY_MAX_SECONDS)
+        except asyncio.CancelledError:
+            if claimed.job_id in self._unrecorded:
+                logger.warning("job %s was not recorded before shutdown; the next start settles it", claimed.job_id)
+            raise
+        finally:
+            if self._unrecorded.pop(claimed.job_id, None) is not None:
+                logger.info("job %s recorded after the database came back", claimed.job_id)
+
+    def _observe(self, backend: str, claimed: Claimed, outcome: Outcome | None, seconds: float) -> None:
         metrics = self.ctx.metrics
         if metrics is None or outcome is None:
             return
@@ -251,8 +358,14 @@ class Scheduler:
         return False
 
     async def _backend_request(self, claimed: Claimed) -> BackendRequest:
-        async with self.ctx.sessions() as session:
-            job = await session.scalar(select(Job).where(Job.id == claimed.job_id).options(selectinload(Job.inputs)))
+        try:
+            async with self.ctx.sessions() as session:
+                statement = select(Job).where(Job.id == claimed.job_id).options(selectinload(Job.inputs))
+                job = await session.scalar(statement)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise _NotLoaded from exc
+            raise
         if job is None:
             raise BackendError("The job disappeared before it ran.")
         references, mask = [], None
@@ -297,6 +410,10 @@ class Scheduler:
     async def _discard(self, stored: list[StoredImage]) -> None:
         for image in stored:
             await self.ctx.storage.delete(image.storage_key)
+
+
+class _NotLoaded(Exception):
+    """The job's row could not be read because the database is unavailable."""
 
 
 async def _whole(work: Coroutine[Any, Any, T]) -> T:

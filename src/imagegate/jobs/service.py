@@ -148,8 +148,6 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
     input_keys = [
         f"inputs/{job_id}/{i}-{role}.{info.format}" for i, (role, info) in enumerate(zip(roles, infos, strict=True))
     ]
-    for storage_key, upload in zip(input_keys, uploads, strict=True):
-        await ctx.storage.put(storage_key, upload.data)
     job = _new_job(
         job_id,
         key,
@@ -161,6 +159,8 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
         ctx.settings,
     )
     try:
+        for storage_key, upload in zip(input_keys, uploads, strict=True):
+            await ctx.storage.put(storage_key, upload.data)
         await _insert_queued(ctx, job, key, idempotency_key)
     except BaseException:
         for storage_key in input_keys:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import os
 import secrets
 import shutil
@@ -11,10 +13,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from imagegate.errors import ImagegateError, StorageFull, StorageUnavailable
 from imagegate.storage.base import StoredObject
 
+logger = logging.getLogger(__name__)
 TMP_SUFFIX = ".part"
 COPY_CHUNK = 1024 * 1024
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def storage_error(error: OSError, *, action: str, key: str) -> ImagegateError:
+    """What callers are told about a failed file operation; the original goes to the log only."""
+    logger.error("storage: %s %s failed: %s", action, key, error)
+    if error.errno in FULL_ERRNOS:
+        return StorageFull()
+    return StorageUnavailable()
 
 
 class LocalStorage:
@@ -31,20 +44,19 @@ class LocalStorage:
         return self.root.joinpath(*parts)
 
     async def put(self, key: str, data: bytes | BinaryIO) -> None:
-        """Write to a temporary file beside the target, then rename it into place."""
-        await asyncio.to_thread(self._put, self.path_for(key), data)
+        """Write to a temporary file beside the target, then rename it into place (StorageFull when full)."""
+        path = self.path_for(key)
+        try:
+            await asyncio.to_thread(self._put, path, data)
+        except OSError as error:
+            raise storage_error(error, action="writing", key=key) from None
 
-    @staticmethod
-    def _put(path: Path, data: bytes | BinaryIO) -> None:
+    def _put(self, path: Path, data: bytes | BinaryIO) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
         try:
             with open(tmp, "wb") as handle:
-                if isinstance(data, bytes):
-                    handle.write(data)
-                else:
-                    data.seek(0)
-                    shutil.copyfileobj(data, handle, COPY_CHUNK)
+                self._write(handle, data)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
@@ -52,9 +64,22 @@ class LocalStorage:
             tmp.unlink(missing_ok=True)
             raise
 
+    @staticmethod
+    def _write(handle: BinaryIO, data: bytes | BinaryIO) -> None:
+        if isinstance(data, bytes):
+            handle.write(data)
+        else:
+            data.seek(0)
+            shutil.copyfileobj(data, handle, COPY_CHUNK)
+
     async def get(self, key: str) -> bytes:
-        """Read a whole object."""
-        return await asyncio.to_thread(self.path_for(key).read_bytes)
+        """Read a whole object (FileNotFoundError when there is none)."""
+        try:
+            return await asyncio.to_thread(self.path_for(key).read_bytes)
+        except FileNotFoundError:
+            raise
+        except OSError as error:
+            raise storage_error(error, action="reading", key=key) from None
 
     async def delete(self, key: str) -> bool:
         """Remove an object and any folder it leaves empty below the root."""
