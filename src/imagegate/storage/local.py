@@ -64,8 +64,7 @@ class LocalStorage:
             tmp.unlink(missing_ok=True)
             raise
 
-    @staticmethod
-    def _write(handle: BinaryIO, data: bytes | BinaryIO) -> None:
+    def _write(self, handle: BinaryIO, data: bytes | BinaryIO) -> None:
         if isinstance(data, bytes):
             handle.write(data)
         else:
