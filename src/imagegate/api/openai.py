@@ -211,7 +211,8 @@ def _job_error(job: Job, headers: dict[str, str]) -> JSONResponse:
             message=job.error_message or "The image could not be generated.",
         )
     retry_after = job.params.get("retry_after")
-    response = openai_error(error)
+    # The job id lets a client fetch the result instead of paying for a retry.
+    response = openai_error(error, {"job_id": job.id})
     response.headers.update({**headers, **({"Retry-After": str(retry_after)} if retry_after else {})})
     return response
 
@@ -240,7 +241,7 @@ def _stream(ctx: JobContext, key: ApiKey, job: Job, kind: str, headers: dict[str
                     yield sse(f"{kind}.partial_image", event)
                 current = await service.get_job(ctx=ctx, job_id=job.id, key=key)
                 remaining = deadline - asyncio.get_running_loop().time()
-                if current.is_finished or remaining <= 0:
+                if service.stop_waiting(ctx, current) or remaining <= 0:
                     break
                 with suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), min(remaining, ctx.settings.poll_interval_seconds))

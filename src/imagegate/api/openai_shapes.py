@@ -95,12 +95,13 @@ def render_openai_error(_request: Request, error: ImagegateError) -> JSONRespons
     return openai_error(error)
 
 
-def openai_error(error: ImagegateError) -> JSONResponse:
-    """{"error": {"message", "type", "param", "code"}} with OpenAI's status codes."""
+def openai_error(error: ImagegateError, extra: dict[str, Any] | None = None) -> JSONResponse:
+    """{"error": {"message", "type", "param", "code", **extra}} with OpenAI's status codes."""
     kind = ERROR_TYPES.get(error.status) or ("server_error" if error.status >= 500 else "invalid_request_error")
     if error.code == "quota_exceeded":
         kind = "insufficient_quota"
-    body = {"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}}
+    fields = {"message": error.message, "type": kind, "param": error.param, "code": error.code, **(extra or {})}
+    body = {"error": fields}
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 

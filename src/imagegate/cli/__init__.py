@@ -76,6 +76,7 @@ def serve(
     import uvicorn
 
     from imagegate.app import create_app
+    from imagegate.serving import DrainingServer, shutdown_options
 
     typer.echo(f"ImageGate listening on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
     application = create_app(settings)
@@ -90,10 +91,10 @@ def serve(
         forwarded_allow_ips=settings.forwarded_allow_ips.strip() or None,
         access_log=False,  # the app logs each request itself, with its request id
         log_config=None,  # keep configure_logging's handler: uvicorn's lines are escaped and formatted alike
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
+        **shutdown_options(settings),
     )
     sockets = _with_oig_listener(listening, application, settings)
-    server = uvicorn.Server(listening)
+    server = DrainingServer(listening, application)
     server.run(sockets=sockets)
     if not server.started:
         raise typer.Exit(3)

@@ -21,6 +21,15 @@ class JobEvents:
         self._partials: defaultdict[str, set[asyncio.Queue[tuple[int, bytes]]]] = defaultdict(set)
         # The worker id of this process's scheduler: jobs it runs are announced here, no polling needed.
         self.local_worker: str | None = None
+        # Set when the process begins to shut down: waiters answer instead of waiting for jobs it will not run.
+        self.draining = asyncio.Event()
+
+    def drain(self) -> None:
+        """The process is shutting down: wake every waiter so it can answer with the job as it stands."""
+        self.draining.set()
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
 
     @contextmanager
     def subscribe(self, job_id: str) -> Iterator[asyncio.Event]:

@@ -50,6 +50,7 @@ class Scheduler:
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._stop = asyncio.Event()
+        self._stopped: asyncio.Future[None] | None = None
         ctx.events.local_worker = self.worker_id
         ctx.events.on_queued(self.wake)
         ctx.events.on_cancel(self.cancel_local)
@@ -121,8 +122,18 @@ class Scheduler:
         """Jobs this process is running now."""
         return len(self._running)
 
+    def begin_stop(self) -> None:
+        """Start stopping now (the grace period counts from here); stop() then waits for it to end."""
+        if self._stopped is None:
+            self._stopped = asyncio.ensure_future(self._stop_now())
+
     async def stop(self) -> None:
         """Stop claiming, give running jobs the grace period, then settle the rest as interrupted."""
+        self.begin_stop()
+        assert self._stopped is not None
+        await self._stopped
+
+    async def _stop_now(self) -> None:
         # The loops end by themselves at their next wait: cancelling one inside a database transaction could
         # leave that connection (and, on SQLite, the write lock) held.
         self._stopping = True

@@ -346,23 +346,33 @@ async def list_jobs(*, ctx: JobContext, key: ApiKey, limit: int, cursor: str | N
     return JobPage(jobs, jobs[-1].id if has_more else None)
 
 
+def runs_here(ctx: JobContext, job: Job) -> bool:
+    """Whether this process's scheduler is running the job now."""
+    return job.status == JobStatus.RUNNING and job.worker_id is not None and job.worker_id == ctx.events.local_worker
+
+
+def stop_waiting(ctx: JobContext, job: Job) -> bool:
+    """Whether a waiter should answer now: the job finished, or the process shuts down before it will.
+
+    At shutdown a job running here still gets the grace period (its end, or its interruption, wakes the waiter);
+    any other job will not end in this process, so its waiter answers with the job as it stands.
+    """
+    return job.is_finished or (ctx.events.draining.is_set() and not runs_here(ctx, job))
+
+
 async def wait_until_finished(*, ctx: JobContext, job_id: str, key: ApiKey | None, timeout: float) -> Job:
-    """The job once finished, or as it is when the timeout runs out."""
+    """The job once finished, or as it is when the timeout runs out or the process begins to shut down."""
     deadline = asyncio.get_running_loop().time() + timeout
     with ctx.events.subscribe(job_id) as changed:
         while True:
             changed.clear()  # before reading: a change after the read still wakes us
             job = await get_job(ctx=ctx, job_id=job_id, key=key)
             remaining = deadline - asyncio.get_running_loop().time()
-            if job.is_finished or remaining <= 0:
+            if stop_waiting(ctx, job) or remaining <= 0:
                 return job
             # A job this process runs announces its end; only jobs of other processes need polling (thousands of
             # waiters polling every interval would keep the database busy for nothing).
-            here = (
-                job.status == JobStatus.RUNNING
-                and job.worker_id is not None
-                and job.worker_id == ctx.events.local_worker
-            )
+            here = runs_here(ctx, job)
             pause = min(remaining, LOCAL_WAIT_SECONDS if here else ctx.settings.poll_interval_seconds)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), pause)
