@@ -1,20 +1,35 @@
 """Prometheus metrics, correct when several processes of one machine serve the same data folder.
 
 Counters and histograms go through prometheus_client's multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set
-(`imagegate serve` and `imagegate worker` set it to <data_dir>/metrics before anything imports this module, see
-cli.common.prepare_metrics); queue depth, running jobs and bytes stored are read from the database at each
-scrape, so they are the same whichever process answers. No label names a key or a prompt.
+(`imagegate serve` and `imagegate worker` set it before anything imports this module, see
+cli.common.prepare_metrics: a tmpfs folder by default, never the data volume); queue depth, running jobs and
+bytes stored are read from the database at each scrape, so they are the same whichever process answers. No
+label names a key or a prompt.
+
+Metrics never take the service down: their files' pages are reserved before they are memory-mapped (a sparse
+mapping on a full disk is a SIGBUS, which no handler can catch), and any failure to write one loses that
+sample only.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
+import prometheus_client.values
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+
+logger = logging.getLogger(__name__)
+# An upper bound of one entry's bytes beyond its key: length, padding and two doubles.
+ENTRY_OVERHEAD = 32
+INITIAL_FILE_BYTES = 1024 * 1024  # what prometheus_client maps a new file with
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -22,45 +37,143 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+class ReservedMmapedDict(MmapedDict):
+    """prometheus_client's metrics file, with its disk blocks allocated before they are mapped.
+
+    Writing to a mapped page the filesystem cannot back kills the process with SIGBUS; allocated up front,
+    a full disk is an OSError at allocation instead, which the metric turns into a lost sample.
+    """
+
+    def __init__(self, filename: str, read_mode: bool = False) -> None:
+        if not read_mode:
+            with open(filename, "a+b") as handle:
+                _reserve(handle.fileno(), max(os.fstat(handle.fileno()).st_size, INITIAL_FILE_BYTES))
+        super().__init__(filename, read_mode)  # type: ignore[no-untyped-call]
+
+    def _init_value(self, key: str) -> None:
+        capacity = self._capacity
+        while self._used + len(key.encode()) + ENTRY_OVERHEAD > capacity:
+            capacity *= 2
+        if capacity != self._capacity:
+            _reserve(self._f.fileno(), capacity)
+        super()._init_value(key)  # type: ignore[no-untyped-call]
+
+
+def _reserve(fd: int, size: int) -> None:
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as error:
+        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem that cannot reserve: as before
+            raise
+
+
+def use_reserved_files() -> None:
+    """Make prometheus_client's multiprocess values use ReservedMmapedDict."""
+    prometheus_client.values.MmapedDict = ReservedMmapedDict  # type: ignore[attr-defined]
+
+
+class Guarded:
+    """A counter or histogram whose writes never raise: a failure loses that sample, and is logged once."""
+
+    warned = False
+
+    def __init__(self, metric: Counter | Histogram) -> None:
+        self.metric = metric
+
+    def labels(self, *values: str) -> Sample:
+        """The labelled child, or a sample that records nothing when it could not be made."""
+        try:
+            return Sample(self.metric.labels(*values))
+        except Exception:
+            lost_sample()
+            return Sample(None)
+
+
+class Sample:
+    """One labelled child of a Guarded metric."""
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+
+    def inc(self, amount: float = 1) -> None:
+        """Add to a counter (or lose the sample)."""
+        self._write("inc", amount)
+
+    def observe(self, value: float) -> None:
+        """Observe into a histogram (or lose the sample)."""
+        self._write("observe", value)
+
+    def _write(self, method: str, value: float) -> None:
+        if self.child is None:
+            return
+        try:
+            getattr(self.child, method)(value)
+        except Exception:
+            lost_sample()
+
+
+def lost_sample() -> None:
+    """A metric could not be written: say so once per process, then keep quiet (the service goes on)."""
+    if not Guarded.warned:
+        Guarded.warned = True
+        logger.exception("a metrics sample was lost (is the metrics folder full or unwritable?); serving goes on")
+
+
 class Metrics:
     """The metrics of one app; in multiprocess mode their values are shared through files."""
 
     def __init__(self) -> None:
+        use_reserved_files()
         self.registry = CollectorRegistry(auto_describe=True)
-        self.jobs = Counter(
-            "imagegate_jobs_finished",
-            "Jobs that reached a final state.",
-            ["backend", "model", "status"],
-            registry=self.registry,
+        self.jobs = Guarded(
+            Counter(
+                "imagegate_jobs_finished",
+                "Jobs that reached a final state.",
+                ["backend", "model", "status"],
+                registry=self.registry,
+            )
         )
-        self.duration = Histogram(
-            "imagegate_job_duration_seconds",
-            "Time jobs ran on their backend.",
-            ["backend"],
-            buckets=DURATION_BUCKETS,
-            registry=self.registry,
+        self.duration = Guarded(
+            Histogram(
+                "imagegate_job_duration_seconds",
+                "Time jobs ran on their backend.",
+                ["backend"],
+                buckets=DURATION_BUCKETS,
+                registry=self.registry,
+            )
         )
-        self.queue_wait = Histogram(
-            "imagegate_job_queue_wait_seconds",
-            "Time jobs waited in the queue.",
-            ["backend"],
-            buckets=DURATION_BUCKETS,
-            registry=self.registry,
+        self.queue_wait = Guarded(
+            Histogram(
+                "imagegate_job_queue_wait_seconds",
+                "Time jobs waited in the queue.",
+                ["backend"],
+                buckets=DURATION_BUCKETS,
+                registry=self.registry,
+            )
         )
-        self.http = Counter(
-            "imagegate_http_requests", "HTTP requests answered.", ["route", "method", "status"], registry=self.registry
+        self.http = Guarded(
+            Counter(
+                "imagegate_http_requests",
+                "HTTP requests answered.",
+                ["route", "method", "status"],
+                registry=self.registry,
+            )
         )
-        self.http_duration = Histogram(
-            "imagegate_http_request_duration_seconds",
-            "Time to answer HTTP requests.",
-            ["route"],
-            registry=self.registry,
+        self.http_duration = Guarded(
+            Histogram(
+                "imagegate_http_request_duration_seconds",
+                "Time to answer HTTP requests.",
+                ["route"],
+                registry=self.registry,
+            )
         )
-        self.backend_errors = Counter(
-            "imagegate_backend_errors",
-            "Jobs a backend failed, by error code.",
-            ["backend", "code"],
-            registry=self.registry,
+        self.backend_errors = Guarded(
+            Counter(
+                "imagegate_backend_errors",
+                "Jobs a backend failed, by error code.",
+                ["backend", "code"],
+                registry=self.registry,
+            )
         )
 
     def render(self, live: LiveFigures) -> bytes:

@@ -109,6 +109,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     metrics_enabled: bool = True
     metrics_token: SecretStr | None = None
+    metrics_dir: Path | None = None
     # Who may scrape /metrics without the token: addresses or networks, comma-separated; "" for nobody.
     metrics_allow_ips: str = "127.0.0.1,::1"
     api_docs_enabled: bool = True

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import re
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,11 +48,29 @@ def configure_logging(settings: Settings) -> None:
     logs.configure(level=settings.log_level, fmt=settings.log_format)
 
 
+def metrics_folder(settings: Settings) -> Path:
+    """Where this machine's processes of one deployment share metric files: never on the data volume.
+
+    The files are memory-mapped, so a full disk under them would kill the process; the default is a folder in
+    /dev/shm (tmpfs), named after the data folder so that processes sharing it share their metrics.
+    """
+    if settings.metrics_dir is not None:
+        return settings.metrics_dir.resolve()
+    tag = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:16]
+    shm = Path("/dev/shm")  # noqa: S108 - a fixed name on purpose (shared by processes); checked when made
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    return base / f"imagegate-metrics-{tag}"
+
+
 def prepare_metrics(settings: Settings) -> None:
     """Let this machine's processes share metrics: before anything imports prometheus_client."""
     if MULTIPROC_ENV not in os.environ:
-        folder = (settings.data_dir / "metrics").resolve()
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = metrics_folder(settings)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # In a world-writable place, someone else could have made it first (or put a link there).
+        if folder.is_symlink() or folder.stat().st_uid != os.getuid():
+            typer.echo(f"Configuration error: {folder} belongs to another user; set IMAGEGATE_METRICS_DIR.", err=True)
+            raise typer.Exit(2)
         os.environ[MULTIPROC_ENV] = str(folder)
 
 
