@@ -24,7 +24,7 @@ from imagegate.api.guard import UrlGuardMiddleware
 from imagegate.api.headers import RateLimitHeadersMiddleware, RequestIdMiddleware
 from imagegate.api.legacy_listener import check_anonymous_key
 from imagegate.api.legacy_shapes import render_legacy_error
-from imagegate.api.limits import BodyLimitMiddleware
+from imagegate.api.limits import BodyLimitMiddleware, BodyTimeoutMiddleware
 from imagegate.api.observe import ObserveMiddleware
 from imagegate.api.openai_shapes import render_openai_error
 from imagegate.backends.registry import BackendSet
@@ -63,6 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
     surfaces = errors.SurfaceErrors()
     app.add_middleware(UrlGuardMiddleware, surfaces=surfaces)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, surfaces=surfaces)
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.http_body_timeout_seconds)
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(AdminHeadersMiddleware)
     metrics = Metrics()

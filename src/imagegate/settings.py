@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     max_request_pixels: int = Field(default=2 * 4096 * 4096, ge=256)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
+    # Connections (imagegate serve).
+    http_header_timeout_seconds: float = Field(default=30.0, gt=0)
+    http_body_timeout_seconds: float = Field(default=60.0, gt=0)
+    http_keepalive_seconds: int = Field(default=5, ge=1)
+    max_connections: int = Field(default=2000, ge=1)
+
     # Idempotency.
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
 

@@ -1,6 +1,8 @@
-"""Refuse request bodies over the size limit while reading them, never after buffering them."""
+"""Refuse request bodies over the size limit while reading them, never after buffering them; and slow ones."""
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -42,3 +44,35 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class BodyTimeoutMiddleware:
+    """408 when a request body stops arriving: no part of it for `seconds` while more is due."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        complete = False
+
+        async def timed_receive() -> Message:
+            nonlocal complete
+            if complete:  # after the body, receive() only waits for a disconnect: that may take any time
+                return await receive()
+            try:
+                async with asyncio.timeout(self.seconds):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPException(
+                    408,
+                    f"The request body stopped arriving (nothing for {self.seconds:g} seconds); send it again.",
+                    headers={"Connection": "close"},
+                ) from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, timed_receive, send)

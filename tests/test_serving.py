@@ -1,0 +1,83 @@
+"""`imagegate serve` bounds connections: slow headers, stalled bodies, idle sockets and too many of them."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.fakes.server import ServerProcess, base_env, serve
+
+pytestmark = pytest.mark.acceptance
+# Far beyond every timeout under test: a socket still open then was held, not merely slow to close.
+WAIT_SECONDS = 60
+
+
+@contextmanager
+def _connect(server: ServerProcess) -> Iterator[socket.socket]:
+    address = urlsplit(server.url)
+    with socket.create_connection((address.hostname or "127.0.0.1", address.port or 80), timeout=WAIT_SECONDS) as s:
+        yield s
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (socket.timeout if it never does)."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+@pytest.fixture(scope="module")
+def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    folder = tmp_path_factory.mktemp("strict")
+    env = base_env(
+        IMAGEGATE_ADMIN_PASSWORD="x" * 16,
+        IMAGEGATE_HTTP_HEADER_TIMEOUT_SECONDS="1",
+        IMAGEGATE_HTTP_BODY_TIMEOUT_SECONDS="1",
+    )
+    with serve(env, folder) as server:
+        yield server
+
+
+def test_a_connection_that_sends_nothing_is_closed(strict_server: ServerProcess) -> None:
+    with _connect(strict_server) as sock:
+        assert _read_until_closed(sock) == b""
+
+
+def test_headers_trickling_in_are_cut_off(strict_server: ServerProcess) -> None:
+    with _connect(strict_server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")  # and never the blank line
+        assert _read_until_closed(sock) == b""
+
+
+def test_a_body_that_stops_arriving_is_answered_408(strict_server: ServerProcess) -> None:
+    with _connect(strict_server) as sock:
+        sock.sendall(
+            b"POST /v1/images/generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer ig_whatever\r\nContent-Length: 100\r\n\r\n" + b'{"prompt": "'
+        )
+        answer = _read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"request_timeout" in answer
+
+
+def test_a_keep_alive_connection_is_still_served_within_the_timeouts(strict_server: ServerProcess) -> None:
+    with _connect(strict_server) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_connections_beyond_the_cap_get_503(tmp_path: Path) -> None:
+    env = base_env(IMAGEGATE_ADMIN_PASSWORD="x" * 16, IMAGEGATE_MAX_CONNECTIONS="3")
+    with serve(env, tmp_path) as server, ExitStack() as held:
+        for _ in range(3):
+            held.enter_context(_connect(server)).sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+        with _connect(server) as extra:
+            extra.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert extra.recv(65536).startswith(b"HTTP/1.1 503")
