@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from imagegate.cli.common import MULTIPROC_ENV, prepare_metrics
-from imagegate.metrics import ReservedMmapedDict
+from imagegate.metrics import RESERVE_BYTES, ReservedMmapedDict
 from imagegate.settings import Settings
 from tests.conftest import Harness
 
@@ -37,21 +37,21 @@ def test_metric_files_default_off_the_data_volume(tmp_path: Path, monkeypatch: p
     assert Path(os.environ[MULTIPROC_ENV]) == (tmp_path / "tmpfs" / "metrics").resolve()
 
 
-def _allocated(path: Path) -> bool:
-    stat = path.stat()
-    return stat.st_blocks * 512 >= stat.st_size
+def _allocated_bytes(path: Path) -> int:
+    return path.stat().st_blocks * 512
 
 
-def test_metric_files_are_allocated_before_they_are_mapped(tmp_path: Path) -> None:
+def test_metric_files_are_allocated_before_writes_reach_them(tmp_path: Path) -> None:
     # A mapped page the filesystem has not allocated is a SIGBUS when the disk is full; allocated, it cannot be.
     path = tmp_path / "counter_1.db"
     values = ReservedMmapedDict(str(path))
     try:
-        assert _allocated(path)
+        assert _allocated_bytes(path) >= RESERVE_BYTES  # ahead of the first write, not page by page as it lands
         for index in range(KEYS):
             values.write_value(f"imagegate_http_requests_total{{route=/r/{index:08d}}}", 1.0, 0.0)  # type: ignore[no-untyped-call]
-        assert path.stat().st_size > 1024 * 1024
-        assert _allocated(path)
+            assert values.reserved >= values._used
+        assert values._used > 1024 * 1024  # grown well past the first mapping
+        assert _allocated_bytes(path) >= values._used
     finally:
         values.close()  # type: ignore[no-untyped-call]
 

@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 logger = logging.getLogger(__name__)
 # An upper bound of one entry's bytes beyond its key: length, padding and two doubles.
 ENTRY_OVERHEAD = 32
-INITIAL_FILE_BYTES = 1024 * 1024  # what prometheus_client maps a new file with
+RESERVE_BYTES = 64 * 1024
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -38,24 +38,30 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class ReservedMmapedDict(MmapedDict):
-    """prometheus_client's metrics file, with its disk blocks allocated before they are mapped.
+    """prometheus_client's metrics file, with disk blocks allocated before any write lands on them.
 
-    Writing to a mapped page the filesystem cannot back kills the process with SIGBUS; allocated up front,
-    a full disk is an OSError at allocation instead, which the metric turns into a lost sample.
+    Writing to a mapped page the filesystem cannot back kills the process with SIGBUS; allocated ahead (a
+    RESERVE_BYTES step at a time, so tmpfs memory follows what is used), a full disk is an OSError at
+    allocation instead, which the metric turns into a lost sample.
     """
 
     def __init__(self, filename: str, read_mode: bool = False) -> None:
         if not read_mode:
             with open(filename, "a+b") as handle:
-                _reserve(handle.fileno(), max(os.fstat(handle.fileno()).st_size, INITIAL_FILE_BYTES))
+                size = os.fstat(handle.fileno()).st_size
+                _reserve(handle.fileno(), min(size, RESERVE_BYTES) or RESERVE_BYTES)
         super().__init__(filename, read_mode)  # type: ignore[no-untyped-call]
+        self.reserved = max(self._used, min(self._capacity, RESERVE_BYTES))
 
     def _init_value(self, key: str) -> None:
-        capacity = self._capacity
-        while self._used + len(key.encode()) + ENTRY_OVERHEAD > capacity:
-            capacity *= 2
-        if capacity != self._capacity:
-            _reserve(self._f.fileno(), capacity)
+        needed = self._used + len(key.encode()) + ENTRY_OVERHEAD
+        if needed > self.reserved:
+            capacity = self._capacity
+            while needed > capacity:  # as the parent grows the file
+                capacity *= 2
+            target = min(-(-needed // RESERVE_BYTES) * RESERVE_BYTES, capacity)
+            _reserve(self._f.fileno(), target)
+            self.reserved = target
         super()._init_value(key)  # type: ignore[no-untyped-call]
 
 
