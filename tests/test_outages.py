@@ -23,8 +23,8 @@ DEADLINE_SECONDS = 60
 
 @pytest.fixture
 def outage_pg() -> Iterator[PostgresServer]:
-    """A server for this test alone: stopping it must not touch the session's."""
-    with controlled_postgres() as server:
+    """A server for this test alone (stopping it must not touch the session's) that keeps what it committed."""
+    with controlled_postgres(durable=True) as server:
         yield server
 
 

@@ -48,8 +48,10 @@ def _as_postgres_user(command: list[str]) -> list[str]:
 class PostgresServer:
     """A throwaway server on 127.0.0.1:<free port> (user postgres, trust auth) that a test may stop and start."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         self.bindir = bindir
+        # Without it a crash (an immediate stop) may lose the last commits, as synchronous_commit=off allows.
+        self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="imagegate-pg-"))
         self.data = self.root / "data"
         self.port = free_port()
@@ -64,8 +66,9 @@ class PostgresServer:
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
+        commit = "on" if self.durable else "off"
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit={commit} "
             "-c full_page_writes=off -c max_connections=300"
         )
         command = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log")]
@@ -105,12 +108,12 @@ def create_database(base_url: str, name: str) -> str:
 
 
 @contextmanager
-def controlled_postgres() -> Iterator[PostgresServer]:
-    """A running server the test controls; removed afterwards."""
+def controlled_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
+    """A running server the test controls; removed afterwards. durable: commits survive its being killed."""
     bindir = find_bindir()
     if bindir is None:
         raise RuntimeError("PostgreSQL binaries not found: install the postgresql package")
-    server = PostgresServer(bindir)
+    server = PostgresServer(bindir, durable=durable)
     try:
         server.init()
         server.start()
