@@ -15,7 +15,7 @@ import httpx2
 
 from tests.fakes.postgres import free_port
 
-START_TIMEOUT_SECONDS = 30
+START_TIMEOUT_SECONDS = 120  # a deadline, not a measurement: a busy machine takes its time to import and migrate
 
 
 class ServerProcess:
