@@ -333,11 +333,11 @@ async def _fail_vision(sessions: async_sessionmaker[AsyncSession], job_id: str, 
 
 
 async def running_on(sessions: async_sessionmaker[AsyncSession], worker_id: str) -> list[Claimed]:
-    """The jobs the database says this worker is running."""
+    """The image jobs the database says this worker is running (vision requests run beside the scheduler)."""
     async with sessions() as session:
         rows = await session.execute(
             select(Job.id, Job.attempts, Job.model, Job.backend).where(
-                Job.status == JobStatus.RUNNING, Job.worker_id == worker_id
+                Job.status == JobStatus.RUNNING, Job.worker_id == worker_id, Job.kind == JobKind.IMAGE
             )
         )
         return [Claimed(row.id, row.attempts, row.model, backend=row.backend) for row in rows]
