@@ -53,7 +53,7 @@ async def test_outputs_that_cannot_be_written_fail_the_job_as_storage_not_backen
     headers = await harness.auth()
     native = await harness.client.post("/v1/images/generate", json={"prompt": "x"}, headers=headers)
     assert native.status_code == 503, native.text
-    assert native.json()["error"]["code"] == "storage_unavailable"
+    assert native.json()["error_code"] == "storage_unavailable"
     assert "Read-only" not in native.text
     openai = await harness.client.post("/v1/images/generations", json={"prompt": "x"}, headers=headers)
     assert openai.status_code == 503, openai.text
