@@ -9,7 +9,17 @@ from fastapi import APIRouter, Request, Response
 from starlette.datastructures import FormData, UploadFile
 
 from imagegate.admin import queries, service
-from imagegate.admin.web import Admin, csrf_ok, forbidden_csrf, form_value, page, read_form, redirect
+from imagegate.admin.web import (
+    Admin,
+    confirm_page,
+    confirmed,
+    csrf_ok,
+    forbidden_csrf,
+    form_value,
+    page,
+    read_form,
+    redirect,
+)
 from imagegate.db import utcnow
 from imagegate.errors import InvalidRequest, NotFound
 from imagegate.jobs import service as jobs
@@ -133,10 +143,23 @@ async def update_key(handle: str, request: Request, admin: Admin) -> Response:
 
 @router.post("/keys/{handle}/{action}")
 async def key_action(handle: str, action: str, request: Request, admin: Admin) -> Response:
-    """Enable, disable or delete a key."""
+    """Enable, disable or delete a key (deleting after a confirmation step)."""
     form = await read_form(request)
     if not csrf_ok(admin, form):
         return forbidden_csrf(request, admin)
+    if action == "delete" and not confirmed(form):
+        async with request.app.state.sessions() as session:
+            key = await keys.get_by_handle(session=session, handle=handle)
+        return confirm_page(
+            request,
+            admin,
+            heading=f"Delete key {key.name} ({handle})?",
+            message="Its secret stops working at once and cannot be restored; its jobs stay in the history. "
+            "Disabling it instead can be undone.",
+            action=f"/admin/keys/{handle}/delete",
+            button="Delete key",
+            back="/admin/keys",
+        )
     async with request.app.state.sessions() as session, session.begin():
         if action in ("enable", "disable"):
             await keys.set_enabled(session=session, handle=handle, enabled=action == "enable", actor="admin")

@@ -18,6 +18,8 @@ from imagegate.admin.web import (
     LOGIN_CSRF_COOKIE,
     Admin,
     chart_svg,
+    confirm_page,
+    confirmed,
     cookie_options,
     csrf_ok,
     forbidden_csrf,
@@ -28,11 +30,9 @@ from imagegate.admin.web import (
     redirect,
 )
 from imagegate.db import utcnow
-from imagegate.errors import InvalidRequest, NotFound
-from imagegate.jobs import service as jobs
+from imagegate.errors import NotFound
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.keys import audit
-from imagegate.keys.models import ApiKey
 from imagegate.retention import sweep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -224,18 +224,37 @@ async def job_input(job_id: str, index: int, request: Request, admin: Admin) -> 
     return Response(data, media_type=f"image/{item.format}")
 
 
-@router.post("/jobs/{job_id}/delete")
-async def delete_job(job_id: str, request: Request, admin: Admin) -> Response:
-    """Delete a job's files and hide it."""
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, request: Request, admin: Admin) -> Response:
+    """Cancel a queued or running job (any key's)."""
     form = await read_form(request)
     if not csrf_ok(admin, form):
         return forbidden_csrf(request, admin)
-    job = await _job(request, job_id)
-    async with request.app.state.sessions() as session:
-        owner = await session.get(ApiKey, job.key_id) if job.key_id else None
-    if owner is None:
-        raise InvalidRequest("This job's key was deleted; its files go with retention.")
-    await jobs.delete_job(ctx=request.app.state.jobs, job_id=job_id, key=owner)
+    job = await service.cancel_job(ctx=request.app.state.jobs, job_id=job_id)
+    said = "Cancelled" if job.status == JobStatus.CANCELLED else f"Asked to cancel; it is {job.status}"
+    await service.set_flash(request.app.state.sessions, admin, f"{said}: job {job_id}.")
+    return redirect(request, f"/admin/jobs/{job_id}")
+
+
+@router.post("/jobs/{job_id}/delete")
+async def delete_job(job_id: str, request: Request, admin: Admin) -> Response:
+    """Delete a job's files and hide it, after a confirmation step."""
+    form = await read_form(request)
+    if not csrf_ok(admin, form):
+        return forbidden_csrf(request, admin)
+    if not confirmed(form):
+        job = await _job(request, job_id)
+        files = len(job.images) + len(job.inputs)
+        return confirm_page(
+            request,
+            admin,
+            heading=f"Delete job {job_id}?",
+            message=f"Its {files} file(s) are removed for good; its record stays in the history as deleted.",
+            action=f"/admin/jobs/{job_id}/delete",
+            button="Delete job and files",
+            back=f"/admin/jobs/{job_id}",
+        )
+    await service.delete_job(ctx=request.app.state.jobs, job_id=job_id)
     await service.set_flash(request.app.state.sessions, admin, f"Deleted job {job_id}.")
     return redirect(request, "/admin/history")
 

@@ -1,4 +1,4 @@
-"""Admin verbs: check and change the password, server-side sessions, login throttling."""
+"""Admin verbs: check and change the password, server-side sessions, login throttling, acting on jobs."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from imagegate.admin.models import AdminCredential, AdminSession, LoginFailure
 from imagegate.admin.password import ADMIN_ROW_ID
 from imagegate.db import utcnow
+from imagegate.jobs import service as jobs
+from imagegate.jobs.models import Job
+from imagegate.jobs.service import JobContext
 from imagegate.keys import audit
 
 MIN_PASSWORD_CHARS = 12
@@ -176,3 +179,22 @@ async def finish_attempt(sessions: async_sessionmaker[AsyncSession], attempt: in
             await session.execute(delete(LoginFailure).where(LoginFailure.id == attempt))
         else:
             audit.record(session=session, actor="admin", action="admin.login_failed", handle=None, client=client)
+
+
+# What the operator does to jobs: any key's job, each action audited.
+
+
+async def cancel_job(*, ctx: JobContext, job_id: str) -> Job:
+    """Cancel any key's queued or running job; Conflict when it has finished."""
+    job = await jobs.cancel(ctx=ctx, job_id=job_id, key=None)
+    async with ctx.sessions() as session, session.begin():
+        audit.record(session=session, actor="admin", action="admin.job_cancel", handle=job.key_handle, job=job_id)
+    return job
+
+
+async def delete_job(*, ctx: JobContext, job_id: str) -> None:
+    """Delete any key's job that is not running, with its files; Conflict while it runs."""
+    job = await jobs.get_job(ctx=ctx, job_id=job_id, key=None)
+    await jobs.delete_job(ctx=ctx, job_id=job_id, key=None)
+    async with ctx.sessions() as session, session.begin():
+        audit.record(session=session, actor="admin", action="admin.job_delete", handle=job.key_handle, job=job_id)

@@ -73,6 +73,7 @@ async def require_admin(request: Request) -> AdminSession:
     found = await service.find_session(request.app.state.sessions, request.cookies.get(COOKIE))
     if found is None:
         raise LoginRequired(request.url.path[len(prefix(request)) :] or "/admin")
+    request.state.admin = found  # an error page for this request keeps the navigation
     return found
 
 
@@ -121,7 +122,7 @@ def error_page(request: Request, error: ImagegateError) -> Response:
     response = page(
         request,
         "error.html",
-        admin=None,
+        admin=getattr(request.state, "admin", None),
         status=error.status,
         title=str(error.status),
         heading=str(error.status),
@@ -217,3 +218,25 @@ def _is_admin_page(scope: Scope) -> bool:
     if root and path.startswith(root):
         path = path[len(root) :]
     return (path == "/admin" or path.startswith("/admin/")) and not path.startswith("/admin/static/")
+
+
+def confirmed(form: FormData) -> bool:
+    """The form was posted from a confirmation page (a destructive action's second step)."""
+    return form_value(form, "confirm") == "yes"
+
+
+def confirm_page(
+    request: Request, admin: AdminSession, *, heading: str, message: str, action: str, button: str, back: str
+) -> Response:
+    """The step before a destructive action: says what will go and posts the same form again, confirmed."""
+    return page(
+        request,
+        "confirm.html",
+        admin=admin,
+        title=heading,
+        heading=heading,
+        message=message,
+        action=action,
+        button=button,
+        back=back,
+    )

@@ -378,8 +378,11 @@ async def wait_until_finished(*, ctx: JobContext, job_id: str, key: ApiKey | Non
                 await asyncio.wait_for(changed.wait(), pause)
 
 
-async def cancel(*, ctx: JobContext, job_id: str, key: ApiKey) -> Job:
-    """Cancel a queued job at once, or ask the worker running it to stop; Conflict when it has finished."""
+async def cancel(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Job:
+    """Cancel a queued job at once, or ask the worker running it to stop; Conflict when it has finished.
+
+    key None is the operator, who may cancel any key's job.
+    """
     job = await get_job(ctx=ctx, job_id=job_id, key=key)
     async with ctx.sessions() as session, session.begin():
         dequeued = await session.execute(
@@ -389,7 +392,7 @@ async def cancel(*, ctx: JobContext, job_id: str, key: ApiKey) -> Job:
                 status=JobStatus.CANCELLED,
                 finished_at=utcnow(),
                 error_code="cancelled",
-                error_message="Cancelled by the caller before it started.",
+                error_message=f"Cancelled by the {'caller' if key else 'operator'} before it started.",
                 error_status=409,
             )
         )
@@ -415,8 +418,11 @@ def _rowcount(result: object) -> int:
     return count
 
 
-async def delete_job(*, ctx: JobContext, job_id: str, key: ApiKey) -> None:
-    """Delete a job that is not running: its files go, its record stays hidden (history and quotas)."""
+async def delete_job(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> None:
+    """Delete a job that is not running: its files go, its record stays hidden (history and quotas).
+
+    key None is the operator, who may delete any key's job (also one whose key was deleted).
+    """
     job = await get_job(ctx=ctx, job_id=job_id, key=key)
     if job.status == JobStatus.RUNNING:
         raise Conflict(f"Job {job_id} is running; cancel it first (POST /v1/images/jobs/{job_id}/cancel).")
