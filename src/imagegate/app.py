@@ -16,6 +16,7 @@ from imagegate.admin import keys_pages as admin_keys_pages
 from imagegate.admin import panels as admin_panels
 from imagegate.admin import router as admin_router
 from imagegate.admin import service as admin_service
+from imagegate.admin import status as admin_status
 from imagegate.admin.password import ensure_admin_password
 from imagegate.admin.web import AdminHeadersMiddleware, LoginRequired, error_page, prefix
 from imagegate.api import errors, files, health, legacy, native, openai, usage, vision
@@ -90,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin_router.router)
     app.include_router(admin_keys_pages.router)
     app.include_router(admin_panels.router)
+    app.include_router(admin_status.router)
     return app
 
 

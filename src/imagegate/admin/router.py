@@ -22,6 +22,7 @@ from imagegate.admin.web import (
     confirmed,
     cookie_options,
     csrf_ok,
+    duration,
     forbidden_csrf,
     form_value,
     page,
@@ -268,7 +269,6 @@ async def maintenance(request: Request, admin: Admin) -> Response:
     async with request.app.state.sessions() as session:
         figures = await queries.overview(session, utcnow())
     on_disk = await request.app.state.storage.usage_bytes()
-    interval = timedelta(seconds=request.app.state.settings.cleanup_interval_seconds)
     return page(
         request,
         "maintenance.html",
@@ -277,7 +277,7 @@ async def maintenance(request: Request, admin: Admin) -> Response:
         active="/admin/maintenance",
         stored=figures.stored_bytes,
         on_disk=on_disk,
-        interval=str(interval),
+        interval=duration(request.app.state.settings.cleanup_interval_seconds),
         flash=await service.take_flash(request.app.state.sessions, admin),
     )
 

@@ -28,6 +28,7 @@ NAV = [
     ("/admin/playground", "Playground"),
     ("/admin/maintenance", "Maintenance"),
     ("/admin/audit", "Audit"),
+    ("/admin/status", "Status"),
 ]
 
 
@@ -44,9 +45,23 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
 
 
+UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
+
+
+def duration(seconds: float) -> str:
+    """A duration in words: 'hour', '2 hours', '90 minutes', '7 days' (the largest unit that divides it)."""
+    whole = round(seconds)
+    for unit, size in UNITS:
+        if whole >= size and whole % size == 0:
+            count = whole // size
+            return unit if count == 1 else f"{count} {unit}s"
+    return f"{seconds:g} seconds"
+
+
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["filesize"] = _filesize
 templates.env.filters["when"] = _when
+templates.env.filters["duration"] = duration
 
 
 class LoginRequired(Exception):
