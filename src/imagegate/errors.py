@@ -126,7 +126,7 @@ class JobInterrupted(ImagegateError):
 
 
 class ServiceUnavailable(ImagegateError):
-    """The service is not ready."""
+    """The service cannot take this request right now; retry in a few seconds."""
 
     status = 503
     code = "unavailable"

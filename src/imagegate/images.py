@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import io
 import re
+import secrets
 import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -21,6 +22,13 @@ OUTPUT_FORMATS = ("png", "jpeg", "webp")
 DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,", re.ASCII)
 # Refuse decompression bombs: no input may claim more pixels than this.
 MAX_PIXELS = 64 * 1024 * 1024
+# Output images get names of this many random bytes, in URL-safe base64 without its padding (24 characters).
+OUTPUT_NAME_BYTES = 18
+OUTPUT_NAME_CHARS = -(-OUTPUT_NAME_BYTES * 4 // 3)
+# Images imported from codex-image-service keep their own names (img_<id>.png), up to this many characters.
+IMPORTED_NAME_MAX_CHARS = 76
+SERVED_NAME_MAX_CHARS = max(OUTPUT_NAME_CHARS, IMPORTED_NAME_MAX_CHARS)
+SERVED_NAME = re.compile(rf"^[A-Za-z0-9_-]{{1,{SERVED_NAME_MAX_CHARS}}}\.(png|jpe?g|webp|gif)$")
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,11 @@ class ImageInfo:
     format: str
     bytes: int
     sha256: str
+
+
+def new_output_name(image_format: str) -> str:
+    """A fresh, unguessable file name for an output image (one that SERVED_NAME accepts)."""
+    return f"{secrets.token_urlsafe(OUTPUT_NAME_BYTES)}.{image_format}"
 
 
 def decode_base64(value: str, *, param: str) -> bytes:

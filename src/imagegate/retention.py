@@ -23,7 +23,6 @@ from imagegate.storage import Storage
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
-LIVE_STATUSES = [s for s in JobStatus if s != JobStatus.EXPIRED]
 EXPIRABLE = [s for s in FINISHED if s != JobStatus.EXPIRED]
 
 

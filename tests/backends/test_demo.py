@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imagegate.backends.base import BackendRequest, InputImage, JobLog
+from imagegate.backends.base import BackendRequest, InputImage, JobReporter
 from imagegate.backends.demo import DemoBackend
 from imagegate.settings import Settings
 from tests.fakes.backends import tiny_png
@@ -34,15 +34,15 @@ def _request(**overrides: object) -> BackendRequest:
 
 
 async def _images(tmp_path: Path, **overrides: object) -> list[Image.Image]:
-    result = await _backend(tmp_path).generate(_request(**overrides), JobLog(4096))
+    result = await _backend(tmp_path).generate(_request(**overrides), JobReporter(4096))
     return [Image.open(io.BytesIO(image.data)) for image in result.images]
 
 
 async def test_same_request_same_bytes_different_prompt_different_image(tmp_path: Path) -> None:
     backend = _backend(tmp_path)
-    first = await backend.generate(_request(), JobLog(4096))
-    second = await backend.generate(_request(), JobLog(4096))
-    other = await backend.generate(_request(prompt="a different scene"), JobLog(4096))
+    first = await backend.generate(_request(), JobReporter(4096))
+    second = await backend.generate(_request(), JobReporter(4096))
+    other = await backend.generate(_request(prompt="a different scene"), JobReporter(4096))
     assert first.images[0].data == second.images[0].data
     assert first.images[0].data != other.images[0].data
 

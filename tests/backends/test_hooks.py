@@ -12,7 +12,7 @@ from imagegate.backends.base import (
     BackendResult,
     HasAdminPanel,
     HasCliCommands,
-    JobLog,
+    JobReporter,
     PanelRequest,
     UsesStore,
 )
@@ -56,7 +56,7 @@ class CounterBackend:
     def check(self, request: BackendRequest) -> None:
         """Anything goes."""
 
-    async def generate(self, request: BackendRequest, log: JobLog) -> BackendResult:
+    async def generate(self, request: BackendRequest, reporter: JobReporter) -> BackendResult:
         """Never asked in these tests."""
         raise NotImplementedError
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from imagegate.backends.base import BackendRequest, BackendResult, JobLog, OutputImage, VisionRequest
+from imagegate.backends.base import BackendRequest, BackendResult, JobReporter, OutputImage, VisionRequest
 from imagegate.errors import BackendError, InvalidRequest
 from imagegate.settings import Settings
 
@@ -63,7 +63,7 @@ class FakeBackend:
         if request.prompt.startswith("unsupported:"):
             raise InvalidRequest("The fake backend cannot do that.", param="prompt")
 
-    async def generate(self, request: BackendRequest, log: JobLog) -> BackendResult:
+    async def generate(self, request: BackendRequest, reporter: JobReporter) -> BackendResult:
         """Behave as the prompt's prefix says."""
         self.requests.append(request)
         self.running += 1
@@ -72,13 +72,13 @@ class FakeBackend:
             self.started.append(request.prompt)
             self._changed.notify_all()
         try:
-            return await self._behave(request, log)
+            return await self._behave(request, reporter)
         finally:
             self.running -= 1
 
-    async def _behave(self, request: BackendRequest, log: JobLog) -> BackendResult:
+    async def _behave(self, request: BackendRequest, reporter: JobReporter) -> BackendResult:
         prompt = request.prompt
-        log.write(f"fake: {prompt}\n")
+        reporter.write(f"fake: {prompt}\n")
         if prompt.startswith("gate:"):
             await self.gate(prompt).wait()
         if prompt.startswith("file:"):
@@ -96,7 +96,7 @@ class FakeBackend:
         images = [OutputImage(tiny_png(size=(request.width, request.height))) for _ in range(request.count)]
         return BackendResult(images=images, metadata={"revised_prompt": prompt.upper()})
 
-    async def describe(self, request: VisionRequest, log: JobLog) -> str:
+    async def describe(self, request: VisionRequest, reporter: JobReporter) -> str:
         """Read images as the prompt says (gate:, fail:, crash:, empty:); counts as running like a job."""
         self.vision_requests.append(request)
         self.running += 1
@@ -106,7 +106,7 @@ class FakeBackend:
             self._changed.notify_all()
         try:
             prompt = request.prompt
-            log.usage("fake-account", "success")
+            reporter.usage("fake-account", "success")
             if prompt.startswith("gate:"):
                 await self.gate(prompt).wait()
             if prompt.startswith("fail:"):

@@ -1,4 +1,4 @@
-"""The admin pages: login, overview, keys, history, job detail, playground, maintenance, audit."""
+"""The admin pages: login, overview, history, job detail, maintenance, audit (keys and playground: keys_pages)."""
 
 from __future__ import annotations
 

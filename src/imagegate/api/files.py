@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
 from imagegate.errors import NotFound
-from imagegate.images import CONTENT_TYPES
+from imagegate.images import CONTENT_TYPES, SERVED_NAME
 from imagegate.storage import Storage
 
 router = APIRouter(tags=["files"])
 
-# Our names are 24 random characters; images imported from codex-image-service keep theirs (img_<id>.png).
-NAME = re.compile(r"^[A-Za-z0-9_-]{1,76}\.(png|jpe?g|webp|gif)$")
 # Names are never reused and files never change, so caches may keep them as long as they like.
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 
@@ -25,7 +22,7 @@ CACHE_CONTROL = "public, max-age=31536000, immutable"
 @router.head("/generated/{name}", response_model=None, include_in_schema=False)
 async def generated(name: str, request: Request) -> Response:
     """Serve one stored image; anything that is not exactly one of our names is a 404."""
-    match = NAME.match(name)
+    match = SERVED_NAME.match(name)
     if match is None:
         raise NotFound("No such image.")
     etag = f'"{name.rsplit(".", 1)[0]}"'

@@ -76,8 +76,12 @@ class UsageEvent:
     at: datetime
 
 
-class JobLog:
-    """A backend's channel back for one job: its log (bounded, kept for the admin history) and partial images."""
+class JobReporter:
+    """A backend's channel back while it runs a job.
+
+    Its log (bounded, kept for the admin history), the upstream resources it used (for usage statistics) and
+    partial images (relayed to streaming requests).
+    """
 
     def __init__(self, max_bytes: int, on_partial: PartialListener | None = None) -> None:
         self._max = max_bytes
@@ -128,7 +132,7 @@ class VisionRequest:
 class Describer(Protocol):
     """The optional read side of a backend: a backend that can answer questions about images has describe()."""
 
-    async def describe(self, request: VisionRequest, log: JobLog) -> str:
+    async def describe(self, request: VisionRequest, reporter: JobReporter) -> str:
         """The model's final answer about the images; raise ImagegateError on failure (never return nothing)."""
         ...
 
@@ -141,9 +145,10 @@ def describer(backend: Backend) -> Describer | None:
 
 
 class Backend(Protocol):
-    """What makes pixels. Built once per configured backend by create_app.
+    """What makes pixels. BackendSet.from_settings builds one per configured backend, through its BackendFactory.
 
-    A backend may also read images: see Describer (an optional describe method beside generate).
+    A backend may also have the optional hooks: Describer (it reads images), UsesStore, HasAdminPanel and
+    HasCliCommands, defined below; the app uses each one a backend has, built-in or third-party alike.
     """
 
     name: str
@@ -155,7 +160,7 @@ class Backend(Protocol):
         """
         ...
 
-    async def generate(self, request: BackendRequest, log: JobLog) -> BackendResult:
+    async def generate(self, request: BackendRequest, reporter: JobReporter) -> BackendResult:
         """Make request.count images (or fewer, saying why in the log); raise ImagegateError on failure."""
         ...
 

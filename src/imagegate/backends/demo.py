@@ -12,7 +12,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 from pydantic import BaseModel, Field
 
-from imagegate.backends.base import BackendRequest, BackendResult, InputImage, JobLog, OutputImage, VisionRequest
+from imagegate.backends.base import BackendRequest, BackendResult, InputImage, JobReporter, OutputImage, VisionRequest
 from imagegate.settings import Settings
 
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
@@ -56,26 +56,26 @@ class DemoBackend:
     def check(self, request: BackendRequest) -> None:
         """The demo backend can draw anything the common validation lets through."""
 
-    async def generate(self, request: BackendRequest, log: JobLog) -> BackendResult:
+    async def generate(self, request: BackendRequest, reporter: JobReporter) -> BackendResult:
         """Render request.count images in a thread (after the configured delay, if any)."""
         if self.options.delay_seconds:
             await asyncio.sleep(self.options.delay_seconds)
-        log.write(f"demo: rendering {request.count} image(s) at {request.width}x{request.height}\n")
+        reporter.write(f"demo: rendering {request.count} image(s) at {request.width}x{request.height}\n")
         images = []
         for index in range(request.count):
             final = await asyncio.to_thread(render, request, index)
             for step in range(_partial_count(request)):
-                log.partial_image(step, await asyncio.to_thread(blurred, final, request.output_format, step))
+                reporter.partial_image(step, await asyncio.to_thread(blurred, final, request.output_format, step))
             images.append(OutputImage(final))
         return BackendResult(images=images, metadata={"revised_prompt": None})
 
-    async def describe(self, request: VisionRequest, log: JobLog) -> str:
+    async def describe(self, request: VisionRequest, reporter: JobReporter) -> str:
         """Offline and deterministic: each image's size and its dominant colour as a plain word."""
         lines = []
         for index, image in enumerate(request.images):
             colour = await asyncio.to_thread(dominant_colour, image.data)
             lines.append(f"Image {index + 1}: {image.width}x{image.height} pixels, mostly {colour}.")
-        log.write(f"demo: described {len(request.images)} image(s)\n")
+        reporter.write(f"demo: described {len(request.images)} image(s)\n")
         return "\n".join(lines)
 
     async def sweep(self) -> int:

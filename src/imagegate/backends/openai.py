@@ -13,7 +13,7 @@ from typing import Any
 import openai
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
-from imagegate.backends.base import BackendRequest, BackendResult, InputImage, JobLog, OutputImage, VisionRequest
+from imagegate.backends.base import BackendRequest, BackendResult, InputImage, JobReporter, OutputImage, VisionRequest
 from imagegate.backends.fetch import ImageFetcher
 from imagegate.backends.openai_models import check_request, rules_for, upstream_size
 from imagegate.errors import (
@@ -138,11 +138,13 @@ class OpenAIBackend:
             params={name: value for name, value in request.params.items() if name != "style"},
         )
 
-    async def generate(self, request: BackendRequest, log: JobLog) -> BackendResult:
+    async def generate(self, request: BackendRequest, reporter: JobReporter) -> BackendResult:
         """Call the Images API as often as the model needs for request.count images."""
         translated = self.in_upstream_terms(request)
         if translated is not request:
-            log.write(f"openai: {request.model} options as {self.model_for(request)}: quality={translated.quality}\n")
+            reporter.write(
+                f"openai: {request.model} options as {self.model_for(request)}: quality={translated.quality}\n"
+            )
         request = translated
         model = self.model_for(request)
         rules = rules_for(model)
@@ -152,11 +154,13 @@ class OpenAIBackend:
         while len(images) < request.count:
             n = min(per_call, request.count - len(images))
             try:
-                response = await self._call(request, model, n, log)
+                response = await self._call(request, model, n, reporter)
             except ImagegateError as error:
                 if not images:
                     raise
-                log.write(f"openai: call {len(images) + 1} failed ({error.code}); keeping the images already made\n")
+                reporter.write(
+                    f"openai: call {len(images) + 1} failed ({error.code}); keeping the images already made\n"
+                )
                 break
             images += [await self._image(item) for item in response.data or []]
             _merge_metadata(metadata, response)
@@ -164,13 +168,15 @@ class OpenAIBackend:
                 break
         return BackendResult(images=images, metadata=metadata)
 
-    async def _call(self, request: BackendRequest, model: str, n: int, log: JobLog) -> openai.types.ImagesResponse:
+    async def _call(
+        self, request: BackendRequest, model: str, n: int, reporter: JobReporter
+    ) -> openai.types.ImagesResponse:
         operation = request.params.get("operation") or ("edit" if request.references else "generate")
         arguments = self._arguments(request, model, n, operation)
-        log.write(f"openai: {operation} model={model} n={n} size={arguments.get('size')}\n")
+        reporter.write(f"openai: {operation} model={model} n={n} size={arguments.get('size')}\n")
         try:
             if _streams(request, model, operation):
-                return await self._streamed(request, operation, arguments, log)
+                return await self._streamed(request, operation, arguments, reporter)
             if operation == "variation":
                 response = await self._images.create_variation(
                     image=_file(request.references[0], "image"),
@@ -206,7 +212,7 @@ class OpenAIBackend:
         return arguments
 
     async def _streamed(
-        self, request: BackendRequest, operation: str, arguments: dict[str, Any], log: JobLog
+        self, request: BackendRequest, operation: str, arguments: dict[str, Any], reporter: JobReporter
     ) -> openai.types.ImagesResponse:
         """Stream from the provider so its partial images reach our callers; the result as a plain response."""
         arguments = {**arguments, "partial_images": request.params["partial_images"]}
@@ -224,7 +230,7 @@ class OpenAIBackend:
         usage = None
         async for event in stream:
             if event.type.endswith(".partial_image"):
-                log.partial_image(getattr(event, "partial_image_index", 0), base64.b64decode(event.b64_json))
+                reporter.partial_image(getattr(event, "partial_image_index", 0), base64.b64decode(event.b64_json))
             elif event.type.endswith(".completed"):
                 data.append(openai.types.Image(b64_json=event.b64_json))
                 usage = getattr(event, "usage", None)
@@ -246,7 +252,7 @@ class OpenAIBackend:
         """Fetch an image the provider returned as a URL (http(s), same-host redirects, public addresses)."""
         return await self._downloads.fetch(url)
 
-    async def describe(self, request: VisionRequest, log: JobLog) -> str:
+    async def describe(self, request: VisionRequest, reporter: JobReporter) -> str:
         """Ask the vision model through Chat Completions with the images inline; an empty answer is a failure."""
         model = self.options.vision_model
         if model is None:
@@ -255,7 +261,7 @@ class OpenAIBackend:
         for image in request.images:
             url = f"data:image/{image.format};base64,{base64.b64encode(image.data).decode()}"
             content.append({"type": "image_url", "image_url": {"url": url}})
-        log.write(f"openai: vision model={model} images={len(request.images)}\n")
+        reporter.write(f"openai: vision model={model} images={len(request.images)}\n")
         try:
             completion = await self._chat.create(model=model, messages=[{"role": "user", "content": content}])
         except openai.APIError as error:

@@ -105,6 +105,6 @@ class BackendStore:
             return int(getattr(result, "rowcount", 0) or 0)
 
     async def usage(self, *, now: datetime) -> list[usage.SubjectStats]:
-        """Per-resource statistics of this backend (what JobLog.usage recorded), per window."""
+        """Per-resource statistics of this backend (what JobReporter.usage recorded), per window."""
         async with self.sessions() as session:
             return await usage.stats(session, backend=self.backend, now=now)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.db import utcnow
 from imagegate.errors import ImagegateError, InvalidImage
-from imagegate.images import ImageInfo, inspect_image
+from imagegate.images import SERVED_NAME, ImageInfo, inspect_image
 from imagegate.jobs.models import Job, JobImage, JobKind, JobStatus
 from imagegate.jobs.requests import SIZE
 from imagegate.keys import audit
@@ -35,7 +35,6 @@ KEY_COLUMNS = {"id", "name", "key_hash", "enabled", "created_at", "last_used_at"
 HISTORY_COLUMNS = {"id", "api_key_id", "prompt", "status", "image_paths", "created_at", "expires_at"}
 HASH = re.compile(r"^[0-9a-f]{64}$")
 HANDLE = re.compile(r"^key_[A-Za-z0-9_-]{12}$")
-FILE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,76}\.(png|jpe?g|webp|gif)$")
 KEPT_STATUSES = {"succeeded", "failed", "expired"}
 MAX_LOG_CHARS = 64 * 1024
 
@@ -344,7 +343,7 @@ async def _images(request: SourceRequest, files: Path, report: Report) -> list[t
     found = []
     for name in request.file_names():
         path = files / name
-        if not FILE_NAME.match(name) or not await asyncio.to_thread(path.is_file):
+        if not SERVED_NAME.match(name) or not await asyncio.to_thread(path.is_file):
             report.files_missing += 1
             report.say(f"job {request.id}: file {name} not found in {files.name}/; skipped")
             continue

@@ -1,6 +1,8 @@
-"""The in-process bus between the API and the scheduler: wake-ups for waiters, workers and cancels.
+"""The in-process bus between the API and the scheduler: wake-ups for waiters, workers and cancels; partial images.
 
-Another process sees none of this; it polls the database instead, so nothing depends on these events.
+Events only make this process faster: another process polls the database for the same news, and so does this
+one when it misses an event. Partial images are the exception: only a request served by the process that runs
+the job sees them.
 """
 
 from __future__ import annotations

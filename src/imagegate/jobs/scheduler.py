@@ -16,10 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from imagegate.backends import usage
-from imagegate.backends.base import BackendRequest, InputImage, JobLog, OutputImage
+from imagegate.backends.base import BackendRequest, InputImage, JobReporter, OutputImage
 from imagegate.db import is_unavailable
 from imagegate.errors import BackendError, ImagegateError
-from imagegate.images import inspect_image
+from imagegate.images import inspect_image, new_output_name
 from imagegate.jobs import queue
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.jobs.queue import Claimed, StoredImage
@@ -29,7 +29,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Outcome = tuple[str, str | None]  # (final status, error code)
 
-NAME_BYTES = 18
 # A finished job's record is retried this often while the database is away (doubling up to the maximum).
 RECORD_RETRY_FIRST_SECONDS = 0.25
 RECORD_RETRY_MAX_SECONDS = 5.0
@@ -116,11 +115,6 @@ class Scheduler:
         self._cancelling.add(job_id)
         task.cancel()
         return True
-
-    @property
-    def running_jobs(self) -> int:
-        """Jobs this process is running now."""
-        return len(self._running)
 
     def begin_stop(self) -> None:
         """Start stopping now (the grace period counts from here); stop() then waits for it to end."""
@@ -249,14 +243,14 @@ class Scheduler:
             logger.exception("scheduler housekeeping failed; will retry")
 
     async def _run(self, backend_name: str, claimed: Claimed) -> None:
-        log = JobLog(
+        reporter = JobReporter(
             self.ctx.settings.job_log_max_bytes,
             on_partial=functools.partial(self.ctx.events.partial, claimed.job_id),
         )
         started = time.perf_counter()
         outcome: Outcome | None = None  # set when this run settled the job
         try:
-            outcome = await self._attempt(backend_name, claimed, log)
+            outcome = await self._attempt(backend_name, claimed, reporter)
         finally:
             await self._guard(
                 functools.partial(
@@ -264,26 +258,26 @@ class Scheduler:
                     self.ctx.sessions,
                     backend=backend_name,
                     job_id=claimed.job_id,
-                    events=log.usage_events,
+                    events=reporter.usage_events,
                 )
             )
             self._observe(backend_name, claimed, outcome, time.perf_counter() - started)
 
-    async def _attempt(self, backend_name: str, claimed: Claimed, log: JobLog) -> Outcome | None:
+    async def _attempt(self, backend_name: str, claimed: Claimed, reporter: JobReporter) -> Outcome | None:
         """Run the job and record how it ended; None when the job was no longer this run's to settle."""
         sessions = self.ctx.sessions
         try:
             request = await self._backend_request(claimed)
-            result = await self.ctx.backends.backends[backend_name].generate(request, log)
+            result = await self.ctx.backends.backends[backend_name].generate(request, reporter)
             if not result.images:
                 raise BackendError("The backend returned no image.")
             stored = await self._store_outputs(result.images)
         except asyncio.CancelledError:
-            cancelled = await self._record(backend_name, claimed, lambda: self._settle_cancelled(claimed, log))
+            cancelled = await self._record(backend_name, claimed, lambda: self._settle_cancelled(claimed, reporter))
             return (JobStatus.CANCELLED, None) if cancelled else None
         except ImagegateError as error:
             failed = await self._record(
-                backend_name, claimed, functools.partial(queue.finish_failed, sessions, claimed, error, log.text())
+                backend_name, claimed, functools.partial(queue.finish_failed, sessions, claimed, error, reporter.text())
             )
             return (JobStatus.FAILED, error.code) if failed else None
         except _NotLoaded:  # it has not run, so it goes back in the queue
@@ -292,16 +286,18 @@ class Scheduler:
             return None
         except Exception as exc:
             logger.exception("job %s failed unexpectedly", claimed.job_id)
-            log.write("".join(traceback.format_exception(exc)))
+            reporter.write("".join(traceback.format_exception(exc)))
             unexpected = BackendError("The backend failed unexpectedly; see the job's logs.")
             failed = await self._record(
-                backend_name, claimed, functools.partial(queue.finish_failed, sessions, claimed, unexpected, log.text())
+                backend_name,
+                claimed,
+                functools.partial(queue.finish_failed, sessions, claimed, unexpected, reporter.text()),
             )
             return (JobStatus.FAILED, "unexpected") if failed else None
         succeeded = await self._record(
             backend_name,
             claimed,
-            lambda: queue.finish_succeeded(sessions, claimed, stored, log.text(), result.metadata),
+            lambda: queue.finish_succeeded(sessions, claimed, stored, reporter.text(), result.metadata),
         )
         if succeeded:
             return (JobStatus.SUCCEEDED, None)
@@ -357,13 +353,13 @@ class Scheduler:
             extra={"job": claimed.job_id, "backend": backend, "status": str(status), "seconds": round(seconds, 3)},
         )
 
-    async def _settle_cancelled(self, claimed: Claimed, log: JobLog) -> bool:
+    async def _settle_cancelled(self, claimed: Claimed, reporter: JobReporter) -> bool:
         """True when the caller's cancel ended the job; False when shutdown put it back (or failed it)."""
         if claimed.job_id in self._cancelling:
-            return await queue.finish_cancelled(self.ctx.sessions, claimed, log.text())
-        log.write("[interrupted by shutdown]\n")
+            return await queue.finish_cancelled(self.ctx.sessions, claimed, reporter.text())
+        reporter.write("[interrupted by shutdown]\n")
         status = await queue.settle_interrupted(
-            self.ctx.sessions, claimed, log.text(), retry=self.ctx.settings.interrupted_jobs == "retry"
+            self.ctx.sessions, claimed, reporter.text(), retry=self.ctx.settings.interrupted_jobs == "retry"
         )
         logger.warning("job %s interrupted by shutdown: now %s", claimed.job_id, status)
         return False
@@ -409,7 +405,7 @@ class Scheduler:
                     info = await asyncio.to_thread(inspect_image, image.data, param=f"output[{index}]")
                 except ImagegateError:
                     raise BackendError("The backend returned bytes that are not an image.") from None
-                name = f"{secrets.token_urlsafe(NAME_BYTES)}.{info.format}"
+                name = new_output_name(info.format)
                 key = f"images/{name}"
                 await self.ctx.storage.put(key, image.data)
                 stored.append(StoredImage(name, key, info))

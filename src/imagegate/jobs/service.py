@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import and_, case, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -445,8 +445,3 @@ async def delete_job(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Non
     for storage_key in [image.storage_key for image in job.images] + [i.storage_key for i in job.inputs]:
         await ctx.storage.delete(storage_key)
     ctx.events.notify(job_id)
-
-
-def expires_in(job: Job, now: datetime | None = None) -> float:
-    """Seconds until the job's files expire."""
-    return max((job.expires_at - (now or utcnow())).total_seconds(), 0.0)

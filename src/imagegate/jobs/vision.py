@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select, update
 
 from imagegate.backends import usage
-from imagegate.backends.base import Describer, InputImage, JobLog, VisionRequest, describer
+from imagegate.backends.base import Describer, InputImage, JobReporter, VisionRequest, describer
 from imagegate.db import utcnow
 from imagegate.errors import (
     BackendError,
@@ -162,7 +162,7 @@ async def _take_slot(ctx: JobContext, key: ApiKey, backend: str, job: Job) -> No
             await asyncio.sleep(ctx.settings.poll_interval_seconds)
     except BaseException as exc:
         error = exc if isinstance(exc, ImagegateError) else _gone()
-        await _whole(_finish(ctx, job.id, JobLog(1024), error=error, waiting=True))
+        await _whole(_finish(ctx, job.id, JobReporter(1024), error=error, waiting=True))
         ctx.events.queued(backend)  # the reservation is gone: queued image jobs may be claimed again
         raise
 
@@ -186,39 +186,41 @@ def _gone() -> ImagegateError:
 
 
 async def _run(ctx: JobContext, operation: Describer, request: VisionRequest, backend: str) -> str:
-    log = JobLog(ctx.settings.job_log_max_bytes)
+    reporter = JobReporter(ctx.settings.job_log_max_bytes)
     try:
-        answer = (await operation.describe(request, log)).strip()
+        answer = (await operation.describe(request, reporter)).strip()
         if not answer:
             raise BackendError("The model gave no answer about the image(s); retry, or rephrase the prompt.")
     except asyncio.CancelledError:
-        await _shielded(_finish(ctx, request.request_id, log, error=_gone()))
+        await _shielded(_finish(ctx, request.request_id, reporter, error=_gone()))
         raise
     except ImagegateError as failure:
-        await _shielded(_finish(ctx, request.request_id, log, error=failure))
+        await _shielded(_finish(ctx, request.request_id, reporter, error=failure))
         raise
     except Exception as exc:
         logger.exception("vision request %s failed unexpectedly", request.request_id)
-        log.write("".join(traceback.format_exception(exc)))
+        reporter.write("".join(traceback.format_exception(exc)))
         unexpected = BackendError("The backend failed unexpectedly; the operator can find details in the log.")
-        await _shielded(_finish(ctx, request.request_id, log, error=unexpected))
+        await _shielded(_finish(ctx, request.request_id, reporter, error=unexpected))
         raise unexpected from None
     finally:
-        await _shielded(usage.record(ctx.sessions, backend=backend, job_id=request.request_id, events=log.usage_events))
-    await _shielded(_finish(ctx, request.request_id, log, answer=answer))
+        await _shielded(
+            usage.record(ctx.sessions, backend=backend, job_id=request.request_id, events=reporter.usage_events)
+        )
+    await _shielded(_finish(ctx, request.request_id, reporter, answer=answer))
     return answer
 
 
 async def _finish(
     ctx: JobContext,
     job_id: str,
-    log: JobLog,
+    reporter: JobReporter,
     *,
     answer: str | None = None,
     error: ImagegateError | None = None,
     waiting: bool = False,
 ) -> None:
-    values: dict[str, object] = {"finished_at": utcnow(), "logs": log.text()}
+    values: dict[str, object] = {"finished_at": utcnow(), "logs": reporter.text()}
     if error is None:
         values |= {"status": JobStatus.SUCCEEDED, "params": await _params_with(ctx, job_id, {"text": answer})}
     else:

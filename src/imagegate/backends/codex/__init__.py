@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from imagegate.backends.base import AdminPanel, BackendRequest, BackendResult, JobLog, OutputImage, VisionRequest
+from imagegate.backends.base import AdminPanel, BackendRequest, BackendResult, JobReporter, OutputImage, VisionRequest
 from imagegate.backends.codex import outputs, process, tokens, vision, workdirs
 from imagegate.backends.codex.accounts import Account, AccountPool, AllExhausted, Dispatch
 from imagegate.backends.codex.options import PASSED_ENV, PASSED_ENV_PREFIXES, PROXY_ENV, AccountOption, CodexOptions
@@ -132,9 +132,9 @@ class CodexBackend:
         await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
         command = [self.options.executable, "exec", "--skip-git-repo-check", "--sandbox", "read-only"]
         command += ["-C", str(run_dir), "--", self.options.keepalive_prompt]
-        log = JobLog(self.options.max_output_bytes)
+        reporter = JobReporter(self.options.max_output_bytes)
         try:
-            finished = await self.run_on(account, command, run_dir, log)
+            finished = await self.run_on(account, command, run_dir, reporter)
         except BackendError as error:
             return f"failed: {error.message}"
         if finished.timed_out:
@@ -151,16 +151,16 @@ class CodexBackend:
                 param="mask",
             )
 
-    async def generate(self, request: BackendRequest, log: JobLog) -> BackendResult:
+    async def generate(self, request: BackendRequest, reporter: JobReporter) -> BackendResult:
         """One exec per image: sequential per account, parallel across accounts; edits make one image."""
         await self.sync()
         workdir = self.workdirs / request.job_id
         count = 1 if request.is_edit else request.count
         if count < request.count:
-            log.write(f"codex: edit mode makes 1 image (asked for {request.count})\n")
+            reporter.write(f"codex: edit mode makes 1 image (asked for {request.count})\n")
         inputs = await asyncio.to_thread(workdirs.write_inputs, workdir, request)
         results = await asyncio.gather(
-            *(self._one_image(request, workdir, inputs, index, log) for index in range(count)),
+            *(self._one_image(request, workdir, inputs, index, reporter) for index in range(count)),
             return_exceptions=True,
         )
         made = [r for r in results if isinstance(r, tuple)]
@@ -168,7 +168,7 @@ class CodexBackend:
         if not made:
             raise _first_error(errors)
         for error in errors:
-            log.write(f"codex: one image failed ({type(error).__name__}: {error}); keeping the others\n")
+            reporter.write(f"codex: one image failed ({type(error).__name__}: {error}); keeping the others\n")
         sizes = {
             "requested_size": request.size,
             "delivered_sizes": [f"{w}x{h}" for _image, (w, h) in made],
@@ -176,27 +176,29 @@ class CodexBackend:
         }
         return BackendResult(images=[image for image, _size in made], metadata={"codex": sizes})
 
-    async def describe(self, request: VisionRequest, log: JobLog) -> str:
+    async def describe(self, request: VisionRequest, reporter: JobReporter) -> str:
         """Codex's final message about the images, from `codex exec` in the read-only sandbox."""
-        return await vision.describe(self, request, log)
+        return await vision.describe(self, request, reporter)
 
     async def _one_image(
-        self, request: BackendRequest, workdir: Path, inputs: list[Path], index: int, log: JobLog
+        self, request: BackendRequest, workdir: Path, inputs: list[Path], index: int, reporter: JobReporter
     ) -> tuple[OutputImage, tuple[int, int]]:
         tried: set[str] = set()
         duplicates = 0
         while True:
             try:
                 async with self.pool.hold(skip=tried | await self.low_quota(tried)) as account:
-                    return await self._exec(request, workdir, inputs, index, account, log)
+                    return await self._exec(request, workdir, inputs, index, account, reporter)
             except _QuotaReached as quota:
                 tried.add(quota.account.name)
                 await self.rest(quota.account, quota.resets_at)
-                log.write(f"codex: account {quota.account.name} reached its usage limit; trying the next\n")
+                reporter.write(f"codex: account {quota.account.name} reached its usage limit; trying the next\n")
             except _DuplicateOutput as duplicate:
                 tried.add(duplicate.account.name)
                 duplicates += 1
-                log.write(f"codex: account {duplicate.account.name} handed back an earlier image; trying the next\n")
+                reporter.write(
+                    f"codex: account {duplicate.account.name} handed back an earlier image; trying the next\n"
+                )
             except AllExhausted as exhausted:
                 if duplicates:
                     raise BackendError("Codex handed back an image it had made before; try again later.") from None
@@ -224,14 +226,20 @@ class CodexBackend:
         return {a.name: q for a, q in zip(self.pool.accounts, found, strict=True)}
 
     async def _exec(
-        self, request: BackendRequest, workdir: Path, inputs: list[Path], index: int, account: Account, log: JobLog
+        self,
+        request: BackendRequest,
+        workdir: Path,
+        inputs: list[Path],
+        index: int,
+        account: Account,
+        reporter: JobReporter,
     ) -> tuple[OutputImage, tuple[int, int]]:
         run_dir = await asyncio.to_thread(workdirs.fresh_run_dir, workdir, index)
         command = self.command(request, run_dir, inputs)
         started = utcnow()
-        log.write(f"codex: image {index + 1} on account {account.name}\n")
-        finished = await self.run_on(account, command, run_dir, log, job_id=request.job_id)
-        log.write(f"--- stdout ---\n{finished.stdout}\n--- stderr ---\n{finished.stderr}\n")
+        reporter.write(f"codex: image {index + 1} on account {account.name}\n")
+        finished = await self.run_on(account, command, run_dir, reporter, job_id=request.job_id)
+        reporter.write(f"--- stdout ---\n{finished.stdout}\n--- stderr ---\n{finished.stderr}\n")
         session = outputs.session_id(finished.stderr)
         if session:
             await asyncio.to_thread(workdirs.remember_session, workdir, session)
@@ -239,25 +247,25 @@ class CodexBackend:
             outputs.find_image, codex_home=account.home, session=session, workdir=run_dir, started=started
         )
         if found is None:
-            raise await self._no_image(finished, account, log, instruction(request, inputs), session)
-        log.write(f"codex: image from {found.source}\n")
+            raise await self._no_image(finished, account, reporter, instruction(request, inputs), session)
+        reporter.write(f"codex: image from {found.source}\n")
         digest = hashlib.sha256(found.data).hexdigest()
         if self.store is not None and await self.store.has_event(OUTPUT_EVENT, digest):
-            log.usage(account.name, "duplicate")
+            reporter.usage(account.name, "duplicate")
             raise _DuplicateOutput(account)
         try:
             data, delivered = await asyncio.to_thread(outputs.fit, found.data, request)
         except (OSError, ValueError, Image.DecompressionBombError):
-            log.usage(account.name, "failure")
+            reporter.usage(account.name, "failure")
             raise BackendError("Codex produced a file that is not an image.") from None
-        log.write(f"codex: delivered {delivered[0]}x{delivered[1]}, stored {request.width}x{request.height}\n")
-        log.usage(account.name, "success", images=1)
+        reporter.write(f"codex: delivered {delivered[0]}x{delivered[1]}, stored {request.width}x{request.height}\n")
+        reporter.usage(account.name, "success", images=1)
         if self.store is not None:
             await self.store.add_event(OUTPUT_EVENT, subject=account.name, key=digest, job_id=request.job_id)
         return OutputImage(data), delivered
 
     async def run_on(
-        self, account: Account, command: list[str], run_dir: Path, log: JobLog, *, job_id: str | None = None
+        self, account: Account, command: list[str], run_dir: Path, reporter: JobReporter, *, job_id: str | None = None
     ) -> process.Finished:
         """Run one codex command on a held account: its lock inherited, its group recorded, its token audited.
 
@@ -276,25 +284,29 @@ class CodexBackend:
                 record=account.run_record,
             )
         except asyncio.CancelledError:
-            log.usage(account.name, "cancelled")
-            await self._audit_token(account, before, "killed (cancelled)", log, job_id)
+            reporter.usage(account.name, "cancelled")
+            await self._audit_token(account, before, "killed (cancelled)", reporter, job_id)
             raise
         except OSError as exc:
-            log.usage(account.name, "failure")
+            reporter.usage(account.name, "failure")
             raise BackendError("The Codex executable could not be started; tell the operator.") from exc
-        await self._audit_token(account, before, "killed (timeout)" if finished.timed_out else "rotated", log, job_id)
+        await self._audit_token(
+            account, before, "killed (timeout)" if finished.timed_out else "rotated", reporter, job_id
+        )
         if self.store is not None:
             await self.store.put(LAST_RUN_PREFIX + account.name, utcnow().isoformat())
         return finished
 
     async def _audit_token(
-        self, account: Account, before: str | None, reason: str, log: JobLog, job_id: str | None
+        self, account: Account, before: str | None, reason: str, reporter: JobReporter, job_id: str | None
     ) -> None:
         """Note the refresh token's fingerprint before and after, when it rotated or the run was killed."""
         after = await asyncio.to_thread(tokens.fingerprint, account.home)
         if after == before and not reason.startswith("killed"):
             return
-        log.write(f"codex: token audit {account.name}: refresh token {before or '-'} -> {after or '-'} ({reason})\n")
+        reporter.write(
+            f"codex: token audit {account.name}: refresh token {before or '-'} -> {after or '-'} ({reason})\n"
+        )
         if self.store is not None:
             data = {"before": before, "after": after, "reason": reason}
             await self.store.add_event(TOKEN_EVENT, subject=account.name, data=data, job_id=job_id)
@@ -309,19 +321,19 @@ class CodexBackend:
         return {**env, **self.options.env, "CODEX_HOME": str(account.home)}
 
     async def _no_image(
-        self, finished: process.Finished, account: Account, log: JobLog, asked: str, session: str | None
+        self, finished: process.Finished, account: Account, reporter: JobReporter, asked: str, session: str | None
     ) -> ImagegateError | _QuotaReached:
         if finished.timed_out:
-            log.usage(account.name, "timeout")
+            reporter.usage(account.name, "timeout")
             return BackendTimeout(f"Codex did not finish within {self.options.timeout_seconds:.0f} s.")
         errors = await asyncio.to_thread(
             outputs.codex_errors, stderr=finished.stderr, instruction=asked, codex_home=account.home, session=session
         )
         resets_at = outputs.quota_reset(errors, utcnow())
         if resets_at is not None:
-            log.usage(account.name, "quota")
+            reporter.usage(account.name, "quota")
             return _QuotaReached(account, resets_at)
-        log.usage(account.name, "failure")
+        reporter.usage(account.name, "failure")
         if outputs.refused(finished.stdout, asked):
             return ContentRejected("The model declined to make this image; change the prompt.")
         if finished.returncode:

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imagegate.backends.base import JobLog, VisionRequest
+from imagegate.backends.base import JobReporter, VisionRequest
 from imagegate.backends.codex import outputs
 from imagegate.backends.codex.accounts import Account, AllExhausted
 from imagegate.db import utcnow
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from imagegate.backends.codex import CodexBackend
 
 
-async def describe(backend: CodexBackend, request: VisionRequest, log: JobLog) -> str:
+async def describe(backend: CodexBackend, request: VisionRequest, reporter: JobReporter) -> str:
     """Ask Codex about the images on the first free account; an account at its usage limit passes it on."""
     await backend.sync()
     workdir = backend.workdirs / request.request_id
@@ -36,7 +36,7 @@ async def describe(backend: CodexBackend, request: VisionRequest, log: JobLog) -
     while True:
         try:
             async with backend.pool.hold(skip=tried | await backend.low_quota(tried)) as account:
-                answer = await _exec(backend, request, workdir, inputs, account, log)
+                answer = await _exec(backend, request, workdir, inputs, account, reporter)
         except AllExhausted as exhausted:
             retry_after = max(int((exhausted.resets_at - utcnow()).total_seconds()), 1)
             raise UpstreamRateLimited(
@@ -61,23 +61,28 @@ def command(backend: CodexBackend, workdir: Path, inputs: list[Path], prompt: st
 
 
 async def _exec(
-    backend: CodexBackend, request: VisionRequest, workdir: Path, inputs: list[Path], account: Account, log: JobLog
+    backend: CodexBackend,
+    request: VisionRequest,
+    workdir: Path,
+    inputs: list[Path],
+    account: Account,
+    reporter: JobReporter,
 ) -> str | Account:
     """The answer, or the account when it reached its usage limit (rested; the caller tries the next)."""
-    log.write(f"codex: vision on account {account.name}\n")
+    reporter.write(f"codex: vision on account {account.name}\n")
     finished = await backend.run_on(
-        account, command(backend, workdir, inputs, request.prompt), workdir, log, job_id=request.request_id
+        account, command(backend, workdir, inputs, request.prompt), workdir, reporter, job_id=request.request_id
     )
-    log.write(f"--- stdout ---\n{finished.stdout}\n--- stderr ---\n{finished.stderr}\n")
+    reporter.write(f"--- stdout ---\n{finished.stdout}\n--- stderr ---\n{finished.stderr}\n")
     session = outputs.session_id(finished.stderr)
     answer = await asyncio.to_thread(
         final_message, workdir / ANSWER_FILE, account.home, session, finished.stdout, request.prompt
     )
     if answer:
-        log.usage(account.name, "success")
+        reporter.usage(account.name, "success")
         return answer
     if finished.timed_out:
-        log.usage(account.name, "timeout")
+        reporter.usage(account.name, "timeout")
         raise BackendTimeout(f"Codex did not answer within {backend.options.timeout_seconds:.0f} s.")
     errors = await asyncio.to_thread(
         outputs.codex_errors,
@@ -88,11 +93,11 @@ async def _exec(
     )
     resets_at = outputs.quota_reset(errors, utcnow())
     if resets_at is not None:
-        log.usage(account.name, "quota")
+        reporter.usage(account.name, "quota")
         await backend.rest(account, resets_at)
-        log.write(f"codex: account {account.name} reached its usage limit; trying the next\n")
+        reporter.write(f"codex: account {account.name} reached its usage limit; trying the next\n")
         return account
-    log.usage(account.name, "failure")
+    reporter.usage(account.name, "failure")
     if finished.returncode:
         raise BackendError(f"Codex exited with status {finished.returncode} without an answer.")
     raise BackendError("Codex finished without an answer about the image(s).")
