@@ -180,6 +180,11 @@ class Settings(BaseSettings):
             raise ValueError(f"oig_listen uses port {self.port}, the main listener's port; give it its own port")
         return self
 
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is SQLite (embedded mode)."""
+        return self.database_url.startswith("sqlite")
+
     @classmethod
     def settings_customise_sources(
         cls,
