@@ -29,9 +29,9 @@ from imagegate.api.legacy_shapes import (
 )
 from imagegate.api.native import job_context
 from imagegate.db import utcnow
-from imagegate.errors import RecordedError
 from imagegate.images import CONTENT_TYPES
 from imagegate.jobs import idempotency, service
+from imagegate.jobs.failures import job_error
 from imagegate.jobs.models import Job, JobImage, JobStatus
 from imagegate.jobs.requests import GenerationRequest
 from imagegate.jobs.service import JobContext
@@ -135,7 +135,7 @@ async def respond(ctx: JobContext, job: Job, key: ApiKey, root_path: str) -> JSO
     if not job.is_finished:
         return still_running(job)
     if job.status != JobStatus.SUCCEEDED:
-        return _failed(job)
+        return legacy_error(job_error(job))
     return JSONResponse(render_completed(job, root_path))
 
 
@@ -146,18 +146,6 @@ def still_running(job: Job) -> JSONResponse:
         "with the same Idempotency-Key header to receive them."
     )
     return JSONResponse({"job_id": job.id, "status": "pending", "images": [], "message": message}, status_code=202)
-
-
-def _failed(job: Job) -> JSONResponse:
-    error = RecordedError(
-        status=job.error_status or 500,
-        code=job.error_code or "job_failed",
-        message=job.error_message or "The image could not be generated.",
-    )
-    retry_after = job.params.get("retry_after")
-    if retry_after:
-        error.headers = {"Retry-After": str(retry_after)}
-    return legacy_error(error)
 
 
 def render_completed(job: Job, root_path: str) -> dict[str, object]:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from imagegate.errors import QueueFull
 from imagegate.images import decode_base64
 from imagegate.jobs import idempotency, service
+from imagegate.jobs.failures import job_error
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.jobs.requests import GenerationRequest, Reference
 from imagegate.jobs.service import JobContext
@@ -118,13 +119,10 @@ def _finished_response(job: Job, base: str) -> JSONResponse:
     """A finished job: 200 when it succeeded, else the job with its error's status (and `detail`, as FastAPI)."""
     if job.status == JobStatus.SUCCEEDED:
         return JSONResponse(render_job(job, base))
+    error = job_error(job, unrecorded="The job did not finish.")
     body = render_job(job, base)
-    if body["error"] is None:
-        body["error"], body["error_code"] = "The job did not finish.", "job_failed"
-    body["detail"] = body["error"]
-    retry_after = job.params.get("retry_after")
-    headers = {"Retry-After": str(retry_after)} if retry_after else None
-    return JSONResponse(body, status_code=job.error_status or 500, headers=headers)
+    body["error"], body["error_code"], body["detail"] = error.message, error.code, error.message
+    return JSONResponse(body, status_code=error.status, headers=error.headers or None)
 
 
 def _accepted(job: Job, base: str, *, preference_applied: bool) -> JSONResponse:

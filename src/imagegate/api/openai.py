@@ -34,9 +34,10 @@ from imagegate.api.openai_shapes import (
     sse,
     stream_event,
 )
-from imagegate.errors import ImagegateError, InvalidRequest, NotFound, PayloadTooLarge, RecordedError
+from imagegate.errors import ImagegateError, InvalidRequest, NotFound, PayloadTooLarge
 from imagegate.images import decode_base64, sha256_of
 from imagegate.jobs import idempotency, service
+from imagegate.jobs.failures import job_error
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.jobs.requests import GenerationRequest, Reference
 from imagegate.jobs.service import JobContext
@@ -205,15 +206,10 @@ def _job_error(job: Job, headers: dict[str, str]) -> JSONResponse:
             f"The image is still being generated; it goes on as job {job.id} (GET /v1/images/jobs/{job.id})."
         )
     else:
-        error = RecordedError(
-            status=job.error_status or 500,
-            code=job.error_code or "job_failed",
-            message=job.error_message or "The image could not be generated.",
-        )
-    retry_after = job.params.get("retry_after")
+        error = job_error(job)
     # The job id lets a client fetch the result instead of paying for a retry.
     response = openai_error(error, {"job_id": job.id})
-    response.headers.update({**headers, **({"Retry-After": str(retry_after)} if retry_after else {})})
+    response.headers.update(headers)
     return response
 
 
