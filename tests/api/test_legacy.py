@@ -320,6 +320,7 @@ async def test_wait_running_out_is_202_pending_and_idempotency_collects_the_imag
         pending = await h.client.post("/generate", json=body, headers=headers)
         assert pending.status_code == 202, pending.text
         assert pending.json()["status"] == "pending"
+        assert pending.headers["retry-after"] == "5"  # when to send the request again
         job_id = pending.json()["job_id"]
         h.fake.open("gate: slow lake")
         again = await h.client.post("/generate", json=body, headers=headers)

@@ -55,6 +55,7 @@ async def test_prefer_respond_async_answers_202_and_the_job_goes_on(harness: Har
     response = await post(harness, {"prompt": "gate:async"}, {**auth, **ASYNC})
     assert response.status_code == 202
     assert response.headers["preference-applied"] == "respond-async"
+    assert response.headers["retry-after"] == "5"  # when to poll status_url
     job = response.json()
     assert response.headers["location"] == job["status_url"]
     await harness.fake.wait_started(1)
@@ -71,6 +72,7 @@ async def test_wait_timeout_answers_202_not_an_error(harness: Harness) -> None:
     response = await post(harness, {"prompt": "gate:slow"}, auth)
     assert response.status_code == 202
     assert response.json()["status"] in ("queued", "running")
+    assert response.headers["retry-after"] == "5"
     harness.fake.open("gate:slow")
 
 
@@ -263,6 +265,7 @@ async def test_async_submit_answers_202_with_location_and_the_job_goes_on(harnes
     assert job["error"] is None
     assert job["error_code"] is None
     assert response.headers["location"] == job["status_url"]
+    assert response.headers["retry-after"] == "5"
     harness.fake.open("gate:submitted")
     status = await harness.client.get(response.headers["location"], headers=auth)
     while status.json()["status"] != "succeeded":

@@ -1,4 +1,4 @@
-"""Response headers every surface shares: a request id, and the rate-limit state of the calling key."""
+"""Response headers every surface shares: a request id, the calling key's rate-limit state, a polling hint."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import secrets
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate.keys.auth import RATE_STATE
+
+# Retry-After on a 202: when to look again. codex-image-service's README has its callers poll every 5 s.
+POLL_RETRY_AFTER = "5"
 
 
 class RateLimitHeadersMiddleware:

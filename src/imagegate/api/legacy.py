@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import select, update
 
 from imagegate.api.errors import HttpError
+from imagegate.api.headers import POLL_RETRY_AFTER
 from imagegate.api.legacy_shapes import (
     LegacyError,
     LegacyRequest,
@@ -145,7 +146,8 @@ def still_running(job: Job) -> JSONResponse:
         f"The images are still being generated as job {job.id}; they are kept. Send the same request again "
         "with the same Idempotency-Key header to receive them."
     )
-    return JSONResponse({"job_id": job.id, "status": "pending", "images": [], "message": message}, status_code=202)
+    body = {"job_id": job.id, "status": "pending", "images": [], "message": message}
+    return JSONResponse(body, status_code=202, headers={"Retry-After": POLL_RETRY_AFTER})
 
 
 def render_completed(job: Job, root_path: str) -> dict[str, object]:

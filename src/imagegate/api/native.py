@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from imagegate.api.headers import POLL_RETRY_AFTER
 from imagegate.errors import QueueFull
 from imagegate.images import decode_base64
 from imagegate.jobs import idempotency, service
@@ -126,7 +127,7 @@ def _finished_response(job: Job, base: str) -> JSONResponse:
 
 
 def _accepted(job: Job, base: str, *, preference_applied: bool) -> JSONResponse:
-    headers = {"Location": f"{base}/v1/images/jobs/{job.id}"}
+    headers = {"Location": f"{base}/v1/images/jobs/{job.id}", "Retry-After": POLL_RETRY_AFTER}
     if preference_applied:
         headers["Preference-Applied"] = "respond-async"
     return JSONResponse(render_job(job, base), status_code=202, headers=headers)
