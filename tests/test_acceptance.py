@@ -31,7 +31,12 @@ def _poll(url: str, headers: dict[str, str], until: set[str], timeout: float = 3
 def test_quick_start_as_a_new_user(tmp_path: Path) -> None:
     env = base_env()
     with serve(env, tmp_path) as server:
-        assert "generated an admin password" in server.output()
+        banner = server.output()
+        assert "generated an admin password" in banner
+        assert f"Log in with it at {server.url}/admin" in banner  # where to use it
+        assert "imagegate admin set-password" in banner  # and how to change it
+        # Said once the port answers, after the banner the app's start printed.
+        assert banner.index(f"ImageGate listening on {server.url}") > banner.index("generated an admin password")
         created = imagegate("keys", "create", "me", env=env, cwd=tmp_path)
         assert created.returncode == 0, created.stderr
         token = created.stdout.strip().splitlines()[-1]

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.fakes.server import ServerProcess, base_env, serve
+from tests.fakes.server import ServerProcess, base_env, imagegate, serve
 
 pytestmark = pytest.mark.acceptance
 # Far beyond every timeout under test: a socket still open then was held, not merely slow to close.
@@ -95,3 +95,15 @@ def test_connections_beyond_the_cap_get_503(tmp_path: Path) -> None:
         with _connect(server) as extra:
             extra.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert extra.recv(65536).startswith(b"HTTP/1.1 503")
+
+
+def test_a_port_already_taken_is_said_and_never_announced_as_listening(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = base_env(IMAGEGATE_ADMIN_PASSWORD="x" * 16)
+        result = imagegate("serve", "--port", str(port), env=env, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "listening on" not in result.stdout + result.stderr
+    assert "address already in use" in (result.stdout + result.stderr).lower()

@@ -121,7 +121,7 @@ async def running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     if settings.admin_password is not None:
         await admin_service.adopt_configured_password(sessions, settings.admin_password.get_secret_value())
     elif (password := await ensure_admin_password(sessions, settings)) is not None:
-        announce_admin_password(password)
+        announce_admin_password(password, admin_url(settings))
     await backends.start(sessions)
     app.state.panels = backends.admin_panels()
     scheduler = Scheduler(ctx) if settings.run_scheduler else None
@@ -168,11 +168,19 @@ async def _to_login(request: Request, exc: Exception) -> Response:
     return RedirectResponse(f"{prefix(request)}/admin/login?next={quote(exc.next_path)}", status_code=303)
 
 
-def announce_admin_password(password: str) -> None:
-    """Say the generated admin password once; only its hash is stored."""
+def admin_url(settings: Settings) -> str:
+    """Where a person opens the admin UI: the public URL when one is set, else the address served."""
+    base = settings.public_base_url or f"http://{settings.host}:{settings.port}{settings.root_path}"
+    return f"{base.rstrip('/')}/admin"
+
+
+def announce_admin_password(password: str, url: str) -> None:
+    """Say the generated admin password once, where to use it and how to change it; only its hash is stored."""
     banner = "=" * 72
     print(
         f"\n{banner}\nImageGate generated an admin password (shown only this once; only its hash is kept):\n"
-        f"\n    {password}\n\nSet your own with IMAGEGATE_ADMIN_PASSWORD (or _FILE).\n{banner}\n",
+        f"\n    {password}\n\nLog in with it at {url}\n"
+        "Change it with `imagegate admin set-password`, or set IMAGEGATE_ADMIN_PASSWORD (or _FILE).\n"
+        f"{banner}\n",
         flush=True,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -18,11 +19,21 @@ ANSWER_MARGIN_SECONDS = 5
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn, telling the app to answer its waiting requests before it waits for them to finish."""
+    """uvicorn, telling the app to answer its waiting requests before it waits for them to finish.
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+    `on_listening` runs once the app has started and its ports are bound, so what it says is true.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, on_listening: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self.imagegate_app = app
+        self.on_listening = on_listening
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup (lifespan, then binding), then the listening announcement."""
+        await super().startup(sockets)
+        if self.started and self.on_listening is not None:
+            self.on_listening()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Begin the app's shutdown, then uvicorn's: close listeners, wait for open requests, lifespan."""

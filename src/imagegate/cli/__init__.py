@@ -78,7 +78,6 @@ def serve(
     from imagegate.app import create_app
     from imagegate.serving import DrainingServer, shutdown_options
 
-    typer.echo(f"ImageGate listening on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
     application = create_app(settings)
     listening = uvicorn.Config(
         application,
@@ -94,7 +93,7 @@ def serve(
         **shutdown_options(settings),
     )
     sockets = _with_oig_listener(listening, application, settings)
-    server = DrainingServer(listening, application)
+    server = DrainingServer(listening, application, on_listening=lambda: _say_listening(settings))
     server.run(sockets=sockets)
     if not server.started:
         raise typer.Exit(3)
@@ -110,8 +109,15 @@ def _with_oig_listener(config: uvicorn.Config, application: FastAPI, settings: S
     from imagegate.api.legacy_listener import ListenerDispatch, create_oig_app
 
     config.app = ListenerDispatch(application, create_oig_app(application), address[1])
-    typer.echo(f"openai-image-gen API listening on http://{address[0]}:{address[1]}")
     return [config.bind_socket(), uvicorn.Config(config.app, host=address[0], port=address[1]).bind_socket()]
+
+
+def _say_listening(settings: Settings) -> None:
+    """Printed once the ports are bound and the app has started: a request sent now is answered."""
+    typer.echo(f"ImageGate listening on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
+    if settings.oig_address is not None:
+        host, port = settings.oig_address
+        typer.echo(f"openai-image-gen API listening on http://{host}:{port}")
 
 
 @app.command()
