@@ -250,3 +250,28 @@ def test_listings_and_show_speak_json(env: dict[str, str]) -> None:
     everything = json.dumps([listed, shown, events])
     assert token not in everything
     assert "hash" not in everything
+
+
+def test_webhook_secret_is_shown_at_creation_and_on_demand_and_rotates(env: dict[str, str]) -> None:
+    created = invoke(env, "keys", "create", "hooked")
+    handle = re.search(r"key_[0-9a-f]{12}", created)
+    assert handle is not None
+    shown_at_creation = re.search(r"whsec_[A-Za-z0-9+/=]+", created)
+    assert shown_at_creation is not None
+    assert secret_of(env, handle[0]) == shown_at_creation[0]
+    rotated = runner.invoke(app, ["keys", "webhook-secret", handle[0], "--rotate"], env=env)
+    assert rotated.exit_code == 0, rotated.output
+    new_secret = rotated.stdout.strip()
+    assert new_secret.startswith("whsec_")
+    assert new_secret != shown_at_creation[0]
+    assert secret_of(env, handle[0]) == new_secret
+    events = json.loads(runner.invoke(app, ["audit", "--json"], env=env).stdout)
+    assert events[0]["action"] == "key.webhook_secret.rotate"
+    assert new_secret not in json.dumps(events)
+
+
+def secret_of(env: dict[str, str], handle: str) -> str:
+    """What `keys webhook-secret HANDLE` prints on stdout."""
+    result = runner.invoke(app, ["keys", "webhook-secret", handle], env=env)
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()

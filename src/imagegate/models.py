@@ -5,6 +5,7 @@ from imagegate.backends.models import BackendEvent, BackendState
 from imagegate.db import Base
 from imagegate.jobs.models import BackendUsage, IdempotencyRecord, Job, JobImage, JobInput, Worker
 from imagegate.keys.models import ApiKey, AuditEvent, RateEvent
+from imagegate.webhooks.models import WebhookAttempt, WebhookDelivery
 
 __all__ = [
     "AdminCredential",
@@ -21,5 +22,7 @@ __all__ = [
     "JobInput",
     "LoginFailure",
     "RateEvent",
+    "WebhookAttempt",
+    "WebhookDelivery",
     "Worker",
 ]

@@ -102,6 +102,15 @@ class Settings(BaseSettings):
     cleanup_interval_seconds: float = Field(default=3600.0, gt=0)
     orphan_grace_seconds: float = Field(default=3600.0, ge=0)
 
+    # Webhooks.
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_response_max_bytes: int = Field(default=64 * 1024, ge=1024)
+    webhook_retry_initial_seconds: float = Field(default=10.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    webhook_retry_hours: float = Field(default=24.0, gt=0)
+    webhook_concurrency: int = Field(default=8, ge=1, le=256)
+
     # Secrets.
     admin_password: SecretStr | None = None
 

@@ -35,6 +35,7 @@ from imagegate.errors import NotFound
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.keys import audit
 from imagegate.retention import sweep
+from imagegate.webhooks import service as webhooks
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 static = StaticFiles(directory=HERE / "static")
@@ -202,6 +203,8 @@ async def _job(request: Request, job_id: str) -> Job:
 async def job_page(job_id: str, request: Request, admin: Admin) -> Response:
     """Everything about one job; reloads itself while it runs."""
     job = await _job(request, job_id)
+    async with request.app.state.sessions() as session:
+        deliveries = await webhooks.deliveries_of(session, job.id)
     return page(
         request,
         "job.html",
@@ -209,6 +212,7 @@ async def job_page(job_id: str, request: Request, admin: Admin) -> Response:
         title=job_id,
         active="/admin/history",
         job=job,
+        deliveries=deliveries,
         refresh=None if job.is_finished else 2,
         flash=await service.take_flash(request.app.state.sessions, admin),
     )

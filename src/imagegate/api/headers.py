@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 import secrets
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate.keys.auth import RATE_STATE
+from imagegate.settings import Settings
+from imagegate.webhooks.targets import HeaderWebhook, header_webhook_var
 
 # Retry-After on a 202: when to look again. codex-image-service's README has its callers poll every 5 s.
 POLL_RETRY_AFTER = "5"
@@ -60,3 +63,26 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+class WebhookHeaderMiddleware:
+    """Makes Imagegate-Webhook-Url (and -Events) work on every surface: job submission reads them from here."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        url, events = headers.get(b"imagegate-webhook-url"), headers.get(b"imagegate-webhook-events")
+        base = self.settings.public_base_url or str(Request(scope).base_url).rstrip("/")
+        token = header_webhook_var.set(
+            HeaderWebhook(url.decode("latin-1") if url else None, events.decode("latin-1") if events else None, base)
+        )
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            header_webhook_var.reset(token)

@@ -20,6 +20,7 @@ from imagegate.jobs.requests import GenerationRequest, Reference
 from imagegate.jobs.service import JobContext
 from imagegate.keys.auth import CallerKey, scoped
 from imagegate.keys.models import ApiKey
+from imagegate.webhooks import service as webhooks
 
 router = APIRouter(prefix="/v1/images", tags=["native"])
 
@@ -38,6 +39,10 @@ class GenerateBody(BaseModel):
     reference_images_base64: list[str] | None = Field(default=None, description="Reference images (edit mode).")
     reference_image_base64: str | None = Field(
         default=None, description="One reference image (older alias; the plural field wins when both are sent)."
+    )
+    webhook_url: str | None = Field(default=None, description="Where to POST the job's signed state changes.")
+    webhook_events: list[str] | None = Field(
+        default=None, description="Any of queued, running, succeeded, failed, cancelled; the final three by default."
     )
 
 
@@ -145,6 +150,8 @@ async def _submit(
         count=body.count,
         output_format=body.output_format,
         references=await _references(body),
+        webhook_url=body.webhook_url,
+        webhook_events=body.webhook_events,
     )
     return await service.submit_once(
         ctx=job_context(request),
@@ -220,9 +227,12 @@ async def list_jobs(
 
 @router.get("/jobs/{job_id}")
 async def get_job(job_id: str, request: Request, key: Annotated[ApiKey, Depends(scoped("read"))]) -> dict[str, Any]:
-    """One of the caller's jobs."""
-    job = await service.get_job(ctx=job_context(request), job_id=job_id, key=key)
-    return render_job(job, base_url(request))
+    """One of the caller's jobs, with its webhook deliveries and their attempts."""
+    ctx = job_context(request)
+    job = await service.get_job(ctx=ctx, job_id=job_id, key=key)
+    async with ctx.sessions() as session:
+        deliveries = await webhooks.deliveries_of(session, job.id)
+    return {**render_job(job, base_url(request)), "webhooks": webhooks.render_deliveries(deliveries)}
 
 
 @router.post("/jobs/{job_id}/cancel")

@@ -157,6 +157,7 @@ def keys_create(
         settings, lambda s: keys.create_key(session=s, name=name, expires_at=expires_at, limits=limits, actor="cli")
     )
     typer.echo("\n".join(describe(key)))
+    typer.echo(f"webhook secret:  {key.webhook_secret}  (signs this key's webhooks; `keys webhook-secret` shows it)")
     typer.echo("\nThe key is shown only this once; store it now:\n")
     typer.echo(token)
 
@@ -209,6 +210,19 @@ def keys_rotate(
     typer.echo(f"Rotated {key.handle}; the old secret works {until}.")
     typer.echo("The new key is shown only this once; store it now:\n")
     typer.echo(token)
+
+
+@keys_app.command("webhook-secret")
+def keys_webhook_secret(
+    handle: str,
+    rotate: Annotated[bool, typer.Option("--rotate", help="Replace it; the old one stops signing at once.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Print the secret that signs a key's webhooks (whsec_…), or a new one with --rotate."""
+    secret = run_db(load(config), lambda s: keys.webhook_secret(session=s, handle=handle, rotate=rotate, actor="cli"))
+    if rotate:
+        typer.echo(f"Rotated the webhook secret of {handle}; webhooks sent from now on are signed with:", err=True)
+    typer.echo(secret)
 
 
 @keys_app.command("show")

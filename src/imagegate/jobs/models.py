@@ -77,6 +77,8 @@ class Job(Base):
     request_id: Mapped[str | None] = mapped_column(String(128), default=None)
     # Which API surface the job came in through: native, openai or oig (openai-image-gen).
     surface: Mapped[str] = mapped_column(String(16), default="native", server_default="native")
+    # The caller's webhook: {"url", "events", "base"} (webhooks.targets.WebhookTarget), or None.
+    webhook: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

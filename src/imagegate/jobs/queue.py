@@ -16,6 +16,7 @@ from imagegate.db import utcnow
 from imagegate.errors import ImagegateError, JobInterrupted
 from imagegate.images import ImageInfo
 from imagegate.jobs.models import Job, JobImage, JobKind, JobStatus, Worker
+from imagegate.webhooks import service as webhooks
 
 # A job is tried at most this many times when the process running it dies or shuts down.
 MAX_ATTEMPTS = 2
@@ -102,6 +103,7 @@ async def claim(session: AsyncSession, *, backend: str, limit: int, worker_id: s
     row = (await session.execute(statement)).first()
     if row is None:
         return None
+    await webhooks.enqueue(session, row.id, JobStatus.RUNNING)
     return Claimed(row.id, row.attempts, row.model, max((row.started_at - row.created_at).total_seconds(), 0.0))
 
 
@@ -163,6 +165,7 @@ async def finish_succeeded(
                     created_at=job.finished_at,
                 )
             )
+        await webhooks.enqueue(session, job.id, JobStatus.SUCCEEDED)
     return True
 
 
@@ -181,6 +184,7 @@ async def finish_failed(
         retry_after = error.headers.get("Retry-After")
         if retry_after:
             job.params = {**job.params, "retry_after": retry_after}
+        await webhooks.enqueue(session, job.id, JobStatus.FAILED)
     return True
 
 
@@ -226,7 +230,10 @@ async def settle_interrupted(
 async def _settle(sessions: async_sessionmaker[AsyncSession], claimed: Claimed, **values: Any) -> bool:
     async with sessions() as session, session.begin():
         result = await session.execute(update(Job).where(_owned(claimed)).values(finished_at=utcnow(), **values))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+        settled = bool(result.rowcount)  # type: ignore[attr-defined]
+        if settled:
+            await webhooks.enqueue(session, claimed.job_id, str(values["status"]))
+    return settled
 
 
 async def register_worker(sessions: async_sessionmaker[AsyncSession], worker_id: str) -> None:

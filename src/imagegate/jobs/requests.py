@@ -51,6 +51,9 @@ class GenerationRequest:
     mask: Reference | None = None
     params: dict[str, Any] = field(default_factory=dict)
     surface: str = "native"  # the API surface it came through, shown in the history
+    # Body fields of surfaces that have them; the Imagegate-Webhook-* headers apply otherwise.
+    webhook_url: str | None = None
+    webhook_events: list[str] | str | None = None
 
 
 @dataclass(frozen=True)

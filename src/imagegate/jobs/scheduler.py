@@ -24,6 +24,7 @@ from imagegate.jobs import queue
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.jobs.queue import Claimed, StoredImage
 from imagegate.jobs.service import JobContext
+from imagegate.webhooks.sender import WebhookSender
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,6 +51,7 @@ class Scheduler:
         self._stopping = False
         self._stop = asyncio.Event()
         self._stopped: asyncio.Future[None] | None = None
+        self.webhooks = WebhookSender(ctx.sessions, ctx.settings, self.worker_id)
         ctx.events.local_worker = self.worker_id
         ctx.events.on_queued(self.wake)
         ctx.events.on_cancel(self.cancel_local)
@@ -61,6 +63,7 @@ class Scheduler:
         for backend in self.ctx.backends.backends:
             self._loops.append(asyncio.create_task(self._claim_loop(backend), name=f"claim:{backend}"))
         self._loops.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
+        self.webhooks.start()
 
     async def recover(self) -> list[str]:
         """Requeue or fail the running jobs of workers that died, and those this worker lost track of."""
@@ -106,6 +109,7 @@ class Scheduler:
         event = self._wake.get(backend)
         if event is not None:
             event.set()
+        self.webhooks.wake()  # the job's 'queued' event may wait to be sent
 
     def cancel_local(self, job_id: str) -> bool:
         """Stop the job if this process runs it; True when it did."""
@@ -144,6 +148,8 @@ class Scheduler:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        # Webhook sends in flight finish; whatever else is due waits in the database for any worker.
+        await self.webhooks.stop()
         try:
             await queue.unregister_worker(self.ctx.sessions, self.worker_id)
         except Exception as exc:
@@ -213,6 +219,7 @@ class Scheduler:
         self._cancelling.discard(job_id)
         slots.release()
         self.ctx.events.notify(job_id)
+        self.webhooks.wake()
 
     async def _pause(self, wake: asyncio.Event) -> None:
         """Until work is announced, the poll interval passes, or the scheduler stops."""

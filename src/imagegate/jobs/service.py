@@ -27,6 +27,9 @@ from imagegate.logs import current_request_id
 from imagegate.metrics import Metrics
 from imagegate.settings import Settings
 from imagegate.storage import Storage
+from imagegate.webhooks import service as webhooks
+from imagegate.webhooks import targets
+from imagegate.webhooks.targets import WebhookTarget
 
 # One lock id for every submit on PostgreSQL: the queue-size check and the fairness tag need a
 # consistent view; SQLite gets the same from its single writer.
@@ -120,6 +123,7 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
     limits.require_model(key, model=route.model, backend=route.backend)
     limits.require_scope(key, "edit" if request.references else "generate")
     valid = validate(request, ctx.settings)
+    webhook = await _webhook_target(request, ctx.settings)
     uploads = [*request.references, *([request.mask] if request.mask else [])]
     roles = ["reference"] * len(request.references) + (["mask"] if request.mask else [])
     infos = await _inspect_inputs(uploads, ctx)
@@ -158,6 +162,7 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
         list(zip(input_keys, roles, infos, strict=True)),
         ctx.settings,
     )
+    job.webhook = webhook.as_json() if webhook else None
     try:
         for storage_key, upload in zip(input_keys, uploads, strict=True):
             await ctx.storage.put(storage_key, upload.data)
@@ -215,6 +220,16 @@ def _new_job(
         ],
         images=[],
     )
+
+
+async def _webhook_target(request: GenerationRequest, settings: Settings) -> WebhookTarget | None:
+    """The webhook the request asks for, its destination checked; None when it asks for none."""
+    asked = targets.requested(request.webhook_url, request.webhook_events, fallback_base=settings.public_base_url)
+    if asked is None:
+        return None
+    url, events, base = asked
+    await targets.check_destination(url, allow_private=settings.webhook_allow_private)
+    return WebhookTarget(url, events, base)
 
 
 async def _inspect_inputs(uploads: list[Reference], ctx: JobContext) -> list[ImageInfo]:
@@ -276,6 +291,7 @@ async def _insert_queued(ctx: JobContext, job: Job, key: ApiKey, idempotency_key
         await limits.check_job_limits(session=session, key=key, now=job.created_at)
         if idempotency_key is not None:
             await idempotency.complete(session=session, key=key, idempotency_key=idempotency_key, job_id=job.id)
+        await webhooks.enqueue(session, job.id, JobStatus.QUEUED)
 
 
 async def _fair_tag(session: AsyncSession, job: Job) -> int:
@@ -398,6 +414,8 @@ async def cancel(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Job:
         )
         # A worker may have claimed it in the meantime: then ask that worker to stop it.
         flagged = None
+        if _rowcount(dequeued):
+            await webhooks.enqueue(session, job_id, JobStatus.CANCELLED)
         if _rowcount(dequeued) and ctx.metrics is not None:
             ctx.metrics.jobs.labels(job.backend, job.model, JobStatus.CANCELLED.value).inc()
         if not _rowcount(dequeued):
@@ -439,6 +457,8 @@ async def delete_job(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Non
         )
         if not _rowcount(result):
             raise Conflict(f"Job {job_id} started meanwhile; cancel it first.")
+        if job.status == JobStatus.QUEUED:
+            await webhooks.enqueue(session, job_id, JobStatus.CANCELLED)
         await session.execute(delete(JobImage).where(JobImage.job_id == job_id))
         await session.execute(delete(JobInput).where(JobInput.job_id == job_id))
     # Files go after the commit: a crash in between leaves orphans, which retention removes.

@@ -29,6 +29,8 @@ class ApiKey(Base):
     # After a rotation the previous secret keeps working until previous_token_expires_at.
     previous_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
     previous_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Signs this key's webhooks (Standard Webhooks 'whsec_…'); kept readable, since signing needs it.
+    webhook_secret: Mapped[str | None] = mapped_column(String(64), default=None)
     # Limits; None means unlimited (allowed_models None: every routed model).
     allowed_models: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     scopes: Mapped[list[str]] = mapped_column(JSON, default=lambda: list(SCOPES))

@@ -17,6 +17,7 @@ from imagegate.errors import InvalidApiKey, InvalidRequest, KeyDisabled, KeyExpi
 from imagegate.keys import audit
 from imagegate.keys.audit import Actor
 from imagegate.keys.models import SCOPES, ApiKey
+from imagegate.webhooks.service import new_secret as new_webhook_secret
 
 TOKEN_PREFIX = "ig_"  # noqa: S105 - a prefix, not a secret
 TOKEN_BYTES = 32
@@ -125,6 +126,7 @@ async def create_key(
         created_at=utcnow(),
         expires_at=expires_at,
         scopes=list(SCOPES),
+        webhook_secret=new_webhook_secret(),
     )
     for attribute, value in limits.given().items():
         setattr(key, attribute, value)
@@ -162,6 +164,16 @@ async def rotate_key(
         session=session, actor=actor, action="key.rotate", handle=handle, grace_seconds=int(grace.total_seconds())
     )
     return key, token
+
+
+async def webhook_secret(*, session: AsyncSession, handle: str, rotate: bool = False, actor: Actor = "cli") -> str:
+    """The key's webhook signing secret; a new one (the old stops signing at once) with rotate, or when it has none."""
+    key = await get_by_handle(session=session, handle=handle)
+    if rotate or not key.webhook_secret:
+        key.webhook_secret = new_webhook_secret()
+        await session.flush()
+        audit.record(session=session, actor=actor, action="key.webhook_secret.rotate", handle=handle)
+    return key.webhook_secret
 
 
 async def verify(*, session: AsyncSession, token: str) -> ApiKey:
