@@ -113,8 +113,14 @@ async def test_the_key_secret_is_shown_once(harness: Harness) -> None:
     assert (await harness.client.get("/v1/usage", headers={"Authorization": f"Bearer {token[1]}"})).json()["today"][
         "limit"
     ] == 9
+    webhook_secret = re.search(r'id="new-webhook-secret">(whsec_[^<]+)<', shown.text)
+    assert webhook_secret is not None
+    async with harness.app.state.sessions() as session:
+        stored = await session.scalar(select(ApiKey.webhook_secret).where(ApiKey.name == "laptop"))
+    assert stored == webhook_secret[1]
     again = await harness.client.get("/admin/keys")
     assert token[1] not in again.text
+    assert webhook_secret[1] not in again.text
     assert "laptop" in again.text
 
 

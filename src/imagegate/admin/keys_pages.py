@@ -63,8 +63,8 @@ async def keys_page(request: Request, admin: Admin) -> Response:
     flash = await service.take_flash(sessions, admin)
     revealed = None
     if flash and flash.startswith("newkey:"):
-        _tag, name, token = flash.split(":", 2)
-        revealed, flash = {"name": name, "token": token}, None
+        _tag, name, token, webhook_secret = [*flash.split(":", 3), ""][:4]
+        revealed, flash = {"name": name, "token": token, "webhook_secret": webhook_secret}, None
     async with sessions() as session:
         rows = await keys.list_keys(session=session)
         totals = await queries.key_totals(session)
@@ -111,11 +111,13 @@ async def create_key(request: Request, admin: Admin) -> Response:
     if expires_at is not None and expires_at <= utcnow():
         raise InvalidRequest("The expiry date is in the past.")
     async with request.app.state.sessions() as session, session.begin():
-        _key, token = await keys.create_key(
+        key, token = await keys.create_key(
             session=session, name=name, expires_at=expires_at, limits=_limits_from(form), actor="admin"
         )
     # The secret travels only through this session's one-time message, never in a URL.
-    await service.set_flash(request.app.state.sessions, admin, f"newkey:{name.replace(':', ' ')}:{token}")
+    await service.set_flash(
+        request.app.state.sessions, admin, f"newkey:{name.replace(':', ' ')}:{token}:{key.webhook_secret}"
+    )
     return redirect(request, "/admin/keys")
 
 
