@@ -101,6 +101,9 @@ class WebhookSender:
 
     async def _claim(self) -> Due | None:
         lease = 2 * self.settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
+        async with self.sessions() as session:
+            if not await service.any_due(session):
+                return None
         async with self.sessions() as session, session.begin():
             return await service.claim_due(session, sender=self.sender_id, lease_seconds=lease)
 

@@ -79,6 +79,16 @@ class Due:
     secret: str | None
 
 
+async def any_due(session: AsyncSession) -> bool:
+    """Whether a delivery may be due: a read, so an idle sender never takes the write lock."""
+    found = await session.scalar(
+        select(WebhookDelivery.seq)
+        .where(WebhookDelivery.state == DeliveryState.PENDING, WebhookDelivery.next_attempt_at <= utcnow())
+        .limit(1)
+    )
+    return found is not None
+
+
 async def claim_due(session: AsyncSession, *, sender: str, lease_seconds: float) -> Due | None:
     """Take the oldest due delivery whose job has no earlier one still pending: one in flight per job, in order."""
     if session.get_bind().dialect.name == "postgresql":
