@@ -92,3 +92,25 @@ async def test_the_vision_migration_gives_every_existing_key_the_scope(database_
         await engine.dispose()
     assert (json.loads(scopes) if isinstance(scopes, str) else scopes) == ["generate", "read", "vision"]
     assert kinds == 0
+
+
+async def test_the_webhook_migration_gives_every_existing_key_a_signing_secret(database_url: str) -> None:
+    await asyncio.to_thread(downgrade, database_url, "0009")
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            for handle in ("key_old1", "key_old2"):
+                await connection.execute(
+                    text(
+                        "INSERT INTO api_key (handle, name, token_hash, enabled, created_at, scopes)"
+                        " VALUES (:handle, 'old', :hash, true, CURRENT_TIMESTAMP, '[]')"
+                    ),
+                    {"handle": handle, "hash": handle.ljust(64, "0")},
+                )
+        await asyncio.to_thread(upgrade, database_url)
+        async with engine.connect() as connection:
+            secrets = (await connection.execute(text("SELECT webhook_secret FROM api_key"))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert len(set(secrets)) == 2
+    assert all(secret.startswith("whsec_") for secret in secrets)

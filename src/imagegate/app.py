@@ -22,7 +22,12 @@ from imagegate.admin.web import AdminHeadersMiddleware, LoginRequired, error_pag
 from imagegate.api import errors, files, health, legacy, native, openai, usage, vision
 from imagegate.api import metrics as metrics_api
 from imagegate.api.guard import UrlGuardMiddleware
-from imagegate.api.headers import RateLimitHeadersMiddleware, RequestIdMiddleware, WebhookHeaderMiddleware
+from imagegate.api.headers import (
+    RateLimitHeadersMiddleware,
+    RequestIdMiddleware,
+    WebhookHeaderMiddleware,
+    request_base,
+)
 from imagegate.api.legacy_listener import check_anonymous_key
 from imagegate.api.legacy_shapes import render_legacy_error
 from imagegate.api.limits import BodyLimitMiddleware, BodyTimeoutMiddleware
@@ -67,7 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.http_body_timeout_seconds)
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(AdminHeadersMiddleware)
-    app.add_middleware(WebhookHeaderMiddleware, settings=settings)
+    app.add_middleware(WebhookHeaderMiddleware, base=request_base(settings))
     metrics = Metrics()
     app.state.metrics = metrics
     app.add_middleware(ObserveMiddleware, metrics=metrics)

@@ -19,6 +19,7 @@ from imagegate.keys.limits import WINDOW
 from imagegate.keys.models import RateEvent
 from imagegate.settings import Settings
 from imagegate.storage import Storage
+from imagegate.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ async def sweep(
     while await _expire_batch(sessions, storage, now, report):
         pass
     await _forget_old_bookkeeping(sessions, now)
+    while await _forget_webhook_batch(sessions):
+        pass
     await _remove_orphans(sessions, storage, now - timedelta(seconds=settings.orphan_grace_seconds), report)
     for name, backend in (backends.backends if backends else {}).items():
         try:
@@ -96,6 +99,25 @@ async def _forget_old_bookkeeping(sessions: async_sessionmaker[AsyncSession], no
         await session.execute(delete(AdminSession).where(AdminSession.expires_at <= now))
         await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= now))
         await session.execute(delete(RateEvent).where(RateEvent.at <= now - WINDOW))
+
+
+async def _forget_webhook_batch(sessions: async_sessionmaker[AsyncSession]) -> bool:
+    """Webhook deliveries (with their attempts) of expired jobs, once delivered or given up: a pending one
+    keeps its retries however short the retention."""
+    async with sessions() as session, session.begin():
+        seqs = (
+            await session.scalars(
+                select(WebhookDelivery.seq)
+                .join(Job, Job.id == WebhookDelivery.job_id)
+                .where(WebhookDelivery.state != DeliveryState.PENDING, Job.status == JobStatus.EXPIRED)
+                .limit(BATCH_SIZE)
+            )
+        ).all()
+        if not seqs:
+            return False
+        await session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_seq.in_(seqs)))
+        await session.execute(delete(WebhookDelivery).where(WebhookDelivery.seq.in_(seqs)))
+    return True
 
 
 async def _remove_orphans(

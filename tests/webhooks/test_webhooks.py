@@ -5,14 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select, update
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from imagegate import retention
+from imagegate.db import utcnow
+from imagegate.jobs.models import Job
+from imagegate.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery
 from imagegate.webhooks.service import new_secret
 from imagegate.webhooks.targets import is_public
 from tests.admin.test_auth import login
+from tests.api.test_legacy import oig_client
 from tests.conftest import Harness, HarnessFactory
 from tests.fakes.receiver import Receiver, receiver
 
@@ -140,6 +147,48 @@ async def test_the_header_asks_for_webhooks_on_the_openai_surface(harness_with: 
         assert [d.verified(secret)["type"] for d in deliveries] == ["image.job.running", "image.job.succeeded"]
 
 
+async def test_the_async_submit_takes_webhook_fields_like_generate(
+    harness_with: HarnessFactory, hook: Receiver
+) -> None:
+    async with harness_with(**FAST_RETRIES) as harness:
+        auth, secret = await key_with_secret(harness)
+        body = {"prompt": "x", "webhook_url": hook.url, "webhook_events": ["queued", "succeeded"]}
+        response = await harness.client.post("/v1/images/jobs", json=body, headers=auth)
+        assert response.status_code == 202, response.text
+        deliveries = await arrived(hook, 2)
+        assert [d.verified(secret)["type"] for d in deliveries] == ["image.job.queued", "image.job.succeeded"]
+        assert deliveries[1].verified(secret)["data"]["id"] == response.json()["id"]
+        refused = await harness.client.post(
+            "/v1/images/jobs", json={"prompt": "x", "webhook_url": hook.url, "webhook_events": "done"}, headers=auth
+        )
+        assert refused.status_code == 400
+
+
+ORIGINAL = {"models": {"dall-e-3": "fake"}, "default_model": "dall-e-3"}
+
+
+async def test_the_header_asks_for_webhooks_on_the_openai_image_gen_surface_on_both_listeners(
+    harness_with: HarnessFactory, hook: Receiver
+) -> None:
+    async with harness_with(**FAST_RETRIES, **ORIGINAL) as harness:
+        auth, secret = await key_with_secret(harness)
+        headers = {**auth, "Imagegate-Webhook-Url": hook.url, "Content-Type": "application/json"}
+        body = json.dumps({"prompt": "a cat"})
+        main = await harness.client.post("/generate", content=body, headers=headers)
+        assert main.status_code == 200, main.text
+        (first,) = await arrived(hook, 1)
+        assert first.verified(secret)["data"]["images"][0]["url"].startswith("http://testserver/generated/")
+        async with oig_client(harness) as second_listener:
+            second = await second_listener.post("/generate", content=body, headers=headers)
+        assert second.status_code == 200, second.text
+        deliveries = await arrived(hook, 2)
+        payload = deliveries[1].verified(secret)
+        assert payload["type"] == "image.job.succeeded"
+        # The links are the native API's, served on the main listener's port.
+        port = harness.app.state.settings.port
+        assert payload["data"]["status_url"].startswith(f"http://oig:{port}/v1/images/jobs/img_")
+
+
 async def test_a_cancelled_queued_job_sends_cancelled(harness_with: HarnessFactory, hook: Receiver) -> None:
     async with harness_with(**FAST_RETRIES, backends=_one_slot()) as harness:
         auth, secret = await key_with_secret(harness)
@@ -186,6 +235,11 @@ async def test_unsafe_destinations_are_refused_at_submit(harness: Harness, url: 
     )
     assert header.status_code == 400
     assert expected in header.json()["error"]["message"]
+    legacy = await harness.client.post(
+        "/generate", json={"prompt": "x", "model": "fake-model"}, headers={**auth, "Imagegate-Webhook-Url": url}
+    )
+    assert legacy.status_code == 400, legacy.text
+    assert expected in legacy.json()["error"]
 
 
 async def test_unknown_events_are_a_400(harness: Harness) -> None:
@@ -219,3 +273,35 @@ def test_public_and_internal_addresses() -> None:
     assert not is_public("fe80::1%eth0")
     assert not is_public("0.0.0.0")  # noqa: S104 - an address under test, not a bind
     assert not is_public("224.0.0.1")
+
+
+async def test_retention_forgets_the_deliveries_of_expired_jobs_once_they_are_settled(
+    harness_with: HarnessFactory, hook: Receiver
+) -> None:
+    hook.statuses = [200, 500]
+    async with harness_with(webhook_allow_private=True, webhook_retry_initial_seconds=3600) as harness:
+        auth, _secret = await key_with_secret(harness)
+        jobs = []
+        for _ in range(2):
+            response = await harness.client.post(GENERATE, json={"prompt": "x", "webhook_url": hook.url}, headers=auth)
+            jobs.append(response.json()["id"])
+            await poll_webhooks(harness, jobs[-1], auth, lambda h: h and h[0]["attempts"])
+        sessions = harness.app.state.sessions
+        async with sessions() as session, session.begin():
+            past = utcnow() - timedelta(days=1)
+            await session.execute(update(Job).where(Job.id.in_(jobs)).values(expires_at=past))
+
+        async def sweep_and_count() -> tuple[dict[str, str], int]:
+            await retention.sweep(
+                sessions=sessions, storage=harness.app.state.storage, settings=harness.app.state.settings
+            )
+            async with sessions() as session:
+                rows = (await session.execute(select(WebhookDelivery.job_id, WebhookDelivery.state))).all()
+                attempts = await session.scalar(select(func.count()).select_from(WebhookAttempt))
+            return {row.job_id: row.state for row in rows}, attempts or 0
+
+        # The delivered one goes with its attempt; the one still retrying stays, whatever the job's retention.
+        assert await sweep_and_count() == ({jobs[1]: DeliveryState.PENDING}, 1)
+        async with sessions() as session, session.begin():
+            await session.execute(update(WebhookDelivery).values(state=DeliveryState.FAILED))
+        assert await sweep_and_count() == ({}, 0)

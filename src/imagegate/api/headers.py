@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -66,11 +68,14 @@ class RequestIdMiddleware:
 
 
 class WebhookHeaderMiddleware:
-    """Makes Imagegate-Webhook-Url (and -Events) work on every surface: job submission reads them from here."""
+    """Makes Imagegate-Webhook-Url (and -Events) work on every surface: job submission reads them from here.
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    base(scope) is where the payload's links (/generated/…, /v1/images/jobs/…) point for this listener.
+    """
+
+    def __init__(self, app: ASGIApp, base: Callable[[Scope], str]) -> None:
         self.app = app
-        self.settings = settings
+        self.base = base
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,11 +83,37 @@ class WebhookHeaderMiddleware:
             return
         headers = dict(scope["headers"])
         url, events = headers.get(b"imagegate-webhook-url"), headers.get(b"imagegate-webhook-events")
-        base = self.settings.public_base_url or str(Request(scope).base_url).rstrip("/")
         token = header_webhook_var.set(
-            HeaderWebhook(url.decode("latin-1") if url else None, events.decode("latin-1") if events else None, base)
+            HeaderWebhook(
+                url.decode("latin-1") if url is not None else None,
+                events.decode("latin-1") if events is not None else None,
+                functools.partial(self.base, scope),
+            )
         )
         try:
             await self.app(scope, receive, send)
         finally:
             header_webhook_var.reset(token)
+
+
+def request_base(settings: Settings) -> Callable[[Scope], str]:
+    """Links in webhooks point at the configured public URL, else at what the request came in on."""
+
+    def base(scope: Scope) -> str:
+        return settings.public_base_url or str(Request(scope).base_url).rstrip("/")
+
+    return base
+
+
+def main_listener_base(settings: Settings) -> Callable[[Scope], str]:
+    """For the second listener: the public URL, else the request's host on the main listener's port (the
+    payload's links are the native API's, which only the main listener serves)."""
+
+    def base(scope: Scope) -> str:
+        if settings.public_base_url:
+            return settings.public_base_url
+        url = Request(scope).url
+        host = url.hostname or settings.host
+        return f"{url.scheme}://{f'[{host}]' if ':' in host else host}:{settings.port}"
+
+    return base

@@ -16,7 +16,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imagegate.api import errors, legacy
 from imagegate.api.guard import UrlGuardMiddleware
-from imagegate.api.headers import RateLimitHeadersMiddleware, RequestIdMiddleware
+from imagegate.api.headers import (
+    RateLimitHeadersMiddleware,
+    RequestIdMiddleware,
+    WebhookHeaderMiddleware,
+    main_listener_base,
+)
 from imagegate.api.legacy_shapes import DEFAULT_MODEL, render_legacy_error
 from imagegate.api.limits import BodyLimitMiddleware
 from imagegate.api.observe import ObserveMiddleware
@@ -38,6 +43,7 @@ def create_oig_app(main: FastAPI) -> FastAPI:
     app.add_middleware(UrlGuardMiddleware, surfaces=surfaces)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, surfaces=surfaces)
     app.add_middleware(RateLimitHeadersMiddleware)
+    app.add_middleware(WebhookHeaderMiddleware, base=main_listener_base(settings))
     app.add_middleware(ObserveMiddleware, metrics=main.state.metrics)
     app.add_middleware(RequestIdMiddleware)
     errors.install(app, surfaces)

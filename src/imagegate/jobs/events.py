@@ -20,6 +20,7 @@ class JobEvents:
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._queued_listeners: list[Callable[[str], None]] = []
         self._cancel_listeners: list[Callable[[str], object]] = []
+        self._webhook_listeners: list[Callable[[], None]] = []
         self._partials: defaultdict[str, set[asyncio.Queue[tuple[int, bytes]]]] = defaultdict(set)
         # The worker id of this process's scheduler: jobs it runs are announced here, no polling needed.
         self.local_worker: str | None = None
@@ -89,3 +90,12 @@ class JobEvents:
         """A caller asked to cancel a running job."""
         for listener in self._cancel_listeners:
             listener(job_id)
+
+    def on_webhook(self, listener: Callable[[], None]) -> None:
+        """Call listener() whenever this process queued a webhook delivery."""
+        self._webhook_listeners.append(listener)
+
+    def webhook_queued(self) -> None:
+        """A webhook delivery was committed: the sender need not wait for its poll."""
+        for listener in self._webhook_listeners:
+            listener()

@@ -33,6 +33,7 @@ class Claimed:
     model: str = ""
     queued_seconds: float = 0.0
     backend: str = ""
+    webhook: bool = False  # whether the job has a webhook, so its sender need only be woken then
 
 
 @dataclass(frozen=True)
@@ -97,14 +98,15 @@ async def claim(session: AsyncSession, *, backend: str, limit: int, worker_id: s
             worker_id=worker_id,
             cancel_requested=False,
         )
-        .returning(Job.id, Job.attempts, Job.model, Job.created_at, Job.started_at)
+        .returning(Job.id, Job.attempts, Job.model, Job.created_at, Job.started_at, Job.webhook)
         .execution_options(synchronize_session=False)
     )
     row = (await session.execute(statement)).first()
     if row is None:
         return None
-    await webhooks.enqueue(session, row.id, JobStatus.RUNNING)
-    return Claimed(row.id, row.attempts, row.model, max((row.started_at - row.created_at).total_seconds(), 0.0))
+    await webhooks.enqueue(session, row.id, JobStatus.RUNNING, row.webhook)
+    waited = max((row.started_at - row.created_at).total_seconds(), 0.0)
+    return Claimed(row.id, row.attempts, row.model, waited, webhook=row.webhook is not None)
 
 
 async def promote_vision(sessions: async_sessionmaker[AsyncSession], *, job_id: str, backend: str, limit: int) -> bool:
@@ -165,7 +167,7 @@ async def finish_succeeded(
                     created_at=job.finished_at,
                 )
             )
-        await webhooks.enqueue(session, job.id, JobStatus.SUCCEEDED)
+        await webhooks.enqueue(session, job.id, JobStatus.SUCCEEDED, job.webhook)
     return True
 
 
@@ -184,7 +186,7 @@ async def finish_failed(
         retry_after = error.headers.get("Retry-After")
         if retry_after:
             job.params = {**job.params, "retry_after": retry_after}
-        await webhooks.enqueue(session, job.id, JobStatus.FAILED)
+        await webhooks.enqueue(session, job.id, JobStatus.FAILED, job.webhook)
     return True
 
 
@@ -229,11 +231,14 @@ async def settle_interrupted(
 
 async def _settle(sessions: async_sessionmaker[AsyncSession], claimed: Claimed, **values: Any) -> bool:
     async with sessions() as session, session.begin():
-        result = await session.execute(update(Job).where(_owned(claimed)).values(finished_at=utcnow(), **values))
-        settled = bool(result.rowcount)  # type: ignore[attr-defined]
-        if settled:
-            await webhooks.enqueue(session, claimed.job_id, str(values["status"]))
-    return settled
+        settled = (
+            await session.execute(
+                update(Job).where(_owned(claimed)).values(finished_at=utcnow(), **values).returning(Job.webhook)
+            )
+        ).first()
+        if settled is not None:
+            await webhooks.enqueue(session, claimed.job_id, str(values["status"]), settled.webhook)
+    return settled is not None
 
 
 async def register_worker(sessions: async_sessionmaker[AsyncSession], worker_id: str) -> None:

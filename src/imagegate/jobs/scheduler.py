@@ -55,6 +55,7 @@ class Scheduler:
         ctx.events.local_worker = self.worker_id
         ctx.events.on_queued(self.wake)
         ctx.events.on_cancel(self.cancel_local)
+        ctx.events.on_webhook(self.webhooks.wake)
 
     async def start(self) -> None:
         """Register this worker, settle jobs of dead workers, and start claiming."""
@@ -109,7 +110,6 @@ class Scheduler:
         event = self._wake.get(backend)
         if event is not None:
             event.set()
-        self.webhooks.wake()  # the job's 'queued' event may wait to be sent
 
     def cancel_local(self, job_id: str) -> bool:
         """Stop the job if this process runs it; True when it did."""
@@ -187,7 +187,9 @@ class Scheduler:
             task = asyncio.create_task(self._run(backend, claimed), name=f"job:{claimed.job_id}")
             self._running[claimed.job_id] = task
             self._claims_in_flight -= 1
-            task.add_done_callback(functools.partial(self._finished, claimed.job_id, slots))
+            task.add_done_callback(functools.partial(self._finished, claimed, slots))
+            if claimed.webhook:
+                self.webhooks.wake()  # its 'running' event may wait to be sent
             self.ctx.events.notify(claimed.job_id)  # its waiters learn it runs here and stop polling
 
     async def _claim(self, backend: str, limit: int) -> Claimed | None:
@@ -214,12 +216,13 @@ class Scheduler:
             return False
         return True
 
-    def _finished(self, job_id: str, slots: asyncio.Semaphore, _task: asyncio.Task[None]) -> None:
-        self._running.pop(job_id, None)
-        self._cancelling.discard(job_id)
+    def _finished(self, claimed: Claimed, slots: asyncio.Semaphore, _task: asyncio.Task[None]) -> None:
+        self._running.pop(claimed.job_id, None)
+        self._cancelling.discard(claimed.job_id)
         slots.release()
-        self.ctx.events.notify(job_id)
-        self.webhooks.wake()
+        self.ctx.events.notify(claimed.job_id)
+        if claimed.webhook:
+            self.webhooks.wake()  # its final event may wait to be sent
 
     async def _pause(self, wake: asyncio.Event) -> None:
         """Until work is announced, the poll interval passes, or the scheduler stops."""

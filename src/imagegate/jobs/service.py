@@ -78,6 +78,8 @@ async def submit(
             await audit.record_refusal(sessions=ctx.sessions, handle=key.handle, refusal=error, model=request.model)
         raise
     ctx.events.queued(job.backend)
+    if webhooks.wants(job.webhook, JobStatus.QUEUED):
+        ctx.events.webhook_queued()
     return job
 
 
@@ -291,7 +293,7 @@ async def _insert_queued(ctx: JobContext, job: Job, key: ApiKey, idempotency_key
         await limits.check_job_limits(session=session, key=key, now=job.created_at)
         if idempotency_key is not None:
             await idempotency.complete(session=session, key=key, idempotency_key=idempotency_key, job_id=job.id)
-        await webhooks.enqueue(session, job.id, JobStatus.QUEUED)
+        webhooks.add_delivery(session, job, JobStatus.QUEUED)
 
 
 async def _fair_tag(session: AsyncSession, job: Job) -> int:
@@ -415,7 +417,7 @@ async def cancel(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Job:
         # A worker may have claimed it in the meantime: then ask that worker to stop it.
         flagged = None
         if _rowcount(dequeued):
-            await webhooks.enqueue(session, job_id, JobStatus.CANCELLED)
+            await webhooks.enqueue(session, job_id, JobStatus.CANCELLED, job.webhook)
         if _rowcount(dequeued) and ctx.metrics is not None:
             ctx.metrics.jobs.labels(job.backend, job.model, JobStatus.CANCELLED.value).inc()
         if not _rowcount(dequeued):
@@ -427,6 +429,8 @@ async def cancel(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Job:
         raise Conflict(f"Job {job_id} has already finished ({job.status}); nothing to cancel.")
     if flagged is not None:
         ctx.events.cancel(job_id)
+    elif webhooks.wants(job.webhook, JobStatus.CANCELLED):
+        ctx.events.webhook_queued()
     ctx.events.notify(job_id)
     return await wait_until_finished(ctx=ctx, job_id=job_id, key=key, timeout=CANCEL_WAIT_SECONDS)
 
@@ -458,10 +462,12 @@ async def delete_job(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Non
         if not _rowcount(result):
             raise Conflict(f"Job {job_id} started meanwhile; cancel it first.")
         if job.status == JobStatus.QUEUED:
-            await webhooks.enqueue(session, job_id, JobStatus.CANCELLED)
+            await webhooks.enqueue(session, job_id, JobStatus.CANCELLED, job.webhook)
         await session.execute(delete(JobImage).where(JobImage.job_id == job_id))
         await session.execute(delete(JobInput).where(JobInput.job_id == job_id))
     # Files go after the commit: a crash in between leaves orphans, which retention removes.
     for storage_key in [image.storage_key for image in job.images] + [i.storage_key for i in job.inputs]:
         await ctx.storage.delete(storage_key)
+    if job.status == JobStatus.QUEUED and webhooks.wants(job.webhook, JobStatus.CANCELLED):
+        ctx.events.webhook_queued()
     ctx.events.notify(job_id)

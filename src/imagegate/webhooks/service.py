@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,19 +34,19 @@ def new_delivery_id() -> str:
     return "msg_" + secrets.token_hex(12)
 
 
-async def enqueue(session: AsyncSession, job_id: str, event: str) -> None:
-    """Queue the job's event for its webhook, if it has one wanting it; call inside the changing transaction."""
-    target = await session.scalar(select(Job.webhook).where(Job.id == job_id))
-    if not target or event not in target.get("events", ()):
-        return
-    job = await session.scalar(
-        select(Job)
-        .where(Job.id == job_id)
-        .options(selectinload(Job.images), selectinload(Job.inputs))
-        .execution_options(populate_existing=True)
-    )
-    if job is None:
-        return
+def wants(target: Mapping[str, Any] | None, event: str) -> bool:
+    """Whether a job's webhook (its `webhook` column) asks for the event."""
+    return bool(target) and event in (target or {}).get("events", ())
+
+
+def add_delivery(session: AsyncSession, job: Job, event: str) -> bool:
+    """Queue the event of a job loaded with its images and inputs, if its webhook wants it; True when queued.
+
+    Call inside the transaction that changes the job, so the event is never lost nor sent for a change rolled back.
+    """
+    target = job.webhook
+    if target is None or not wants(target, event):
+        return False
     # Imported here: the native surface imports the job verbs, which call this module.
     from imagegate.api.native import render_job
 
@@ -54,7 +55,7 @@ async def enqueue(session: AsyncSession, job_id: str, event: str) -> None:
     session.add(
         WebhookDelivery(
             id=new_delivery_id(),
-            job_id=job_id,
+            job_id=job.id,
             key_id=job.key_id,
             event=event,
             url=target["url"],
@@ -64,6 +65,23 @@ async def enqueue(session: AsyncSession, job_id: str, event: str) -> None:
             next_attempt_at=now,
         )
     )
+    return True
+
+
+async def enqueue(session: AsyncSession, job_id: str, event: str, target: Mapping[str, Any] | None) -> bool:
+    """Queue the job's event when its webhook (target, known to the caller) wants it; True when queued.
+
+    A job without a webhook costs nothing here: the job is read, in the changing transaction, only when sent.
+    """
+    if not wants(target, event):
+        return False
+    job = await session.scalar(
+        select(Job)
+        .where(Job.id == job_id)
+        .options(selectinload(Job.images), selectinload(Job.inputs))
+        .execution_options(populate_existing=True)
+    )
+    return job is not None and add_delivery(session, job, event)
 
 
 @dataclass(frozen=True)

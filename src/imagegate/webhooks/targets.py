@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -95,11 +96,11 @@ async def check_destination(url: str, *, allow_private: bool) -> None:
 
 @dataclass(frozen=True)
 class HeaderWebhook:
-    """What the Imagegate-Webhook-* headers of the current request asked for, and the base URL it came in on."""
+    """What the Imagegate-Webhook-* headers of the current request asked for, and where its links point."""
 
     url: str | None
     events: str | None
-    base: str
+    base: Callable[[], str]  # computed only for a request that asks for a webhook
 
 
 header_webhook_var: ContextVar[HeaderWebhook | None] = ContextVar("header_webhook", default=None)
@@ -116,5 +117,5 @@ def requested(
             raise InvalidRequest("webhook_events needs webhook_url.", param=EVENTS_PARAM)
         return None
     events = events if events is not None else (header.events if header else None)
-    base = header.base if header else (fallback_base or "")
+    base = header.base() if header else (fallback_base or "")
     return url.strip(), parse_events(events), base
