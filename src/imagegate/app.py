@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.routing import Route
 
 from imagegate import __version__
 from imagegate.admin import keys_pages as admin_keys_pages
@@ -38,6 +39,8 @@ from imagegate.db import create_engine, session_factory
 from imagegate.jobs.events import JobEvents
 from imagegate.jobs.scheduler import Scheduler
 from imagegate.jobs.service import JobContext
+from imagegate.mcp_server.endpoint import ENDPOINT as MCP_ENDPOINT
+from imagegate.mcp_server.endpoint import McpEndpoint
 from imagegate.metrics import Metrics
 from imagegate.migrations import upgrade_async
 from imagegate.retention import run_periodically
@@ -96,6 +99,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/admin/static", admin_router.static, name="admin-static")
     app.include_router(admin_router.router)
     app.include_router(admin_keys_pages.router)
+    app.state.mcp = McpEndpoint(app, settings)
+    app.router.routes.append(Route(MCP_ENDPOINT, app.state.mcp, methods=["GET", "POST", "DELETE"]))
     app.include_router(admin_panels.router)
     app.include_router(admin_status.router)
     return app
@@ -147,6 +152,7 @@ async def running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         if sweeper is not None:
             stop_sweeping.set()
             await asyncio.gather(sweeper, return_exceptions=True)
+        await app.state.mcp.aclose()
         if scheduler is not None:
             await scheduler.stop()
         await backends.aclose()

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     webhook_retry_hours: float = Field(default=24.0, gt=0)
     webhook_concurrency: int = Field(default=8, ge=1, le=256)
 
+    # MCP.
+    mcp_inline_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    mcp_wait_seconds: float = Field(default=120.0, ge=0, le=3600)
+
     # Secrets.
     admin_password: SecretStr | None = None
 

@@ -409,3 +409,38 @@ async def test_a_body_that_is_not_an_object_is_a_400(harness: Harness, content: 
     assert response.json()["error"]["code"] == "invalid_request"
     assert "JSON" in response.json()["error"]["message"]
     assert "None" not in response.json()["error"]["message"]
+
+
+async def test_the_models_list_gives_the_keys_models_with_their_sizes(harness: Harness) -> None:
+    response = await harness.client.get("/v1/images/models", headers=await harness.auth(allowed_models=["demo"]))
+    assert response.status_code == 200
+    assert response.json()["data"] == [
+        {"id": "demo", "backend": "demo", "default": False, "sizes": None, "max_side": 4096, "can_describe": True}
+    ]
+    everything = await harness.client.get("/v1/images/models", headers=await harness.auth())
+    assert [(m["id"], m["default"]) for m in everything.json()["data"]] == [("demo", False), ("fake-model", True)]
+
+
+async def test_a_job_can_be_long_polled_until_it_finishes(harness: Harness) -> None:
+    auth = await harness.auth()
+    job = (await harness.client.post(GENERATE, json={"prompt": "gate:poll"}, headers={**auth, **ASYNC})).json()
+    await harness.fake.wait_started(1)
+    running = await harness.client.get(f"/v1/images/jobs/{job['id']}?wait=0.1", headers=auth)
+    assert running.json()["status"] == "running"
+    harness.fake.open("gate:poll")
+    finished = await harness.client.get(f"/v1/images/jobs/{job['id']}?wait=60", headers=auth)
+    assert finished.json()["status"] == "succeeded"
+    too_long = await harness.client.get(f"/v1/images/jobs/{job['id']}?wait=61", headers=auth)
+    assert too_long.status_code == 400
+
+
+async def test_an_edit_takes_a_mask(harness: Harness) -> None:
+    body = {"prompt": "fill it", "reference_images_base64": [b64(tiny_png())], "mask_base64": b64(tiny_png())}
+    response = await harness.client.post(GENERATE, json=body, headers=await harness.auth())
+    assert response.status_code == 200, response.text
+    assert harness.fake.requests[-1].mask is not None
+    alone = await harness.client.post(
+        GENERATE, json={"prompt": "x", "mask_base64": b64(tiny_png())}, headers=await harness.auth()
+    )
+    assert alone.status_code == 400
+    assert "A mask needs an image to edit" in alone.json()["error"]["message"]

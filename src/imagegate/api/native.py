@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagegate.api.headers import POLL_RETRY_AFTER
+from imagegate.backends.base import describer, sizes_of
 from imagegate.errors import QueueFull
 from imagegate.images import decode_base64
 from imagegate.jobs import idempotency, service
@@ -18,11 +19,13 @@ from imagegate.jobs.failures import job_error
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.jobs.requests import GenerationRequest, Reference
 from imagegate.jobs.service import JobContext
+from imagegate.keys import limits
 from imagegate.keys.auth import CallerKey, scoped
 from imagegate.keys.models import ApiKey
 from imagegate.webhooks import service as webhooks
 
 router = APIRouter(prefix="/v1/images", tags=["native"])
+MAX_POLL_WAIT_SECONDS = 60
 
 
 class GenerateBody(BaseModel):
@@ -39,6 +42,9 @@ class GenerateBody(BaseModel):
     reference_images_base64: list[str] | None = Field(default=None, description="Reference images (edit mode).")
     reference_image_base64: str | None = Field(
         default=None, description="One reference image (older alias; the plural field wins when both are sent)."
+    )
+    mask_base64: str | None = Field(
+        default=None, description="A PNG mask, transparent where the first reference image may change (edit mode)."
     )
     webhook_url: str | None = Field(default=None, description="Where to POST the job's signed state changes.")
     webhook_events: list[str] | None = Field(
@@ -121,6 +127,12 @@ async def _references(body: GenerateBody) -> tuple[Reference, ...]:
     return tuple(decoded)
 
 
+async def _mask(body: GenerateBody) -> Reference | None:
+    if body.mask_base64 is None:
+        return None
+    return Reference(await asyncio.to_thread(decode_base64, body.mask_base64, param="mask_base64"), "mask_base64")
+
+
 def _finished_response(job: Job, base: str) -> JSONResponse:
     """A finished job: 200 when it succeeded, else the job with its error's status (and `detail`, as FastAPI)."""
     if job.status == JobStatus.SUCCEEDED:
@@ -150,6 +162,7 @@ async def _submit(
         count=body.count,
         output_format=body.output_format,
         references=await _references(body),
+        mask=await _mask(body),
         webhook_url=body.webhook_url,
         webhook_events=body.webhook_events,
     )
@@ -207,6 +220,28 @@ async def _respond(ctx: JobContext, job: Job, key: ApiKey, base: str, prefer: st
     return _finished_response(job, base)
 
 
+@router.get("/models")
+async def list_models(request: Request, key: CallerKey) -> dict[str, Any]:
+    """The models this key may use: each one's backend, the sizes it makes, and whether it can describe images."""
+    ctx = job_context(request)
+    backends = ctx.backends
+    data = []
+    for name, backend_name in limits.visible_models(key, backends.models):
+        backend = backends.backends[backend_name]
+        sizes = sizes_of(backend, name)
+        data.append(
+            {
+                "id": name,
+                "backend": backend_name,
+                "default": name == backends.default_model,
+                "sizes": None if sizes is None else list(sizes),
+                "max_side": ctx.settings.max_image_side,
+                "can_describe": describer(backend) is not None,
+            }
+        )
+    return {"object": "list", "data": data}
+
+
 @router.get("/jobs")
 async def list_jobs(
     request: Request,
@@ -226,10 +261,19 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: str, request: Request, key: Annotated[ApiKey, Depends(scoped("read"))]) -> dict[str, Any]:
-    """One of the caller's jobs, with its webhook deliveries and their attempts."""
+async def get_job(
+    job_id: str,
+    request: Request,
+    key: Annotated[ApiKey, Depends(scoped("read"))],
+    wait: Annotated[
+        float, Query(ge=0, le=MAX_POLL_WAIT_SECONDS, description="Seconds to wait for the job to finish first.")
+    ] = 0,
+) -> dict[str, Any]:
+    """One of the caller's jobs, with its webhook deliveries and their attempts; with wait, a long poll."""
     ctx = job_context(request)
     job = await service.get_job(ctx=ctx, job_id=job_id, key=key)
+    if wait and not job.is_finished:
+        job = await service.wait_until_finished(ctx=ctx, job_id=job_id, key=key, timeout=wait)
     async with ctx.sessions() as session:
         deliveries = await webhooks.deliveries_of(session, job.id)
     return {**render_job(job, base_url(request)), "webhooks": webhooks.render_deliveries(deliveries)}

@@ -41,6 +41,7 @@ from imagegate.jobs.failures import job_error
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.jobs.requests import GenerationRequest, Reference
 from imagegate.jobs.service import JobContext
+from imagegate.keys import limits
 from imagegate.keys.auth import CallerKey
 from imagegate.keys.models import ApiKey
 
@@ -123,9 +124,7 @@ async def model(model_id: str, request: Request, key: CallerKey) -> dict[str, An
 
 
 def _visible_models(request: Request, key: ApiKey) -> list[tuple[str, str]]:
-    routes: dict[str, str] = job_context(request).backends.models
-    allowed = key.allowed_models
-    return [(m, b) for m, b in sorted(routes.items()) if allowed is None or m in allowed or b in allowed]
+    return limits.visible_models(key, job_context(request).backends.models)
 
 
 def _model(name: str, backend: str) -> dict[str, Any]:

@@ -144,6 +144,16 @@ def describer(backend: Backend) -> Describer | None:
     return cast(Describer, backend)
 
 
+def sizes_of(backend: Backend, model: str) -> tuple[str, ...] | None:
+    """The sizes the backend makes for a model (an optional `sizes(model)` method); None: any WIDTHxHEIGHT within
+    the service's limits, and auto."""
+    sizes = getattr(backend, "sizes", None)
+    if not callable(sizes):
+        return None
+    listed = sizes(model)
+    return None if listed is None else tuple(listed)
+
+
 class Backend(Protocol):
     """What makes pixels. BackendSet.from_settings builds one per configured backend, through its BackendFactory.
 

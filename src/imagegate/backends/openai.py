@@ -114,6 +114,11 @@ class OpenAIBackend:
         """The model name sent upstream."""
         return self.options.upstream_model or request.model
 
+    def sizes(self, model: str) -> tuple[str, ...] | None:
+        """The sizes the upstream model takes (None: a model we do not know, or one of flexible sizes)."""
+        rules = rules_for(self.options.upstream_model or model)
+        return None if rules is None or rules.sizes is None else tuple(sorted(rules.sizes))
+
     def check(self, request: BackendRequest) -> None:
         """Refuse what a known model would refuse, before anything is paid for."""
         check_request(self.model_for(request), self.in_upstream_terms(request))

@@ -141,6 +141,31 @@ def worker(config: ConfigOption = None) -> None:
     asyncio.run(main())
 
 
+@app.command("mcp")
+def mcp(
+    url: Annotated[
+        str, typer.Option(envvar="IMAGEGATE_URL", help="The running ImageGate, e.g. http://127.0.0.1:8000.")
+    ],
+    key: Annotated[str, typer.Option(envvar="IMAGEGATE_KEY", help="The API key the tools use (ig_…).")],
+    inline_max_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="IMAGEGATE_MCP_INLINE_MAX_BYTES", min=1024, help="Larger images come as a link and a preview."
+        ),
+    ] = 1024 * 1024,
+    wait: Annotated[
+        float,
+        typer.Option(
+            envvar="IMAGEGATE_MCP_WAIT_SECONDS", min=0, max=3600, help="Seconds a tool waits before returning the id."
+        ),
+    ] = 120.0,
+) -> None:
+    """Run the MCP tools over stdio (for MCP clients that launch a command), calling ImageGate over HTTP."""
+    from imagegate.mcp_server.stdio import serve_stdio
+
+    asyncio.run(serve_stdio(url=url, key=key, inline_max_bytes=inline_max_bytes, wait_seconds=wait))
+
+
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
     """Apply database migrations up to the newest schema."""

@@ -6,6 +6,7 @@ Every count lives in the database, so the limits hold across several processes o
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -55,6 +56,12 @@ def require_model(key: ApiKey, *, model: str, backend: str) -> None:
             f"API key {key.handle} may not use model {model!r}; it may use: {', '.join(allowed) or 'no model'}.",
             param="model",
         )
+
+
+def visible_models(key: ApiKey, routes: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The (model, backend) routes the key may use, by model name."""
+    allowed = key.allowed_models
+    return [(m, b) for m, b in sorted(routes.items()) if allowed is None or m in allowed or b in allowed]
 
 
 async def lock_key(session: AsyncSession, key_id: int) -> None:
