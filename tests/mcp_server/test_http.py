@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -158,3 +160,11 @@ async def test_an_image_over_the_inline_limit_comes_as_a_preview_and_its_link(ha
         assert max(preview.size) <= 512
     url = next(line for line in text_of(text).splitlines() if "/generated/" in line)
     assert len((await harness.client.get(url)).content) > 1024
+
+
+def test_the_app_starts_without_importing_the_sdk() -> None:
+    probe = (
+        "import sys, imagegate.app, imagegate.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mcp'))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
