@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx2
+import pytest
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ImageContent, TextContent
@@ -40,9 +42,15 @@ def text_of(content: object) -> str:
     return content.text
 
 
-async def test_tools_are_listed_with_descriptions_and_schemas(harness: Harness) -> None:
+async def test_tools_are_listed_with_descriptions_and_schemas(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="imagegate.http")
     async with mcp_session(harness, await harness.auth()) as session:
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+    logged = [record for record in caplog.records if record.name == "imagegate.http" and "/mcp" in record.getMessage()]
+    assert logged
+    assert all(getattr(r, "route", None) == "/mcp" and str(getattr(r, "key", "")).startswith("key_") for r in logged)
     assert set(tools) == {"generate_image", "edit_image", "describe_image", "get_job", "list_models"}
     for tool in tools.values():
         assert tool.description

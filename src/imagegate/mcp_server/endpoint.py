@@ -26,6 +26,8 @@ BASE_HEADER = b"x-imagegate-base"
 class McpEndpoint:
     """Refuses a request without a valid API key (401, as the HTTP API), then hands it to the MCP server."""
 
+    path = ENDPOINT
+
     def __init__(self, app: FastAPI, settings: Settings) -> None:
         self.app = app
         self.settings = settings
@@ -33,11 +35,13 @@ class McpEndpoint:
         self._starting = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = self  # the request log and metrics name the route /mcp, not 'unmatched'
         request = Request(scope)
         try:
             token = bearer_token(request)
             async with request.app.state.sessions() as session, session.begin():
-                await keys.verify(session=session, token=token)
+                key = await keys.verify(session=session, token=token)
+            request.state.key_handle = key.handle  # logged beside the request, as on the HTTP API
         except ImagegateError as error:
             await native_error(error)(scope, receive, send)
             return
