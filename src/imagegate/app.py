@@ -13,6 +13,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from imagegate import __version__
+from imagegate.admin import export as admin_export
 from imagegate.admin import keys_pages as admin_keys_pages
 from imagegate.admin import panels as admin_panels
 from imagegate.admin import router as admin_router
@@ -103,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.router.routes.append(Route(MCP_ENDPOINT, app.state.mcp, methods=["GET", "POST", "DELETE"]))
     app.include_router(admin_panels.router)
     app.include_router(admin_status.router)
+    app.include_router(admin_export.router)
     return app
 
 

@@ -111,7 +111,7 @@ def test_an_operators_day(browser: Browser, server: ServerProcess) -> None:
 
     # A key, revealed once.
     page.get_by_role("link", name="Keys").click()
-    page.get_by_label("Name").fill("browser test")
+    page.get_by_label("Name", exact=True).fill("browser test")
     page.get_by_role("button", name="Create key").click()
     secret = page.locator("#new-key").inner_text().strip()
     assert secret.startswith("ig_")
@@ -119,12 +119,35 @@ def test_an_operators_day(browser: Browser, server: ServerProcess) -> None:
     page.reload()
     expect(page.locator("#new-key")).to_have_count(0)
     assert secret not in page.content()
-    handle = page.locator("table a", has_text="key_").first.inner_text()
-    page.get_by_role("link", name=handle).click()
+    handle = page.locator("table.keys code", has_text="key_").first.inner_text()
+    page.get_by_role("link", name="browser test").click()
     page.get_by_label("Images / day").fill("50")
     shot(page, "03b-key-limits")
     page.get_by_role("button", name="Save limits").click()
     expect(page.get_by_role("status")).to_contain_text(f"Saved {handle}")
+
+    # Rotation: the new secret once, with a copy button; the old one works through the grace period.
+    page.get_by_label("Old secret keeps working").select_option(label="1 hour")
+    page.get_by_role("button", name="Rotate secret").click()
+    rotated = page.locator("#new-key").inner_text().strip()
+    assert rotated.startswith("ig_")
+    assert rotated != secret
+    expect(page.locator(".facts")).to_contain_text("keeps working until")
+    copy = page.locator(".reveal button.copy")
+    expect(copy).to_be_visible()
+    copy.click()
+    expect(copy).to_have_text("Copied")
+    shot(page, "03c-key-rotated")
+    for token in (secret, rotated):
+        assert httpx2.get(f"{server.url}/v1/usage", headers={"Authorization": f"Bearer {token}"}, timeout=10).is_success
+    secret = rotated
+
+    # Deleting asks first; keeping it goes back.
+    page.get_by_role("button", name="Delete key").click()
+    expect(page.get_by_role("heading", name=f"Delete key browser test ({handle})?")).to_be_visible()
+    shot(page, "03d-confirm-delete-key")
+    page.get_by_role("link", name="Keep it").click()
+    expect(page.locator("table.keys code", has_text=handle)).to_have_count(1)
 
     # A playground generation, shown when it finishes.
     page.get_by_role("link", name="Playground").click()
@@ -144,8 +167,14 @@ def test_an_operators_day(browser: Browser, server: ServerProcess) -> None:
     rows = page.locator("table.jobs tbody tr")
     expect(rows).to_have_count(1)
     shot(page, "06-history")
-    rows.first.locator("a").click()
+    rows.first.locator("a").first.click()
     expect(page.get_by_role("heading", name="Prompt")).to_be_visible()
+
+    # The key's page counts what it made against its quota.
+    page.get_by_role("link", name="browser test").first.click()
+    expect(page.locator("#images-today")).to_have_text("1 / 50")
+    expect(page.locator("table.per-day tbody tr").first).to_contain_text("1")
+    shot(page, "06a-key-usage")
 
     # The API takes the key until it is disabled.
     headers = {"Authorization": f"Bearer {secret}"}
@@ -189,6 +218,37 @@ def test_an_operators_day(browser: Browser, server: ServerProcess) -> None:
     assert "rt-browser-secret" not in page.content()
     shot(page, "06b-codex-accounts")
 
+    # A running job is cancelled, then deleted after a confirmation.
+    slow = httpx2.post(
+        f"{server.url}/v1/images/jobs",
+        headers=headers,
+        json={"prompt": "slow", "model": "gpt-image-codex", "size": "64x64"},
+        timeout=30,
+    )
+    assert slow.status_code == 202, slow.text
+    slow_id = slow.json()["id"]
+    page.goto(f"{server.url}/admin/jobs/{slow_id}")
+    expect(page.locator("h1 .status")).to_have_text("running", timeout=30_000)
+    expect(page.get_by_role("button", name="Delete job and files")).to_be_disabled()
+    shot(page, "06c-job-running")
+    page.get_by_role("button", name="Cancel job").click()
+    expect(page.get_by_role("status")).to_contain_text(f"Cancelled: job {slow_id}")
+    expect(page.locator("h1 .status")).to_have_text("cancelled")
+    page.get_by_role("button", name="Delete job and files").click()
+    expect(page.get_by_role("heading", name=f"Delete job {slow_id}?")).to_be_visible()
+    shot(page, "06d-confirm-delete-job")
+    page.get_by_role("button", name="Delete job and files").click()
+    expect(page.get_by_role("status")).to_contain_text(f"Deleted job {slow_id}")
+
+    # The status page: what runs, and no secret on it.
+    page.get_by_role("link", name="Status").click()
+    expect(page.get_by_role("heading", name="Status")).to_be_visible()
+    expect(page.locator("table.backends tr", has_text="codex")).to_contain_text("gpt-image-codex")
+    content = page.content()
+    assert PASSWORD not in content
+    assert "rt-browser-secret" not in content
+    shot(page, "06e-status")
+
     # Maintenance and the audit trail.
     page.get_by_role("link", name="Maintenance").click()
     page.get_by_role("button", name="Run cleanup now").click()
@@ -197,6 +257,7 @@ def test_an_operators_day(browser: Browser, server: ServerProcess) -> None:
     page.get_by_role("link", name="Audit").click()
     expect(page.locator("td", has_text="key.disable")).to_have_count(1)
     expect(page.locator("td", has_text="admin.cleanup")).to_have_count(1)
+    expect(page.locator("td", has_text="admin.job_cancel")).to_have_count(1)
     shot(page, "08-audit")
 
     # Logging out ends the session on the server: the old cookie opens nothing.
@@ -219,7 +280,28 @@ def test_a_phone_sized_screen(browser: Browser, server: ServerProcess) -> None:
     page = context.new_page()
     log_in(page, server.url)
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390 + 1, "the overview should not scroll sideways on a phone"
+    assert_fits(page, "overview")
     shot(page, "09-phone-overview")
+    page.get_by_role("link", name="Keys").click()
+    page.get_by_label("Name", exact=True).fill("phone")
+    page.get_by_role("button", name="Create key").click()
+    page.get_by_role("link", name="phone").click()
+    assert_fits(page, "key")
+    shot(page, "09b-phone-key")
+    page.get_by_role("link", name="Playground").click()
+    page.get_by_label("Prompt").fill("a very long prompt " * 40)
+    page.get_by_label("Size").fill("1024x256")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("img.thumb").first).to_be_visible(timeout=30_000)
+    assert_fits(page, "job")
+    shot(page, "09c-phone-job")
+    page.get_by_role("link", name="Status").click()
+    assert_fits(page, "status")
+    shot(page, "09d-phone-status")
     context.close()
+
+
+def assert_fits(page: Page, name: str) -> None:
+    """The page does not scroll sideways on a 390 px wide screen."""
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390 + 1, f"the {name} page should not scroll sideways on a phone ({width} px)"

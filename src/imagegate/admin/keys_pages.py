@@ -3,9 +3,12 @@ playground that runs a generation as a chosen key."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 from starlette.datastructures import FormData, UploadFile
 
 from imagegate.admin import queries, service
@@ -14,6 +17,7 @@ from imagegate.admin.web import (
     confirm_page,
     confirmed,
     csrf_ok,
+    error_message,
     forbidden_csrf,
     form_value,
     page,
@@ -21,8 +25,9 @@ from imagegate.admin.web import (
     redirect,
 )
 from imagegate.db import utcnow
-from imagegate.errors import InvalidRequest, NotFound
+from imagegate.errors import ImagegateError, InvalidRequest, NotFound
 from imagegate.jobs import service as jobs
+from imagegate.jobs.models import Job
 from imagegate.jobs.requests import QUALITIES, GenerationRequest, Reference
 from imagegate.keys import service as keys
 from imagegate.keys.auth import admit_by_handle
@@ -30,6 +35,9 @@ from imagegate.keys.models import SCOPES, ApiKey
 from imagegate.keys.service import KeyLimits
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
+# How long a rotated key's old secret keeps working; a day by default, as `imagegate keys rotate`.
+GRACE_CHOICES = ((0, "none: the old secret stops now"), (3600, "1 hour"), (86400, "24 hours"), (604800, "7 days"))
+DEFAULT_GRACE_SECONDS = 86400
 
 
 def _limits_from(form: FormData) -> KeyLimits:
@@ -56,15 +64,44 @@ def _limits_from(form: FormData) -> KeyLimits:
     )
 
 
-@router.get("/keys")
-async def keys_page(request: Request, admin: Admin) -> Response:
-    """Every key with its status and use; a new key's secret once, right after creating it."""
-    sessions = request.app.state.sessions
-    flash = await service.take_flash(sessions, admin)
-    revealed = None
+def _revealed(flash: str | None) -> tuple[dict[str, str] | None, str | None]:
+    """A new secret waiting in the one-time message (shown once), and any other message."""
     if flash and flash.startswith("newkey:"):
         _tag, name, token, webhook_secret = [*flash.split(":", 3), ""][:4]
-        revealed, flash = {"name": name, "token": token, "webhook_secret": webhook_secret}, None
+        return {"name": name, "token": token, "webhook_secret": webhook_secret}, None
+    return None, flash
+
+
+async def _reveal(request: Request, admin: Admin, name: str, token: str, webhook_secret: str = "") -> None:
+    # The secrets travel only through this session's one-time message, never in a URL.
+    message = f"newkey:{name.replace(':', ' ')}:{token}:{webhook_secret}"
+    await service.set_flash(request.app.state.sessions, admin, message)
+
+
+def _status(key: ApiKey, now: datetime) -> str:
+    if not key.enabled:
+        return "disabled"
+    return "expired" if _expired(key, now) else "enabled"
+
+
+def _expiry_from(form: FormData) -> datetime | None:
+    """The expiry date field: None (never) when empty; InvalidRequest for a bad or past date."""
+    expires = form_value(form, "expires")
+    try:
+        expires_at = datetime.fromisoformat(expires).replace(tzinfo=UTC) if expires else None
+    except ValueError:
+        raise InvalidRequest(f"{expires!r} is not a date; use YYYY-MM-DD.", param="expires") from None
+    if expires_at is not None and expires_at <= utcnow():
+        raise InvalidRequest("The expiry date is in the past.", param="expires")
+    return expires_at
+
+
+@router.get("/keys")
+async def keys_page(request: Request, admin: Admin, name: Annotated[str, Query(max_length=200)] = "") -> Response:
+    """Every key with its status and use; a new key's secret once, right after creating it."""
+    sessions = request.app.state.sessions
+    revealed, flash = _revealed(await service.take_flash(sessions, admin))
+    wanted = name.strip()
     async with sessions() as session:
         rows = await keys.list_keys(session=session)
         totals = await queries.key_totals(session)
@@ -72,13 +109,12 @@ async def keys_page(request: Request, admin: Admin) -> Response:
     listed = [
         {
             "key": key,
-            "status": "disabled"
-            if not key.enabled
-            else ("expired" if key.expires_at and key.expires_at <= now else "enabled"),
+            "status": _status(key, now),
             "requests": totals.get(key.id, (0, 0))[0],
             "images": totals.get(key.id, (0, 0))[1],
         }
         for key in rows
+        if wanted.casefold() in key.name.casefold() or wanted == key.handle
     ]
     return page(
         request,
@@ -91,6 +127,7 @@ async def keys_page(request: Request, admin: Admin) -> Response:
         flash=flash,
         scopes=SCOPES,
         key=None,
+        name_filter=wanted,
     )
 
 
@@ -103,30 +140,58 @@ async def create_key(request: Request, admin: Admin) -> Response:
     name = form_value(form, "name")
     if not name:
         raise InvalidRequest("A key needs a name.")
-    expires = form_value(form, "expires")
-    try:
-        expires_at = datetime.fromisoformat(expires).replace(tzinfo=UTC) if expires else None
-    except ValueError:
-        raise InvalidRequest(f"{expires!r} is not a date; use YYYY-MM-DD.") from None
-    if expires_at is not None and expires_at <= utcnow():
-        raise InvalidRequest("The expiry date is in the past.")
+    expires_at = _expiry_from(form)
     async with request.app.state.sessions() as session, session.begin():
         key, token = await keys.create_key(
             session=session, name=name, expires_at=expires_at, limits=_limits_from(form), actor="admin"
         )
-    # The secret travels only through this session's one-time message, never in a URL.
-    await service.set_flash(
-        request.app.state.sessions, admin, f"newkey:{name.replace(':', ' ')}:{token}:{key.webhook_secret}"
-    )
+    await _reveal(request, admin, name, token, key.webhook_secret or "")
     return redirect(request, "/admin/keys")
 
 
 @router.get("/keys/{handle}")
 async def key_page(handle: str, request: Request, admin: Admin) -> Response:
-    """One key's limits, editable."""
+    """One key: its use against its quotas, its requests over 14 days, rotation, expiry and limits."""
+    revealed, flash = _revealed(await service.take_flash(request.app.state.sessions, admin))
+    now = utcnow()
     async with request.app.state.sessions() as session:
         key = await keys.get_by_handle(session=session, handle=handle)
-    return page(request, "key.html", admin=admin, title=handle, active="/admin/keys", key=key, scopes=SCOPES)
+        usage = await queries.key_usage(session, key, now)
+    grace_ends = key.previous_token_expires_at
+    return page(
+        request,
+        "key.html",
+        admin=admin,
+        title=f"{key.name} ({handle})",
+        active="/admin/keys",
+        key=key,
+        key_status=_status(key, now),
+        usage=usage,
+        grace_ends=grace_ends if grace_ends and grace_ends > now else None,
+        graces=GRACE_CHOICES,
+        default_grace=DEFAULT_GRACE_SECONDS,
+        scopes=SCOPES,
+        revealed=revealed,
+        flash=flash,
+    )
+
+
+@router.post("/keys/{handle}/rotate")
+async def rotate_key(handle: str, request: Request, admin: Admin) -> Response:
+    """A new secret for the key, shown once; the old one keeps working for the chosen grace period."""
+    form = await read_form(request)
+    if not csrf_ok(admin, form):
+        return forbidden_csrf(request, admin)
+    chosen = form_value(form, "grace") or str(DEFAULT_GRACE_SECONDS)
+    seconds = next((s for s, _label in GRACE_CHOICES if str(s) == chosen), None)
+    if seconds is None:
+        raise InvalidRequest("Choose one of the offered grace periods.", param="grace")
+    async with request.app.state.sessions() as session, session.begin():
+        key, token = await keys.rotate_key(
+            session=session, handle=handle, grace=timedelta(seconds=seconds), actor="admin"
+        )
+    await _reveal(request, admin, key.name, token)
+    return redirect(request, f"/admin/keys/{handle}")
 
 
 @router.post("/keys/{handle}")
@@ -137,10 +202,12 @@ async def update_key(handle: str, request: Request, admin: Admin) -> Response:
         return forbidden_csrf(request, admin)
     limits = _limits_from(form)
     limits.name = form_value(form, "name") or handle
+    if "expires" in form:
+        limits.expires_at = _expiry_from(form)
     async with request.app.state.sessions() as session, session.begin():
         await keys.update_key(session=session, handle=handle, limits=limits, actor="admin")
     await service.set_flash(request.app.state.sessions, admin, f"Saved {handle}.")
-    return redirect(request, "/admin/keys")
+    return redirect(request, f"/admin/keys/{handle}")
 
 
 @router.post("/keys/{handle}/{action}")
@@ -173,24 +240,69 @@ async def key_action(handle: str, action: str, request: Request, admin: Admin) -
     return redirect(request, "/admin/keys")
 
 
+PLAYGROUND_FIELDS = ("key", "model", "prompt", "size", "quality", "count", "output_format")
+
+
 @router.get("/playground")
-async def playground(request: Request, admin: Admin) -> Response:
-    """A form to run a generation as a chosen key."""
+async def playground(request: Request, admin: Admin, from_: Annotated[str, Query(alias="from")] = "") -> Response:
+    """A form to run a generation as a chosen key; ?from=<job id> fills it in from that job (re-run)."""
+    source = await _source_job(request, from_) if from_ else None
+    chosen = (
+        {
+            "key": source.key_handle,
+            "model": source.model,
+            "prompt": source.prompt,
+            "size": source.size,
+            "quality": source.quality,
+            "count": str(source.count),
+            "output_format": source.output_format,
+        }
+        if source
+        else {}
+    )
+    return await _playground(request, admin, chosen, source=source)
+
+
+async def _source_job(request: Request, job_id: str) -> Job:
+    async with request.app.state.sessions() as session:
+        job: Job | None = await session.scalar(select(Job).where(Job.id == job_id).options(selectinload(Job.inputs)))
+    if job is None:
+        raise NotFound(f"No job {job_id}.")
+    return job
+
+
+async def _playground(
+    request: Request,
+    admin: Admin,
+    chosen: dict[str, str],
+    *,
+    source: Job | None = None,
+    error: ImagegateError | None = None,
+) -> Response:
+    """The playground form with these values (a re-run's, or what was posted when it was refused)."""
     async with request.app.state.sessions() as session:
         now = utcnow()
         enabled = [k for k in await keys.list_keys(session=session) if k.enabled and not _expired(k, now)]
     backend_set = request.app.state.jobs.backends
     models = [backend_set.default_model, *sorted(m for m in backend_set.models if m != backend_set.default_model)]
-    return page(
+    defaults = {"size": "512x512", "quality": "auto", "count": "1", "output_format": "png", "prompt": ""}
+    response = page(
         request,
         "playground.html",
         admin=admin,
+        status=error.status if error else 200,
         title="Playground",
         active="/admin/playground",
         keys=enabled,
         models=models,
         qualities=QUALITIES,
+        chosen={**defaults, **{k: v for k, v in chosen.items() if v}},
+        source=source,
+        error=error_message(error) if error else None,
     )
+    if error is not None:
+        response.headers.update(error.headers)
+    return response
 
 
 def _expired(key: ApiKey, now: datetime) -> bool:
@@ -199,10 +311,22 @@ def _expired(key: ApiKey, now: datetime) -> bool:
 
 @router.post("/playground")
 async def run_playground(request: Request, admin: Admin) -> Response:
-    """Submit the generation as the chosen key (its limits apply) and show the job."""
+    """Submit the generation as the chosen key (its limits apply) and show the job; a refusal keeps the form."""
     form = await read_form(request)
     if not csrf_ok(admin, form):
         return forbidden_csrf(request, admin)
+    try:
+        job = await _submit_playground(request, form)
+    except ImagegateError as error:
+        if error.status >= 500 and error.status not in (503, 507):
+            raise
+        return await _playground(
+            request, admin, {name: form_value(form, name) for name in PLAYGROUND_FIELDS}, error=error
+        )
+    return redirect(request, f"/admin/jobs/{job.id}")
+
+
+async def _submit_playground(request: Request, form: FormData) -> Job:
     key = await admit_by_handle(request, form_value(form, "key"))
     references = []
     for position, upload in enumerate(form.getlist("references")):
@@ -220,5 +344,4 @@ async def run_playground(request: Request, admin: Admin) -> Response:
         output_format=form_value(form, "output_format") or "png",
         references=tuple(references),
     )
-    job = await jobs.submit(ctx=request.app.state.jobs, request=request_, key=key)
-    return redirect(request, f"/admin/jobs/{job.id}")
+    return await jobs.submit(ctx=request.app.state.jobs, request=request_, key=key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy.orm import selectinload
 
 from imagegate.errors import InvalidRequest
 from imagegate.jobs.models import Job, JobImage, JobInput, JobStatus
+from imagegate.keys import limits
 from imagegate.keys.models import ApiKey
 
 PAGE_SIZE = 50
@@ -122,7 +124,9 @@ class HistoryPage:
     filters: HistoryFilter = field(default_factory=HistoryFilter)
 
 
-async def history(session: AsyncSession, filters: HistoryFilter, cursor: str | None) -> HistoryPage:
+async def history(
+    session: AsyncSession, filters: HistoryFilter, cursor: str | None, *, limit: int = PAGE_SIZE
+) -> HistoryPage:
     """Filtered jobs, keyset-paginated on (created_at, seq) so no page scans what came before."""
     statement = select(Job).options(selectinload(Job.images)).order_by(Job.created_at.desc(), Job.seq.desc())
     for condition in await _conditions(session, filters):
@@ -133,17 +137,16 @@ async def history(session: AsyncSession, filters: HistoryFilter, cursor: str | N
             statement = statement.where(
                 or_(Job.created_at < anchor.created_at, and_(Job.created_at == anchor.created_at, Job.seq < anchor.seq))
             )
-    jobs = list((await session.scalars(statement.limit(PAGE_SIZE + 1))).all())
-    more = len(jobs) > PAGE_SIZE
-    jobs = jobs[:PAGE_SIZE]
+    jobs = list((await session.scalars(statement.limit(limit + 1))).all())
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
     return HistoryPage(jobs, jobs[-1].id if more else None, filters)
 
 
 async def _conditions(session: AsyncSession, filters: HistoryFilter) -> list[Any]:
     conditions: list[Any] = []
     if filters.key:
-        key_id = await session.scalar(select(ApiKey.id).where(ApiKey.handle == filters.key))
-        conditions.append(Job.key_id == key_id if key_id is not None else Job.key_handle == filters.key)
+        conditions.append(await _key_condition(session, filters.key))
     if filters.status:
         conditions.append(Job.status == filters.status)
     if filters.model:
@@ -157,9 +160,26 @@ async def _conditions(session: AsyncSession, filters: HistoryFilter) -> list[Any
         if until.date() < date.max:  # the last representable day has no day after it: no upper bound
             conditions.append(Job.created_at < until + timedelta(days=1))
     if filters.q:
-        pattern = "%" + filters.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        conditions.append(Job.prompt.ilike(pattern, escape="\\"))
+        conditions.append(Job.prompt.ilike(_contains(filters.q), escape="\\"))
     return conditions
+
+
+async def _key_condition(session: AsyncSession, wanted: str) -> Any:
+    """A key by its handle (also a deleted key's), else every key whose name contains the text."""
+    key_id = await session.scalar(select(ApiKey.id).where(ApiKey.handle == wanted))
+    if key_id is not None:
+        return Job.key_id == key_id
+    named = list(
+        (await session.scalars(select(ApiKey.id).where(ApiKey.name.ilike(_contains(wanted), escape="\\")))).all()
+    )
+    if named:
+        return Job.key_id.in_(named)
+    return Job.key_handle == wanted
+
+
+def _contains(text: str) -> str:
+    """A LIKE pattern matching the text anywhere, its wildcards taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def _day(value: str) -> datetime:
@@ -178,3 +198,49 @@ async def key_totals(session: AsyncSession) -> dict[int, tuple[int, int]]:
         .group_by(Job.key_id)
     )
     return {key_id: (int(count), int(images)) for key_id, count, images in rows.all() if key_id is not None}
+
+
+async def key_names(session: AsyncSession, handles: Iterable[str]) -> dict[str, str]:
+    """The names of the keys with these handles (a deleted key's handle has none)."""
+    wanted = sorted(set(handles))
+    if not wanted:
+        return {}
+    rows = await session.execute(select(ApiKey.handle, ApiKey.name).where(ApiKey.handle.in_(wanted)))
+    return {handle: name for handle, name in rows.all()}
+
+
+@dataclass
+class KeyUsage:
+    """One key's use: images against its quotas, and its requests per day and status over 14 days."""
+
+    images_today: int
+    images_month: int
+    per_day: list[tuple[date, dict[str, int]]]
+    statuses: list[str]
+
+    @property
+    def total_requests(self) -> int:
+        """Requests over the 14 days."""
+        return sum(sum(counts.values()) for _day, counts in self.per_day)
+
+
+async def key_usage(session: AsyncSession, key: ApiKey, now: datetime) -> KeyUsage:
+    """Images today and this month as its quotas count them, and its requests by status per UTC day."""
+    periods = limits.Periods.at(now)
+    first = (now - timedelta(days=CHART_DAYS - 1)).date()
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    rows = await session.execute(
+        select(Job.created_at, Job.status).where(Job.key_id == key.id, Job.created_at >= start)
+    )
+    days: dict[date, dict[str, int]] = {first + timedelta(days=i): {} for i in range(CHART_DAYS)}
+    for created, status in rows.all():
+        counts = days.get(created.date())
+        if counts is not None:
+            counts[status] = counts.get(status, 0) + 1
+    seen = {status for counts in days.values() for status in counts}
+    return KeyUsage(
+        images_today=await limits.images_used(session, key.id, periods.day_start),
+        images_month=await limits.images_used(session, key.id, periods.month_start),
+        per_day=sorted(days.items(), reverse=True),
+        statuses=[s.value for s in JobStatus if s.value in seen],
+    )

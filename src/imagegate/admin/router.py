@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.staticfiles import StaticFiles
@@ -124,6 +125,7 @@ async def overview(request: Request, admin: Admin) -> Response:
     """Queue, last 24 hours, images per day, backends, storage, recent jobs."""
     async with request.app.state.sessions() as session:
         figures = await queries.overview(session, utcnow())
+        names = await queries.key_names(session, (job.key_handle for job in figures.recent))
     backend_set = request.app.state.jobs.backends
     settings = request.app.state.settings
     rows = [
@@ -146,6 +148,7 @@ async def overview(request: Request, admin: Admin) -> Response:
         o=figures,
         chart=chart_svg(figures.per_day),
         backends=rows,
+        names=names,
         flash=await service.take_flash(request.app.state.sessions, admin),
     )
 
@@ -170,11 +173,13 @@ async def history(
     filters = queries.HistoryFilter(key.strip(), status, model, backend, since, until, q.strip())
     async with request.app.state.sessions() as session:
         result = await queries.history(session, filters, cursor)
+        names = await queries.key_names(session, (job.key_handle for job in result.jobs))
     backend_set = request.app.state.jobs.backends
     next_link = None
     if result.next_cursor:
-        query = "&".join(f"{k}={v}" for k, v in {**filters.as_query(), "cursor": result.next_cursor}.items())
+        query = urlencode({**filters.as_query(), "cursor": result.next_cursor})
         next_link = f"{prefix(request)}/admin/history?{query}"
+    csv_link = f"{prefix(request)}/admin/history.csv?{urlencode(filters.as_query())}"
     return page(
         request,
         "history.html",
@@ -186,6 +191,9 @@ async def history(
         models=sorted(backend_set.models),
         backends=sorted(backend_set.backends),
         next_link=next_link,
+        csv_link=csv_link,
+        names=names,
+        flash=await service.take_flash(request.app.state.sessions, admin),
     )
 
 
@@ -205,6 +213,7 @@ async def job_page(job_id: str, request: Request, admin: Admin) -> Response:
     job = await _job(request, job_id)
     async with request.app.state.sessions() as session:
         deliveries = await webhooks.deliveries_of(session, job.id)
+        names = await queries.key_names(session, [job.key_handle])
     return page(
         request,
         "job.html",
@@ -213,6 +222,7 @@ async def job_page(job_id: str, request: Request, admin: Admin) -> Response:
         active="/admin/history",
         job=job,
         deliveries=deliveries,
+        names=names,
         refresh=None if job.is_finished else 2,
         flash=await service.take_flash(request.app.state.sessions, admin),
     )
@@ -319,4 +329,5 @@ async def audit_page(request: Request, admin: Admin) -> Response:
     """The newest audit events: admin actions, key changes, refusals."""
     async with request.app.state.sessions() as session:
         events = await audit.events(session=session, limit=200)
-    return page(request, "audit.html", admin=admin, title="Audit", active="/admin/audit", events=events)
+        names = await queries.key_names(session, (e.key_handle for e in events if e.key_handle))
+    return page(request, "audit.html", admin=admin, title="Audit", active="/admin/audit", events=events, names=names)

@@ -58,10 +58,24 @@ def duration(seconds: float) -> str:
     return f"{seconds:g} seconds"
 
 
+def took(job: Any) -> str:
+    """How long a job ran, from its start to its end ('-' before it starts; 'running' until it ends)."""
+    if job.started_at is None:
+        return "-"
+    if job.finished_at is None:
+        return "running"
+    seconds = max((job.finished_at - job.started_at).total_seconds(), 0.0)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["filesize"] = _filesize
 templates.env.filters["when"] = _when
 templates.env.filters["duration"] = duration
+templates.env.filters["took"] = took
 
 
 class LoginRequired(Exception):
@@ -129,11 +143,16 @@ def forbidden_csrf(request: Request, admin: AdminSession | None) -> Response:
     )
 
 
-def error_page(request: Request, error: ImagegateError) -> Response:
-    """A domain error as an admin page (4xx keep their message; others stay generic)."""
+def error_message(error: ImagegateError) -> str:
+    """What an admin page says about an error: 4xx and outages their message, others a generic line."""
     # Outages say what they are (their messages are ours, never a provider's or a traceback).
     said = error.status < 500 or error.status in (503, 507)
-    message = error.message if said else "Something went wrong; the server log has the details."
+    return error.message if said else "Something went wrong; the server log has the details."
+
+
+def error_page(request: Request, error: ImagegateError) -> Response:
+    """A domain error as an admin page (4xx keep their message; others stay generic)."""
+    message = error_message(error)
     response = page(
         request,
         "error.html",
@@ -191,9 +210,10 @@ def csrf_ok(admin: AdminSession, form: FormData) -> bool:
     return service.csrf_ok(admin, form_value(form, "csrf"))
 
 
-# No script, no inline style, no framing: the pages need none, so an injected one cannot run.
+# No inline script or style, no framing: the pages need none, so an injected one cannot run. The one script
+# (admin.js: copy buttons) is a static file; every page works without it.
 ADMIN_CSP = (
-    "default-src 'none'; style-src 'self'; img-src * data: blob:; form-action 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src * data: blob:; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
 ADMIN_HEADERS = [
