@@ -46,7 +46,7 @@ async def test_a_job_is_re_run_from_a_filled_in_playground(harness: Harness) -> 
     job = await generate(harness, token, "a heron <at> dawn", size="96x64", quality="low")
     await admin_csrf(harness)
     form = (await harness.client.get("/admin/playground", params={"from": str(job["id"])})).text
-    assert f"Filled in from job" in form
+    assert "Filled in from job" in form
     assert "a heron &lt;at&gt; dawn</textarea>" in form
     assert 'name="size" value="96x64"' in form
     assert f'<option value="{key.handle}" selected>' in form
