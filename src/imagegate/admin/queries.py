@@ -14,7 +14,7 @@ from sqlalchemy.orm import selectinload
 from imagegate.errors import InvalidRequest
 from imagegate.jobs.models import Job, JobImage, JobInput, JobStatus
 from imagegate.keys import limits
-from imagegate.keys.models import ApiKey
+from imagegate.keys.models import ApiKey, AuditEvent
 
 PAGE_SIZE = 50
 CHART_DAYS = 14
@@ -244,3 +244,47 @@ async def key_usage(session: AsyncSession, key: ApiKey, now: datetime) -> KeyUsa
         per_day=sorted(days.items(), reverse=True),
         statuses=[s.value for s in JobStatus if s.value in seen],
     )
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """The audit page's filters; empty strings mean 'any'."""
+
+    action: str = ""
+    actor: str = ""
+    key: str = ""
+
+    @property
+    def any(self) -> bool:
+        """Whether a filter is set."""
+        return bool(self.action or self.actor or self.key)
+
+
+async def audit_events(session: AsyncSession, filters: AuditFilter, *, limit: int) -> list[AuditEvent]:
+    """The newest audit events matching the filters; a key by its handle or a part of its name."""
+    statement = select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit)
+    if filters.action:
+        statement = statement.where(AuditEvent.action.startswith(filters.action, autoescape=True))
+    if filters.actor:
+        statement = statement.where(AuditEvent.actor == filters.actor)
+    if filters.key:
+        named = select(ApiKey.handle).where(ApiKey.name.ilike(_contains(filters.key), escape="\\"))
+        statement = statement.where(or_(AuditEvent.key_handle == filters.key, AuditEvent.key_handle.in_(named)))
+    return list((await session.scalars(statement)).all())
+
+
+# Offered in the action filter (which matches by prefix, so 'key.' is every key change).
+AUDIT_ACTIONS = (
+    "admin.",
+    "admin.login_failed",
+    "admin.job_cancel",
+    "admin.job_delete",
+    "admin.cleanup",
+    "key.",
+    "key.create",
+    "key.update",
+    "key.rotate",
+    "key.disable",
+    "key.delete",
+    "refused.",
+)

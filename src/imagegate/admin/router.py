@@ -325,9 +325,27 @@ async def cleanup(request: Request, admin: Admin) -> Response:
 
 
 @router.get("/audit")
-async def audit_page(request: Request, admin: Admin) -> Response:
-    """The newest audit events: admin actions, key changes, refusals."""
+async def audit_page(
+    request: Request,
+    admin: Admin,
+    action: Annotated[str, Query(max_length=40)] = "",
+    actor: Annotated[str, Query(max_length=16)] = "",
+    key: Annotated[str, Query(max_length=200)] = "",
+) -> Response:
+    """The newest audit events (admin actions, key changes, refusals), filtered by action, actor and key."""
+    filters = queries.AuditFilter(action.strip(), actor.strip(), key.strip())
     async with request.app.state.sessions() as session:
-        events = await audit.events(session=session, limit=200)
+        events = await queries.audit_events(session, filters, limit=200)
         names = await queries.key_names(session, (e.key_handle for e in events if e.key_handle))
-    return page(request, "audit.html", admin=admin, title="Audit", active="/admin/audit", events=events, names=names)
+    return page(
+        request,
+        "audit.html",
+        admin=admin,
+        title="Audit",
+        active="/admin/audit",
+        events=events,
+        names=names,
+        filters=filters,
+        actions=queries.AUDIT_ACTIONS,
+        actors=["admin", "api", "cli"],
+    )

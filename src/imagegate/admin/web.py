@@ -71,11 +71,27 @@ def took(job: Any) -> str:
     return f"{minutes} min {rest} s"
 
 
+def detail_items(detail: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """An audit event's detail as words: 'daily image quota: 50', lists joined, empty values left out."""
+    return [(name.replace("_", " "), _detail_text(value)) for name, value in detail.items() if value not in (None, "")]
+
+
+def _detail_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(_detail_text(item) for item in value) or "none"
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k.replace('_', ' ')} {_detail_text(v)}" for k, v in value.items())
+    return str(value)
+
+
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["filesize"] = _filesize
 templates.env.filters["when"] = _when
 templates.env.filters["duration"] = duration
 templates.env.filters["took"] = took
+templates.env.filters["detail_items"] = detail_items
 
 
 class LoginRequired(Exception):
