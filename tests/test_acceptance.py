@@ -12,8 +12,8 @@ import httpx2
 import pytest
 from PIL import Image
 
-from tests.conftest import new_pg_database
 from tests.fakes.server import base_env, imagegate, serve, worker
+from tests.helpers import new_pg_database
 
 pytestmark = pytest.mark.acceptance
 SLOW_DEMO = json.dumps({"demo": {"type": "demo", "concurrency": 2, "options": {"delay_seconds": 3600}}})

@@ -12,7 +12,7 @@ import pytest
 from imagegate.cli.common import MULTIPROC_ENV, prepare_metrics
 from imagegate.metrics import RESERVE_BYTES, ReservedMmapedDict
 from imagegate.settings import Settings
-from tests.conftest import Harness
+from tests.helpers import Harness
 
 KEYS = 20_000  # enough entries to grow a metrics file past its first mapping
 

@@ -19,10 +19,9 @@ import httpx2
 import pytest
 from PIL import Image
 
-from tests.api.test_legacy import VALIDATION_CASES
-from tests.conftest import new_pg_database
 from tests.fakes.postgres import free_port
 from tests.fakes.server import ServerProcess, base_env, imagegate, serve
+from tests.helpers import LEGACY_VALIDATION_CASES, new_pg_database
 
 pytestmark = [
     pytest.mark.acceptance,
@@ -133,7 +132,7 @@ def test_the_originals_documented_clients_work_unchanged(oig: tuple[ServerProces
 def test_every_validation_message_on_the_second_listener(oig: tuple[ServerProcess, str]) -> None:
     _server, url = oig
     with httpx2.Client(base_url=url, timeout=30) as client:
-        for body, message in VALIDATION_CASES:
+        for body, message in LEGACY_VALIDATION_CASES:
             response = client.post("/generate", content=json.dumps(body), headers={"Content-Type": "application/json"})
             assert response.status_code == 400, body
             assert response.json() == {"error": message, "status": "failed", "code": "VALIDATION_ERROR"}, body

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,12 +11,9 @@ import pytest
 
 from imagegate.admin.web import COOKIE
 from tests.fakes.postgres import PostgresServer, controlled_postgres, create_database
-from tests.fakes.server import ServerProcess, base_env, imagegate, serve
+from tests.fakes.server import job_of, serve, serve_env, until
 
 pytestmark = pytest.mark.acceptance
-REPO = Path(__file__).resolve().parents[1]
-FAKE = json.dumps({"fake": {"type": "tests.fakes.backends:FakeBackend", "concurrency": 1}})
-DEADLINE_SECONDS = 60
 
 
 @pytest.fixture
@@ -28,44 +23,10 @@ def outage_pg() -> Iterator[PostgresServer]:
         yield server
 
 
-def _env(database_url: str, tmp_path: Path) -> tuple[dict[str, str], dict[str, str]]:
-    env = base_env(
-        IMAGEGATE_DATABASE_URL=database_url,
-        IMAGEGATE_DATA_DIR=str(tmp_path / "data"),
-        IMAGEGATE_ADMIN_PASSWORD="x" * 16,
-        IMAGEGATE_POLL_INTERVAL_SECONDS="0.1",
-        IMAGEGATE_BACKENDS=FAKE,
-        IMAGEGATE_MODELS=json.dumps({"fake": "fake"}),
-        IMAGEGATE_DEFAULT_MODEL="fake",
-        PYTHONPATH=str(REPO),
-    )
-    created = imagegate("keys", "create", "outage", env=env, cwd=tmp_path)
-    assert created.returncode == 0, created.stderr
-    return env, {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
-
-
-def _until(check: Any, what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def _job(server: ServerProcess, job_id: str, headers: dict[str, str]) -> dict[str, Any]:
-    response = httpx2.get(f"{server.url}/v1/images/jobs/{job_id}", headers=headers, timeout=10)
-    assert response.status_code == 200, response.text
-    job: dict[str, Any] = response.json()
-    return job
-
-
 def test_every_surface_answers_503_with_retry_after_while_the_database_is_down(
     outage_pg: PostgresServer, tmp_path: Path
 ) -> None:
-    env, headers = _env(create_database(outage_pg.url, "imagegate"), tmp_path)
+    env, headers = serve_env(create_database(outage_pg.url, "imagegate"), tmp_path)
     with serve(env, tmp_path) as server:
         outage_pg.stop()
         requests: list[tuple[str, str, dict[str, Any]]] = [
@@ -88,7 +49,7 @@ def test_every_surface_answers_503_with_retry_after_while_the_database_is_down(
         assert httpx2.get(f"{server.url}/ready", timeout=30).status_code == 503
 
         outage_pg.start()
-        response = _until(
+        response = until(
             lambda: (
                 (
                     r := httpx2.post(
@@ -106,7 +67,7 @@ def test_every_surface_answers_503_with_retry_after_while_the_database_is_down(
 def test_a_job_finishing_during_an_outage_is_recorded_when_the_database_is_back(
     outage_pg: PostgresServer, tmp_path: Path
 ) -> None:
-    env, headers = _env(create_database(outage_pg.url, "imagegate"), tmp_path)
+    env, headers = serve_env(create_database(outage_pg.url, "imagegate"), tmp_path)
     gate = tmp_path / "finish"
     with serve(env, tmp_path) as server:
         accepted = httpx2.post(
@@ -117,7 +78,7 @@ def test_a_job_finishing_during_an_outage_is_recorded_when_the_database_is_back(
         )
         assert accepted.status_code == 202, accepted.text
         job_id = accepted.json()["id"]
-        running = _until(lambda: (j := _job(server, job_id, headers))["status"] == "running" and j, "the job to run")
+        running = until(lambda: (j := job_of(server, job_id, headers))["status"] == "running" and j, "the job to run")
         queued = httpx2.post(  # waits behind it: the backend runs one job at a time
             f"{server.url}/v1/images/generate",
             json={"prompt": "next"},
@@ -127,12 +88,12 @@ def test_a_job_finishing_during_an_outage_is_recorded_when_the_database_is_back(
 
         outage_pg.stop()
         gate.touch()  # the backend finishes while the database is away
-        _until(lambda: f"recording job {job_id} waits for the database" in server.output(), "the record to wait")
+        until(lambda: f"recording job {job_id} waits for the database" in server.output(), "the record to wait")
         outage_pg.start()
 
-        done = _until(lambda: (j := _job(server, job_id, headers))["status"] != "running" and j, "the record")
+        done = until(lambda: (j := job_of(server, job_id, headers))["status"] != "running" and j, "the record")
         assert done["status"] == "succeeded"
         assert done["started_at"] == running["started_at"]  # recorded, not run again
         assert server.output().count(f"fake: file:{gate}") <= 1
-        assert _until(lambda: _job(server, queued, headers)["status"] == "succeeded", "the next job")
+        assert until(lambda: job_of(server, queued, headers)["status"] == "succeeded", "the next job")
         assert httpx2.get(f"{server.url}/ready", timeout=30).status_code == 200

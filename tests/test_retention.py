@@ -12,9 +12,8 @@ from sqlalchemy import func, select, update
 from imagegate import retention
 from imagegate.db import utcnow
 from imagegate.jobs.models import Job, JobImage, JobInput, JobStatus
-from tests.api.test_native import ASYNC, GENERATE, b64
-from tests.conftest import Harness
 from tests.fakes.backends import tiny_png
+from tests.helpers import ASYNC, GENERATE, Harness, b64
 
 
 async def _make_jobs(harness: Harness, count: int) -> list[dict[str, object]]:

@@ -10,8 +10,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.fakes.server import serve
-from tests.test_outages import _env, _job, _until
+from tests.fakes.server import job_of, serve, serve_env, until
+from tests.helpers import new_pg_database
 
 pytestmark = pytest.mark.acceptance
 
@@ -20,9 +20,7 @@ pytestmark = pytest.mark.acceptance
 def test_waiting_requests_are_answered_with_their_job_before_the_process_exits(
     signum: signal.Signals, pg_base_url: str, tmp_path: Path
 ) -> None:
-    from tests.conftest import new_pg_database
-
-    env, headers = _env(new_pg_database(pg_base_url), tmp_path)
+    env, headers = serve_env(new_pg_database(pg_base_url), tmp_path)
     env["IMAGEGATE_SHUTDOWN_GRACE_SECONDS"] = "1"
     gate = tmp_path / "never-before-restart"
     with serve(env, tmp_path) as server, ThreadPoolExecutor(3) as pool:
@@ -31,10 +29,10 @@ def test_waiting_requests_are_answered_with_their_job_before_the_process_exits(
             return httpx2.post(f"{server.url}{path}", json={"prompt": prompt}, headers=headers, timeout=120)
 
         running: Future[httpx2.Response] = pool.submit(post, "/v1/images/generate", f"file:{gate}")
-        _until(lambda: _jobs(server, headers) == ["running"], "the first job to run")
+        until(lambda: _jobs(server, headers) == ["running"], "the first job to run")
         queued = pool.submit(post, "/v1/images/generate", "queued behind it")
         openai = pool.submit(post, "/v1/images/generations", "queued on the OpenAI surface")
-        _until(lambda: sorted(_jobs(server, headers)) == ["queued", "queued", "running"], "three waiting requests")
+        until(lambda: sorted(_jobs(server, headers)) == ["queued", "queued", "running"], "three waiting requests")
 
         server.process.send_signal(signum)
         answers = {
@@ -56,7 +54,7 @@ def test_waiting_requests_are_answered_with_their_job_before_the_process_exits(
     with serve(env, tmp_path, name="restarted") as server:  # nothing accepted was lost
         ids = [answers["running"].json()["id"], answers["queued"].json()["id"], job_id]
         for one in ids:
-            _until(lambda one=one: _job(server, one, headers)["status"] == "succeeded", f"job {one}")
+            until(lambda one=one: job_of(server, one, headers)["status"] == "succeeded", f"job {one}")
 
 
 def _jobs(server: Any, headers: dict[str, str]) -> list[str]:

@@ -11,25 +11,9 @@ from typer.testing import CliRunner
 from imagegate.admin import service
 from imagegate.cli import app as cli
 from imagegate.keys.models import ApiKey, AuditEvent
-from tests.conftest import Harness
+from tests.helpers import ADMIN_PASSWORD, Harness, csrf_of, login
 
-PASSWORD = "test-admin-password"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-async def login(client: httpx2.AsyncClient, password: str = PASSWORD) -> httpx2.Response:
-    """Fetch the login form, then post it with its CSRF token."""
-    form = await client.get("/admin/login")
-    token = CSRF.search(form.text)
-    assert token is not None
-    return await client.post("/admin/login", data={"csrf": token[1], "password": password, "next": "/admin"})
-
-
-def csrf_of(page: httpx2.Response) -> str:
-    """The CSRF token a page carries."""
-    token = CSRF.search(page.text)
-    assert token is not None
-    return token[1]
 
 
 async def test_pages_need_a_login(harness: Harness) -> None:
@@ -75,7 +59,7 @@ async def test_forms_without_the_csrf_token_are_refused(harness: Harness) -> Non
     assert forged.status_code == 403
     async with harness.app.state.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(ApiKey)) == 0
-    no_form_token = await harness.client.post("/admin/login", data={"password": PASSWORD})
+    no_form_token = await harness.client.post("/admin/login", data={"password": ADMIN_PASSWORD})
     assert no_form_token.status_code == 403
 
 
@@ -145,7 +129,7 @@ async def test_it_works_under_a_url_prefix(harness: Harness) -> None:
         assert "Path=/images/admin" in form.headers["set-cookie"]
         assert (await client.get("/images/admin/static/admin.css")).status_code == 200
         token = csrf_of(form)
-        logged_in = await client.post("/images/admin/login", data={"csrf": token, "password": PASSWORD})
+        logged_in = await client.post("/images/admin/login", data={"csrf": token, "password": ADMIN_PASSWORD})
         assert logged_in.headers["location"] == "/images/admin"
         assert (await client.get("/images/admin/history")).status_code == 200
 

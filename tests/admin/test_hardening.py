@@ -16,9 +16,8 @@ from imagegate.db import utcnow
 from imagegate.keys.models import ApiKey
 from imagegate.keys.service import KeyLimits
 from imagegate.retention import sweep
-from tests.admin.test_auth import PASSWORD, csrf_of, login
-from tests.conftest import Harness
 from tests.fakes.server import base_env, serve
+from tests.helpers import ADMIN_PASSWORD, Harness, csrf_of, login
 
 NEW_KEY = re.compile(r'id="new-key">(ig_[^<]+)<')
 
@@ -105,7 +104,7 @@ async def test_a_long_client_address_is_counted_not_a_500(harness: Harness) -> N
 def test_forwarded_for_is_not_trusted_by_default(tmp_path: Path) -> None:
     env = base_env(
         IMAGEGATE_DATA_DIR=str(tmp_path / "data"),
-        IMAGEGATE_ADMIN_PASSWORD=PASSWORD,
+        IMAGEGATE_ADMIN_PASSWORD=ADMIN_PASSWORD,
         IMAGEGATE_ADMIN_LOGIN_MAX_FAILURES="2",
     )
     with serve(env, tmp_path) as server, httpx2.Client(base_url=server.url) as client:
@@ -121,7 +120,7 @@ def test_forwarded_for_is_not_trusted_by_default(tmp_path: Path) -> None:
 def test_forwarded_for_from_a_configured_proxy_names_the_client(tmp_path: Path) -> None:
     env = base_env(
         IMAGEGATE_DATA_DIR=str(tmp_path / "data"),
-        IMAGEGATE_ADMIN_PASSWORD=PASSWORD,
+        IMAGEGATE_ADMIN_PASSWORD=ADMIN_PASSWORD,
         IMAGEGATE_ADMIN_LOGIN_MAX_FAILURES="2",
         IMAGEGATE_FORWARDED_ALLOW_IPS="127.0.0.1",
     )

@@ -1,8 +1,10 @@
-"""The configured admin password when several processes start together on a fresh database."""
+"""The admin password: adopted once by processes starting together; hashed with argon2's defaults outside tests."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 from sqlalchemy import func, select
 
@@ -28,3 +30,40 @@ async def test_processes_starting_together_adopt_the_configured_password(databas
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+PRODUCTION_PREFIX = "$argon2id$v=19$m=65536,t=3,p=4$"  # argon2-cffi's defaults: RFC 9106's low-memory profile
+HASHES_IN_A_FRESH_PROCESS = """
+from imagegate.admin.password import password_hasher
+from imagegate.testing import cheap_password_hashing
+print(password_hasher().hash("a password"))
+with cheap_password_hashing():
+    print(password_hasher().hash("a password"))
+print(password_hasher().hash("a password"))
+"""
+
+
+def test_production_hashes_keep_argon2_defaults_and_the_test_hook_restores_them() -> None:
+    # A fresh interpreter, as `imagegate serve` is: the test run's own cheap hasher is not in it.
+    run = subprocess.run(
+        [sys.executable, "-c", HASHES_IN_A_FRESH_PROCESS], capture_output=True, text=True, timeout=60, check=True
+    )
+    before, during, after = run.stdout.split()
+    assert before.startswith(PRODUCTION_PREFIX)
+    assert during.startswith("$argon2id$v=19$m=8,t=1,p=1$")
+    assert after.startswith(PRODUCTION_PREFIX)
+
+
+async def test_apps_in_this_test_run_hash_cheaply(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        sessions = session_factory(engine)
+        await service.set_password(sessions, "a long enough password", actor="cli")
+        async with sessions() as session:
+            stored = await session.scalar(select(AdminCredential.password_hash))
+        assert stored is not None
+        assert stored.startswith("$argon2id$v=19$m=8,t=1,p=1$")
+        assert await service.check_password(sessions, "a long enough password")
+        assert not await service.check_password(sessions, "another password")
+    finally:
+        await engine.dispose()

@@ -8,7 +8,7 @@ import pytest
 
 from imagegate.db import utcnow
 from imagegate.keys import service as keys
-from tests.conftest import Harness
+from tests.helpers import Harness
 
 JOBS = "/v1/images/jobs"
 

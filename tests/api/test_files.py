@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from tests.conftest import Harness
+from tests.helpers import Harness
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from tests.conftest import Harness
+from tests.helpers import Harness
 
 
 async def test_health_answers_without_touching_anything(harness: Harness) -> None:

@@ -11,8 +11,8 @@ import zlib
 import pytest
 from PIL import Image
 
-from tests.conftest import Harness
 from tests.fakes.backends import tiny_png
+from tests.helpers import Harness
 
 LONE_SURROGATE_JSON = '{"prompt": "a fox \\ud800 at dawn"}'
 SURROGATE_FIELDS = [

@@ -17,51 +17,10 @@ from imagegate.api.legacy_listener import create_oig_app
 from imagegate.jobs.models import Job, JobImage
 from imagegate.keys.service import KeyLimits
 from imagegate.settings import BackendConfig
-from tests.admin.test_auth import login
-from tests.conftest import Harness, HarnessFactory, fake_backends
 from tests.fakes.openai_upstream import FakeOpenAI, running_fake_openai
+from tests.helpers import LEGACY_VALIDATION_CASES, Harness, HarnessFactory, fake_backends, login
 
 ORIGINAL_MODELS = {"dall-e-2": "fake", "dall-e-3": "fake"}
-DALL_E_3_SIZES = "Invalid size for dall-e-3. Supported sizes: 1024x1024, 1024x1792, 1792x1024"
-COUNT = "Count must be an integer between 1 and 10"
-# (body as sent, exact message): the table's rows in order, then ImageGate's stricter type checks.
-VALIDATION_CASES: list[tuple[Any, str]] = [
-    ([], "Request body is required"),
-    ([{"prompt": "a cat"}], "Request body is required"),
-    ("a cat", "Request body is required"),
-    (None, "Request body is required"),
-    ({}, "Request body is required"),
-    ({"model": "dall-e-3"}, "Missing required field: prompt"),
-    ({"prompt": 123}, "Prompt must be a string"),
-    ({"prompt": None}, "Prompt must be a string"),
-    ({"prompt": ["a cat"]}, "Prompt must be a string"),
-    ({"prompt": ""}, "Prompt cannot be empty"),
-    ({"prompt": " \n\t "}, "Prompt cannot be empty"),
-    ({"prompt": "", "model": "nope"}, "Prompt cannot be empty"),
-    ({"prompt": "x", "model": "dall-e-4"}, "Invalid model. Supported models: dall-e-2, dall-e-3"),
-    ({"prompt": "x", "model": 3}, "Invalid model. Supported models: dall-e-2, dall-e-3"),
-    ({"prompt": "x", "model": "nope", "size": "1x1"}, "Invalid model. Supported models: dall-e-2, dall-e-3"),
-    ({"prompt": "x", "size": "512x512"}, DALL_E_3_SIZES),
-    ({"prompt": "x", "size": 1024}, DALL_E_3_SIZES),
-    ({"prompt": "x", "size": "1024x1024 "}, DALL_E_3_SIZES),
-    (
-        {"prompt": "x", "model": "dall-e-2", "size": "1792x1024"},
-        "Invalid size for dall-e-2. Supported sizes: 256x256, 512x512, 1024x1024",
-    ),
-    ({"prompt": "x", "size": "big", "quality": "ultra"}, DALL_E_3_SIZES),
-    ({"prompt": "x", "quality": "ultra"}, "Invalid quality. Supported: standard, hd"),
-    ({"prompt": "x", "quality": None}, "Invalid quality. Supported: standard, hd"),
-    ({"prompt": "x", "quality": "HD", "style": "pastel"}, "Invalid quality. Supported: standard, hd"),
-    ({"prompt": "x", "style": "pastel"}, "Invalid style. Supported: vivid, natural"),
-    ({"prompt": "x", "style": 1, "count": 0}, "Invalid style. Supported: vivid, natural"),
-    ({"prompt": "x", "count": 0}, COUNT),
-    ({"prompt": "x", "count": 11}, COUNT),
-    ({"prompt": "x", "count": -1}, COUNT),
-    ({"prompt": "x", "count": True}, COUNT),
-    ({"prompt": "x", "count": 2.0}, COUNT),
-    ({"prompt": "x", "count": "2"}, COUNT),
-    ({"prompt": "x", "count": None}, COUNT),
-]
 
 
 def assert_legacy_error(response: httpx2.Response, status: int, code: str, message: str | None = None) -> None:
@@ -92,7 +51,7 @@ async def original(harness_with: HarnessFactory) -> AsyncIterator[Harness]:
 
 async def test_every_message_of_the_validation_table(original: Harness) -> None:
     headers = {**(await original.auth()), "Content-Type": "application/json"}
-    for body, message in VALIDATION_CASES:
+    for body, message in LEGACY_VALIDATION_CASES:
         response = await original.client.post("/generate", content=json.dumps(body), headers=headers)
         assert response.status_code == 400, (body, response.text)
         assert response.json() == {"error": message, "status": "failed", "code": "VALIDATION_ERROR"}, body

@@ -12,8 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from imagegate import logs
-from tests.api.test_native import GENERATE
-from tests.conftest import Harness, HarnessFactory, make_settings
+from tests.helpers import GENERATE, Harness, HarnessFactory, make_settings
 
 SERIES = re.compile(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$", re.M)
 

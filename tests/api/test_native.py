@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import pytest
 
 from imagegate.jobs.models import Job
-from tests.conftest import Harness, HarnessFactory, fake_backends
 from tests.fakes.backends import tiny_png
-
-GENERATE = "/v1/images/generate"
-ASYNC = {"Prefer": "respond-async"}
-
-
-def b64(data: bytes) -> str:
-    """Plain base64 text."""
-    return base64.b64encode(data).decode()
+from tests.helpers import ASYNC, GENERATE, Harness, HarnessFactory, b64, fake_backends
 
 
 async def post(harness: Harness, body: Any, headers: dict[str, str], **kwargs: Any) -> Any:

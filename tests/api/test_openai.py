@@ -14,8 +14,8 @@ from openai import AsyncOpenAI
 from PIL import Image
 
 from imagegate.jobs.models import JobInput
-from tests.conftest import Harness
 from tests.fakes.backends import tiny_png
+from tests.helpers import Harness
 
 
 @pytest.fixture

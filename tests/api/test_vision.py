@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import select
 
 from imagegate.jobs.models import BackendUsage, Job
-from tests.conftest import Harness, HarnessFactory, fake_backends
 from tests.fakes.backends import tiny_png
+from tests.helpers import Harness, HarnessFactory, fake_backends
 
 VISION = "/v1/vision"
 ASYNC = {"Prefer": "respond-async"}

@@ -9,41 +9,28 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from PIL import Image
-from sqlalchemy import select
 
 from imagegate.backends import usage
 from imagegate.db import utcnow
-from imagegate.jobs.models import Job
-from imagegate.settings import BackendConfig
-from tests.api.test_native import ASYNC, GENERATE, b64
-from tests.conftest import Harness, HarnessFactory, fake_backends, make_settings, start
 from tests.fakes.backends import tiny_png
-from tests.fakes.codex import process_alive, write_fake_codex
-
-
-def codex_settings(tmp_path: Path, accounts: int = 1, **options: Any) -> dict[str, Any]:
-    """Settings overrides adding a 'codex' backend that runs the fake executable."""
-    homes = [{"name": f"acct{i}", "home": str(tmp_path / f"home{i}")} for i in range(accounts)]
-    backend = BackendConfig(
-        type="codex",
-        concurrency=4,
-        options={
-            "executable": str(write_fake_codex(tmp_path)),
-            "accounts": homes,
-            "timeout_seconds": 20,
-            "kill_grace_seconds": 1,
-            "usage_url": None,  # no test ever reaches out; the quota tests point it at a fake on loopback
-            **options,
-        },
-    )
-    return {
-        "backends": {**fake_backends(), "codex": backend},
-        "models": {"fake-model": "fake", "demo": "demo", "gpt-image-codex": "codex"},
-    }
+from tests.fakes.codex import process_alive
+from tests.helpers import (
+    ASYNC,
+    GENERATE,
+    Harness,
+    HarnessFactory,
+    account_successes,
+    b64,
+    codex_settings,
+    codex_workdirs,
+    generate_on_codex,
+    make_settings,
+    start,
+    stored_job,
+)
 
 
 @pytest.fixture
@@ -53,32 +40,12 @@ async def gate(harness_with: HarnessFactory, tmp_path: Path) -> AsyncIterator[Ha
         yield running
 
 
-async def generate(harness: Harness, prompt: str, **body: Any) -> Any:
-    """A native generate on the codex model."""
-    return await harness.client.post(
-        GENERATE, json={"prompt": prompt, "model": "gpt-image-codex", **body}, headers=await harness.auth()
-    )
-
-
-async def stored_job(harness: Harness, job_id: str) -> Job:
-    """The job row."""
-    async with harness.app.state.sessions() as session:
-        job: Job | None = await session.scalar(select(Job).where(Job.id == job_id))
-    assert job is not None
-    return job
-
-
-def workdirs(harness: Harness) -> Path:
-    """Where the codex backend keeps its job workdirs."""
-    return Path(harness.app.state.settings.data_dir) / "codex" / "codex"
-
-
 @pytest.mark.parametrize(
     "layout",
     ["layout-159", "layout-141-end", "layout-141-call", "layout-generated", "layout-workdir", "layout-159 ansi"],
 )
 async def test_every_output_layout_is_found_and_resized(gate: Harness, layout: str) -> None:
-    response = await generate(gate, f"a harbour {layout}", size="256x128", output_format="webp")
+    response = await generate_on_codex(gate, f"a harbour {layout}", size="256x128", output_format="webp")
     assert response.status_code == 200, response.text
     image = response.json()["images"][0]
     assert (image["width"], image["height"], image["format"]) == (256, 128, "webp")
@@ -94,9 +61,9 @@ async def test_every_output_layout_is_found_and_resized(gate: Harness, layout: s
 
 async def test_the_command_line_keeps_the_prompt_after_the_separator(gate: Harness) -> None:
     prompt = "--dangerously-bypass-approvals-and-sandbox; rm -rf / $(reboot)"
-    response = await generate(gate, prompt)
+    response = await generate_on_codex(gate, prompt)
     assert response.status_code == 200
-    (argv_file,) = workdirs(gate).rglob("argv.json")
+    (argv_file,) = codex_workdirs(gate).rglob("argv.json")
     argv = json.loads(argv_file.read_text())
     separator = argv.index("--")
     assert argv[:separator].count("--dangerously-bypass-approvals-and-sandbox") == 0
@@ -108,10 +75,10 @@ async def test_the_command_line_keeps_the_prompt_after_the_separator(gate: Harne
 
 async def test_edit_mode_passes_the_references_and_makes_one_image(gate: Harness) -> None:
     refs = [b64(tiny_png((255, 0, 0))), b64(tiny_png((0, 255, 0)))]
-    response = await generate(gate, "recolour", count=3, reference_images_base64=refs)
+    response = await generate_on_codex(gate, "recolour", count=3, reference_images_base64=refs)
     assert response.status_code == 200, response.text
     assert response.json()["image_count"] == 1
-    (argv_file,) = workdirs(gate).rglob("argv.json")
+    (argv_file,) = codex_workdirs(gate).rglob("argv.json")
     argv = json.loads(argv_file.read_text())
     images = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--image"]
     assert [Path(p).read_bytes() for p in images] == [tiny_png((255, 0, 0)), tiny_png((0, 255, 0))]
@@ -131,7 +98,7 @@ async def test_edit_mode_passes_the_references_and_makes_one_image(gate: Harness
 async def test_no_image_fails_with_a_clear_reason(
     gate: Harness, prompt: str, status: int, code: str, words: str
 ) -> None:
-    response = await generate(gate, prompt)
+    response = await generate_on_codex(gate, prompt)
     assert response.status_code == status
     assert response.json()["error_code"] == code
     assert words in response.json()["error"]
@@ -142,9 +109,9 @@ async def test_a_spent_account_hands_over_to_the_next(harness_with: HarnessFacto
     async with harness_with(**codex_settings(tmp_path, accounts=2)) as gate:
         (tmp_path / "home0").mkdir()
         (tmp_path / "home0" / "exhausted").touch()
-        first = await generate(gate, "first")
+        first = await generate_on_codex(gate, "first")
         assert first.status_code == 200, first.text
-        second = await generate(gate, "second")
+        second = await generate_on_codex(gate, "second")
         assert second.status_code == 200
         async with gate.app.state.sessions() as session:
             stats = {s.subject: s.windows["5h"] for s in await usage.stats(session, backend="codex", now=utcnow())}
@@ -156,7 +123,7 @@ async def test_a_spent_account_hands_over_to_the_next(harness_with: HarnessFacto
 
 async def test_all_accounts_spent_is_a_429_with_the_reset_time(harness_with: HarnessFactory, tmp_path: Path) -> None:
     async with harness_with(**codex_settings(tmp_path, accounts=2)) as gate:
-        response = await generate(gate, "quota please")
+        response = await generate_on_codex(gate, "quota please")
         assert response.status_code == 429
         assert response.json()["error_code"] == "rate_limit_exceeded"
         assert 7400 <= int(response.headers["retry-after"]) <= 7500  # "Try again in 2 hours 5 minutes"
@@ -167,7 +134,7 @@ async def test_several_images_run_in_parallel_across_accounts_never_two_on_one(
 ) -> None:
     async with harness_with(**codex_settings(tmp_path, accounts=2)) as gate:
         started = time.monotonic()
-        jobs = await asyncio.gather(*(generate(gate, f"hold {i}", count=2) for i in range(2)))
+        jobs = await asyncio.gather(*(generate_on_codex(gate, f"hold {i}", count=2) for i in range(2)))
         assert [j.status_code for j in jobs] == [200, 200]
         assert sum(j.json()["image_count"] for j in jobs) == 4
     assert not (tmp_path / "home0" / "CONFLICT").exists()
@@ -185,9 +152,9 @@ async def wait_dead(pids: list[int]) -> None:
 async def running_pids(harness: Harness) -> list[int]:
     """The fake's pid and its child's, once it has written them."""
     async with asyncio.timeout(10):
-        while not list(workdirs(harness).rglob("pids.txt")):
+        while not list(codex_workdirs(harness).rglob("pids.txt")):
             await asyncio.sleep(0.02)
-    (path,) = list(workdirs(harness).rglob("pids.txt"))
+    (path,) = list(codex_workdirs(harness).rglob("pids.txt"))
     pids = [int(p) for p in path.read_text().split()]
     assert all(process_alive(pid) for pid in pids)
     return pids
@@ -195,7 +162,7 @@ async def running_pids(harness: Harness) -> list[int]:
 
 async def test_timeout_stops_the_whole_process_group(harness_with: HarnessFactory, tmp_path: Path) -> None:
     async with harness_with(**codex_settings(tmp_path, timeout_seconds=1.5)) as gate:
-        pending = asyncio.create_task(generate(gate, "slow run"))
+        pending = asyncio.create_task(generate_on_codex(gate, "slow run"))
         pids = await running_pids(gate)
         response = await pending
         assert response.status_code == 504
@@ -230,8 +197,8 @@ async def test_bypass_sandbox_only_when_configured(harness_with: HarnessFactory,
     async with harness_with(
         **codex_settings(tmp_path, sandbox="bypass", model="gpt-5-codex", extra_args=["-c", "x=1"])
     ) as gate:
-        assert (await generate(gate, "ok")).status_code == 200
-        (argv_file,) = workdirs(gate).rglob("argv.json")
+        assert (await generate_on_codex(gate, "ok")).status_code == 200
+        (argv_file,) = codex_workdirs(gate).rglob("argv.json")
     argv = json.loads(argv_file.read_text())
     assert argv[:6] == [
         "exec",
@@ -245,10 +212,10 @@ async def test_bypass_sandbox_only_when_configured(harness_with: HarnessFactory,
 
 
 async def test_retention_removes_our_codex_caches_and_old_workdirs(gate: Harness, tmp_path: Path) -> None:
-    assert (await generate(gate, "to be swept")).status_code == 200
+    assert (await generate_on_codex(gate, "to be swept")).status_code == 200
     home = tmp_path / "home0"
     assert list((home / "sessions").rglob("rollout-*.jsonl"))
-    (workdir,) = list(workdirs(gate).iterdir())
+    (workdir,) = list(codex_workdirs(gate).iterdir())
     backend = gate.app.state.jobs.backends.backends["codex"]
     assert await backend.sweep() == 0  # young: kept
     old = time.time() - 3 * 86_400
@@ -284,13 +251,6 @@ def test_image_check_of_fit_keeps_the_aspect(tmp_path: Path) -> None:
         assert (image.size, image.format) == ((300, 100), "JPEG")
 
 
-async def account_successes(harness: Harness) -> dict[str, int]:
-    """Successful execs per account in the last 5 h."""
-    async with harness.app.state.sessions() as session:
-        rows = await usage.stats(session, backend="codex", now=utcnow())
-    return {row.subject: row.windows["5h"].successes for row in rows}
-
-
 @pytest.mark.parametrize(
     ("dispatch", "expected"), [("primary-first", {"acct0": 2}), ("round-robin", {"acct0": 1, "acct1": 1})]
 )
@@ -298,8 +258,8 @@ async def test_dispatch_order(
     harness_with: HarnessFactory, tmp_path: Path, dispatch: str, expected: dict[str, int]
 ) -> None:
     async with harness_with(**codex_settings(tmp_path, accounts=2, dispatch=dispatch)) as gate:
-        assert (await generate(gate, "one")).status_code == 200
-        assert (await generate(gate, "two")).status_code == 200
+        assert (await generate_on_codex(gate, "one")).status_code == 200
+        assert (await generate_on_codex(gate, "two")).status_code == 200
         assert await account_successes(gate) == expected
 
 
@@ -310,7 +270,7 @@ async def test_an_account_held_by_another_process_is_skipped(harness_with: Harne
     with open(tmp_path / "home0" / ".imagegate.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another ImageGate process would
         async with harness_with(**codex_settings(tmp_path, accounts=2)) as gate:
-            assert (await generate(gate, "elsewhere")).status_code == 200
+            assert (await generate_on_codex(gate, "elsewhere")).status_code == 200
             assert await account_successes(gate) == {"acct1": 1}
 
 
@@ -319,7 +279,7 @@ async def test_a_relative_data_dir_still_gives_codex_absolute_paths(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # `make serve` uses ./data, relative to where it runs
     async for gate in start(make_settings(database_url, Path("data"), **codex_settings(tmp_path))):
-        response = await generate(gate, "relative", reference_image_base64=b64(tiny_png()))
+        response = await generate_on_codex(gate, "relative", reference_image_base64=b64(tiny_png()))
         assert response.status_code == 200, response.text
         (argv_file,) = (tmp_path / "data").rglob("argv.json")
     argv = json.loads(argv_file.read_text())

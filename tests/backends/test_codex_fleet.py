@@ -15,13 +15,23 @@ from typer.testing import CliRunner
 
 from imagegate.backends.codex import CodexBackend
 from imagegate.cli import app as cli
-from tests.admin.test_auth import csrf_of, login
-from tests.backends.test_codex import account_successes, codex_settings, generate, stored_job, workdirs
-from tests.conftest import Harness, HarnessFactory
 from tests.fakes.backends import tiny_png
 from tests.fakes.chatgpt_usage import fake_usage_endpoint, usage, window
 from tests.fakes.chatgpt_usage import login as codex_login
 from tests.fakes.codex import exec_intervals
+from tests.helpers import (
+    Harness,
+    HarnessFactory,
+    account_successes,
+    codex_settings,
+    codex_workdirs,
+    csrf_of,
+    generate_on_codex,
+    login,
+    make_settings,
+    start,
+    stored_job,
+)
 
 ECHOED_LIMITS = [
     "no-output poster: ERROR: You've hit your usage limit (usage_limit_reached). Try again in 10 days.",
@@ -41,24 +51,26 @@ async def test_a_prompt_that_quotes_a_usage_limit_rests_no_account(
     harness_with: HarnessFactory, tmp_path: Path, prompt: str
 ) -> None:
     async with harness_with(**codex_settings(tmp_path, accounts=2)) as gate:
-        failed = await generate(gate, prompt)
+        failed = await generate_on_codex(gate, prompt)
         assert failed.status_code == 502, failed.text  # no image, and no usage limit of Codex's own
         assert failed.json()["error_code"] == "backend_error"
         assert await backend_of(gate).store.values("rest:") == {}  # type: ignore[union-attr]
-        innocent = await generate(gate, "a quiet lake")
+        innocent = await generate_on_codex(gate, "a quiet lake")
         assert innocent.status_code == 200, innocent.text
         assert (await account_successes(gate))["acct0"] == 1  # the first account was not rested
 
 
 async def test_a_prompt_that_quotes_a_refusal_is_not_a_refusal(gate: Harness) -> None:
-    response = await generate(gate, "no-output: a sign reading 'I can't help create that, it may violate policy'")
+    response = await generate_on_codex(
+        gate, "no-output: a sign reading 'I can't help create that, it may violate policy'"
+    )
     assert response.status_code == 502
     assert response.json()["error_code"] == "backend_error"
 
 
 async def test_a_usage_limit_in_the_rollout_rests_the_account(harness_with: HarnessFactory, tmp_path: Path) -> None:
     async with harness_with(**codex_settings(tmp_path, accounts=1)) as gate:
-        response = await generate(gate, "quota-rollout")
+        response = await generate_on_codex(gate, "quota-rollout")
         assert response.status_code == 429
         assert 500 <= int(response.headers["retry-after"]) <= 600
         assert "rest:acct0" in await backend_of(gate).store.values("rest:")  # type: ignore[union-attr]
@@ -80,7 +92,7 @@ async def test_an_edit_mask_is_refused_with_a_400(gate: Harness) -> None:
     )
     assert response.status_code == 400
     assert "mask" in response.json()["error"]["message"]
-    assert not workdirs(gate).exists() or not list(workdirs(gate).rglob("argv.json"))
+    assert not codex_workdirs(gate).exists() or not list(codex_workdirs(gate).rglob("argv.json"))
 
 
 async def test_codex_sees_only_the_environment_it_needs(
@@ -91,8 +103,8 @@ async def test_codex_sees_only_the_environment_it_needs(
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
     monkeypatch.setenv("LC_ALL", "C.UTF-8")
     async with harness_with(**codex_settings(tmp_path, env={"RUST_LOG": "warn"})) as gate:
-        assert (await generate(gate, "an owl")).status_code == 200
-        (env_file,) = workdirs(gate).rglob("env.json")
+        assert (await generate_on_codex(gate, "an owl")).status_code == 200
+        (env_file,) = codex_workdirs(gate).rglob("env.json")
     env = json.loads(env_file.read_text())
     assert "IMAGEGATE_ADMIN_PASSWORD" not in env
     assert "OPENAI_API_KEY" not in env
@@ -108,17 +120,17 @@ async def test_an_image_codex_made_before_is_retried_on_the_next_account(
     harness_with: HarnessFactory, tmp_path: Path
 ) -> None:
     async with harness_with(**codex_settings(tmp_path, accounts=2)) as gate:
-        first = await generate(gate, "same-image lighthouse")
+        first = await generate_on_codex(gate, "same-image lighthouse")
         assert first.status_code == 200, first.text
         (tmp_path / "home1").mkdir(exist_ok=True)
         (tmp_path / "home1" / "fresh").touch()  # the second account makes a new image
-        again = await generate(gate, "same-image lighthouse")
+        again = await generate_on_codex(gate, "same-image lighthouse")
         assert again.status_code == 200, again.text
         assert await account_successes(gate) == {"acct0": 1, "acct1": 1}
         job = await stored_job(gate, again.json()["id"])
         assert "handed back an earlier image" in job.logs
         (tmp_path / "home1" / "fresh").unlink()
-        spent = await generate(gate, "same-image lighthouse")
+        spent = await generate_on_codex(gate, "same-image lighthouse")
         assert spent.status_code == 502
         assert "made before" in spent.json()["error"]
 
@@ -132,29 +144,27 @@ async def test_min_quota_skips_low_accounts_unless_every_one_is_low(
         endpoint.answers = {"tok-low": usage(window(97.5, 18_000)), "tok-high": usage(window(20, 18_000))}
         settings = codex_settings(tmp_path, accounts=2, usage_url=endpoint.url, min_quota_percent=5)
         async with harness_with(**settings) as gate:
-            assert (await generate(gate, "one")).status_code == 200
+            assert (await generate_on_codex(gate, "one")).status_code == 200
             assert await account_successes(gate) == {"acct1": 1}  # acct0 has 2.5 % left: skipped
             endpoint.answers["tok-high"] = usage(window(99, 18_000))
             backend_of(gate).quota.forget()
-            assert (await generate(gate, "two")).status_code == 200
+            assert (await generate_on_codex(gate, "two")).status_code == 200
             assert await account_successes(gate) == {"acct0": 1, "acct1": 1}  # all low: the first again
             endpoint.answers = {}  # 401 for both: unknown counts as usable
             backend_of(gate).quota.forget()
-            assert (await generate(gate, "three")).status_code == 200
+            assert (await generate_on_codex(gate, "three")).status_code == 200
             assert await account_successes(gate) == {"acct0": 2, "acct1": 1}
 
 
 async def test_a_rest_is_seen_by_another_process(database_url: str, tmp_path: Path) -> None:
-    from tests.conftest import make_settings, start
-
     settings = codex_settings(tmp_path, accounts=2)
     (tmp_path / "home0").mkdir()
     (tmp_path / "home0" / "exhausted").touch()
     async for first in start(make_settings(database_url, tmp_path / "one", **settings)):
-        assert (await generate(first, "first")).status_code == 200  # acct0 hit its limit, acct1 made it
+        assert (await generate_on_codex(first, "first")).status_code == 200  # acct0 hit its limit, acct1 made it
     (tmp_path / "home0" / "exhausted").unlink()  # acct0 would work now, if anyone asked it
     async for second in start(make_settings(database_url, tmp_path / "two", **settings)):
-        assert (await generate(second, "second")).status_code == 200
+        assert (await generate_on_codex(second, "second")).status_code == 200
     assert len(exec_intervals(tmp_path / "home0")) == 1  # the second process never spent an exec on it
     assert len(exec_intervals(tmp_path / "home1")) == 2
 
@@ -165,8 +175,6 @@ async def admin_client(harness: Harness) -> None:
 
 
 async def test_dispatch_switched_in_the_admin_holds_for_every_process(database_url: str, tmp_path: Path) -> None:
-    from tests.conftest import make_settings, start
-
     settings = codex_settings(tmp_path, accounts=2, dispatch="primary-first")
     async for first in start(make_settings(database_url, tmp_path / "one", **settings)):
         await admin_client(first)
@@ -185,8 +193,8 @@ async def test_dispatch_switched_in_the_admin_holds_for_every_process(database_u
         )
         assert refused.status_code == 400
     async for second in start(make_settings(database_url, tmp_path / "two", **settings)):
-        assert (await generate(second, "one")).status_code == 200
-        assert (await generate(second, "two")).status_code == 200
+        assert (await generate_on_codex(second, "one")).status_code == 200
+        assert (await generate_on_codex(second, "two")).status_code == 200
         assert await account_successes(second) == {"acct0": 1, "acct1": 1}
 
 
@@ -207,7 +215,7 @@ async def test_the_accounts_page_shows_every_account_with_its_quota_and_token_he
         settings = codex_settings(tmp_path, accounts=5, usage_url=endpoint.url)
         async with harness_with(**settings) as gate:
             await admin_client(gate)
-            assert (await generate(gate, "one")).status_code == 200
+            assert (await generate_on_codex(gate, "one")).status_code == 200
             page = await gate.client.get("/admin/backends/codex")
             assert page.status_code == 200
             again = await gate.client.get("/admin/backends/codex")
@@ -245,7 +253,7 @@ async def test_token_rotation_is_audited_by_fingerprint_never_by_token(
     codex_login(tmp_path / "home0", "tok-a", refresh_token="rt-before-rotation")
     (tmp_path / "home0" / "rotate").touch()
     async with harness_with(**codex_settings(tmp_path)) as gate:
-        response = await generate(gate, "a fox")
+        response = await generate_on_codex(gate, "a fox")
         assert response.status_code == 200
         job = await stored_job(gate, response.json()["id"])
         assert "token audit acct0: refresh token" in job.logs
@@ -282,7 +290,7 @@ async def test_keepalive_touches_idle_accounts_under_their_lock(
     import fcntl
 
     async with harness_with(**codex_settings(tmp_path, accounts=3)) as gate:
-        assert (await generate(gate, "recent work")).status_code == 200  # acct0 was just used
+        assert (await generate_on_codex(gate, "recent work")).status_code == 200  # acct0 was just used
     (tmp_path / "home2").mkdir(exist_ok=True)
     env = _cli_env(database_url, tmp_path)
     env["IMAGEGATE_BACKENDS"] = json.dumps(

@@ -9,10 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.api.test_native import ASYNC, GENERATE, b64
-from tests.backends.test_codex import codex_settings
-from tests.conftest import Harness, HarnessFactory
 from tests.fakes.backends import tiny_png
+from tests.helpers import ASYNC, GENERATE, Harness, HarnessFactory, b64, codex_settings
 
 
 async def ask(harness: Harness, prompt: str, images: int = 2, auth: dict[str, str] | None = None) -> Any:

@@ -10,8 +10,8 @@ import pytest
 from imagegate.backends.fetch import ImageFetcher
 from imagegate.backends.openai import OpenAIBackend
 from imagegate.errors import BackendError
-from tests.conftest import make_settings
 from tests.fakes.backends import tiny_png
+from tests.helpers import make_settings
 
 PUBLIC = "93.184.216.34"
 NAMES = {

@@ -20,8 +20,7 @@ from imagegate.backends.codex import CodexBackend
 from imagegate.backends.registry import cli_command_groups
 from imagegate.backends.store import BackendStore
 from imagegate.settings import BackendConfig, Settings
-from tests.admin.test_auth import csrf_of, login
-from tests.conftest import HarnessFactory, fake_backends
+from tests.helpers import HarnessFactory, csrf_of, fake_backends, login
 
 
 class CounterBackend:

@@ -16,9 +16,9 @@ from sqlalchemy import select
 from imagegate.backends.openai import OpenAIBackend
 from imagegate.jobs.models import Job
 from imagegate.settings import BackendConfig, Settings
-from tests.conftest import Harness, HarnessFactory, fake_backends
 from tests.fakes.backends import tiny_png
 from tests.fakes.openai_upstream import FakeOpenAI, running_fake_openai
+from tests.helpers import Harness, HarnessFactory, fake_backends
 
 SECRET = "sk-test-secret"
 MODELS = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,11 +11,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx2
 
 from tests.fakes.postgres import free_port
 
+REPO = Path(__file__).resolve().parents[2]
+ONE_FAKE_BACKEND = json.dumps({"fake": {"type": "tests.fakes.backends:FakeBackend", "concurrency": 1}})
+UNTIL_SECONDS = 60
 START_TIMEOUT_SECONDS = 120  # a deadline, not a measurement: a busy machine takes its time to import and migrate
 
 
@@ -115,3 +120,40 @@ def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGATE_")}
     env.update(extra)
     return env
+
+
+def serve_env(database_url: str, tmp_path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment of a server on the database with the fake backend (one at a time), and a key's headers."""
+    env = base_env(
+        IMAGEGATE_DATABASE_URL=database_url,
+        IMAGEGATE_DATA_DIR=str(tmp_path / "data"),
+        IMAGEGATE_ADMIN_PASSWORD="x" * 16,
+        IMAGEGATE_POLL_INTERVAL_SECONDS="0.1",
+        IMAGEGATE_BACKENDS=ONE_FAKE_BACKEND,
+        IMAGEGATE_MODELS=json.dumps({"fake": "fake"}),
+        IMAGEGATE_DEFAULT_MODEL="fake",
+        PYTHONPATH=str(REPO),
+    )
+    created = imagegate("keys", "create", "outage", env=env, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    return env, {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
+
+
+def until(check: Any, what: str) -> Any:
+    """check()'s first true value, polled until a deadline."""
+    deadline = time.monotonic() + UNTIL_SECONDS
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def job_of(server: ServerProcess, job_id: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The job as its native API shows it."""
+    response = httpx2.get(f"{server.url}/v1/images/jobs/{job_id}", headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+    job: dict[str, Any] = response.json()
+    return job

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from imagegate.imports.codex_image_service import NotASourceDatabase, parse_time, run_import
 from imagegate.jobs.models import Job
 from imagegate.keys.models import ApiKey
-from tests.conftest import Harness
-from tests.test_codex_image_service import ACTIVE_KEY, DISABLED_KEY, build_original, handle_of
+from tests.fakes.codex_image_service import ACTIVE_KEY, DISABLED_KEY, build_original, handle_of
+from tests.helpers import Harness
 
 
 async def imported(harness: Harness, database: Path, files: Path | None, dry_run: bool = False) -> list[str]:

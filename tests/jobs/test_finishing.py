@@ -5,8 +5,7 @@ from __future__ import annotations
 from sqlalchemy import update
 
 from imagegate.jobs.models import Job, JobStatus
-from tests.conftest import Harness, HarnessFactory
-from tests.jobs.test_scheduler import submit, wait_status
+from tests.helpers import Harness, HarnessFactory, submit, wait_status
 
 
 async def test_a_row_its_own_live_worker_lost_track_of_is_reported_then_settled(

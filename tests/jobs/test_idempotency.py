@@ -11,9 +11,8 @@ from sqlalchemy import func, select, update
 
 from imagegate.db import utcnow
 from imagegate.jobs.models import IdempotencyRecord, Job
-from tests.api.test_native import GENERATE, b64
-from tests.conftest import Harness
 from tests.fakes.backends import tiny_png
+from tests.helpers import GENERATE, Harness, b64
 
 
 async def count_jobs(harness: Harness) -> int:

@@ -12,27 +12,8 @@ from imagegate.db import utcnow
 from imagegate.jobs import service
 from imagegate.jobs.models import Job, JobInput, JobStatus, Worker
 from imagegate.jobs.queue import host_identity
-from tests.api.test_native import ASYNC, GENERATE, b64
-from tests.conftest import Harness, HarnessFactory, fake_backends
 from tests.fakes.backends import tiny_png
-
-
-async def submit(harness: Harness, prompt: str, auth: dict[str, str]) -> str:
-    """Queue a job without waiting; returns its id."""
-    response = await harness.client.post(GENERATE, json={"prompt": prompt}, headers={**auth, **ASYNC})
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["id"]
-    return job_id
-
-
-async def wait_status(harness: Harness, job_id: str, auth: dict[str, str], status: str) -> None:
-    """Poll the job until it reaches status (bounded)."""
-    async with asyncio.timeout(15):
-        while True:
-            response = await harness.client.get(f"/v1/images/jobs/{job_id}", headers=auth)
-            if response.json()["status"] == status:
-                return
-            await asyncio.sleep(0.02)
+from tests.helpers import GENERATE, Harness, HarnessFactory, b64, fake_backends, submit, wait_status
 
 
 async def test_a_backlog_does_not_make_another_key_wait_behind_it(harness_with: HarnessFactory) -> None:

@@ -11,10 +11,8 @@ from sqlalchemy import func, select, update
 from imagegate.db import utcnow
 from imagegate.jobs.models import Job
 from imagegate.keys.models import ApiKey, AuditEvent, RateEvent
-from tests.api.test_native import ASYNC, GENERATE, b64
-from tests.conftest import Harness
 from tests.fakes.backends import tiny_png
-from tests.jobs.test_scheduler import wait_status
+from tests.helpers import ASYNC, GENERATE, Harness, b64, wait_status
 
 
 async def generate(harness: Harness, auth: dict[str, str], **body: object) -> httpx2.Response:

@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from imagegate.db import utcnow
 from imagegate.keys import service as keys
 from imagegate.keys.models import ApiKey, AuditEvent
-from tests.conftest import Harness
+from tests.helpers import Harness
 
 JOBS = "/v1/images/jobs"
 

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from imagegate.jobs.models import Job
 from imagegate.keys import service as keys
 from imagegate.keys.models import ApiKey
-from tests.conftest import Harness
+from tests.helpers import Harness
 
 
 async def test_tokens_are_random_and_stored_only_as_a_hash(harness: Harness) -> None:

@@ -11,9 +11,9 @@ import pytest
 
 from imagegate import app as app_module
 from imagegate.settings import Settings
-from tests.conftest import Harness, start
 from tests.fakes.backends import tiny_png
 from tests.fakes.storage import FailingStorage
+from tests.helpers import Harness, start
 
 
 @pytest.fixture

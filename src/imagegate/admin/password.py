@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 from argon2 import PasswordHasher
@@ -13,6 +14,17 @@ from imagegate.admin.models import AdminCredential
 from imagegate.settings import Settings
 
 ADMIN_ROW_ID = 1
+# argon2-cffi's defaults (RFC 9106's low-memory profile), slow on purpose; only imagegate.testing swaps it.
+HASHER = PasswordHasher()
+
+
+def password_hasher() -> PasswordHasher:
+    """The argon2 hasher every admin password is hashed and checked with."""
+    return HASHER
+
+
+async def _hash(password: str) -> str:
+    return await asyncio.to_thread(password_hasher().hash, password)  # CPU work, slow on purpose: off the loop
 
 
 async def ensure_admin_password(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> str | None:
@@ -24,7 +36,7 @@ async def ensure_admin_password(sessions: async_sessionmaker[AsyncSession], sett
         async with sessions() as session, session.begin():
             if await session.scalar(select(AdminCredential.id).where(AdminCredential.id == ADMIN_ROW_ID)):
                 return None
-            session.add(AdminCredential(id=ADMIN_ROW_ID, password_hash=PasswordHasher().hash(password)))
+            session.add(AdminCredential(id=ADMIN_ROW_ID, password_hash=await _hash(password)))
     except IntegrityError:  # another process started at the same moment and made it
         return None
     return password

@@ -9,7 +9,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Insert, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -17,7 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.admin.models import AdminCredential, AdminSession, LoginFailure
-from imagegate.admin.password import ADMIN_ROW_ID
+from imagegate.admin.password import ADMIN_ROW_ID, password_hasher
 from imagegate.db import utcnow
 from imagegate.jobs import service as jobs
 from imagegate.jobs.models import Job
@@ -25,7 +24,6 @@ from imagegate.jobs.service import JobContext
 from imagegate.keys import audit
 
 MIN_PASSWORD_CHARS = 12
-HASHER = PasswordHasher()
 
 
 def _digest(value: str) -> str:
@@ -39,7 +37,7 @@ async def check_password(sessions: async_sessionmaker[AsyncSession], password: s
     if stored is None:
         return False
     try:
-        return await asyncio.to_thread(HASHER.verify, stored, password)
+        return await asyncio.to_thread(password_hasher().verify, stored, password)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -48,7 +46,7 @@ async def set_password(sessions: async_sessionmaker[AsyncSession], password: str
     """Store a new password's hash and log every admin session out."""
     if len(password) < MIN_PASSWORD_CHARS:
         raise ValueError(f"the admin password needs at least {MIN_PASSWORD_CHARS} characters")
-    hashed = await asyncio.to_thread(HASHER.hash, password)
+    hashed = await asyncio.to_thread(password_hasher().hash, password)
     async with sessions() as session, session.begin():
         await session.execute(_upsert_credential(session.get_bind().dialect.name, hashed))
         await session.execute(delete(AdminSession))
