@@ -8,8 +8,7 @@ from sqlalchemy import select
 
 from imagegate.jobs.models import Job
 from imagegate.keys.models import ApiKey, AuditEvent
-from tests.admin.test_auth import csrf_of, login
-from tests.conftest import Harness, HarnessFactory, fake_backends
+from tests.helpers import Harness, HarnessFactory, csrf_of, fake_backends, login
 
 
 async def submit(harness: Harness, prompt: str, auth: dict[str, str]) -> dict[str, Any]:

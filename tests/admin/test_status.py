@@ -6,8 +6,7 @@ from imagegate import __version__
 from imagegate.admin.status import MASK, mask_secrets, masked_database_url
 from imagegate.admin.web import duration
 from imagegate.settings import BackendConfig
-from tests.admin.test_auth import PASSWORD, login
-from tests.conftest import FAKE_TYPE, HarnessFactory
+from tests.helpers import ADMIN_PASSWORD, FAKE_TYPE, HarnessFactory, login
 
 UPSTREAM_SECRET = "sk-status-page-secret"
 METRICS_SECRET = "metrics-status-secret"
@@ -32,7 +31,7 @@ async def test_the_status_page_shows_what_runs_with_secrets_masked(harness_with:
     assert failed.json()["id"] in text  # its last error links its job
     assert "the cleanup sweep runs every hour" in text
     assert '"region": "eu"' in text  # a backend option that is not a secret is shown
-    for secret in (UPSTREAM_SECRET, METRICS_SECRET, PASSWORD):
+    for secret in (UPSTREAM_SECRET, METRICS_SECRET, ADMIN_PASSWORD):
         assert secret not in text
     assert MASK in text
 
