@@ -16,7 +16,7 @@ from PIL import Image
 from imagegate.backends import usage
 from imagegate.db import utcnow
 from tests.fakes.backends import tiny_png
-from tests.fakes.codex import process_alive
+from tests.fakes.codex import exec_intervals, overlaps, process_alive
 from tests.helpers import (
     ASYNC,
     GENERATE,
@@ -133,13 +133,14 @@ async def test_several_images_run_in_parallel_across_accounts_never_two_on_one(
     harness_with: HarnessFactory, tmp_path: Path
 ) -> None:
     async with harness_with(**codex_settings(tmp_path, accounts=2)) as gate:
-        started = time.monotonic()
-        jobs = await asyncio.gather(*(generate_on_codex(gate, f"hold {i}", count=2) for i in range(2)))
-        assert [j.status_code for j in jobs] == [200, 200]
+        # 'meet' holds each account's first run until the other account's has begun: they succeed only together.
+        jobs = await asyncio.gather(*(generate_on_codex(gate, f"meet {i}", count=2) for i in range(2)))
+        assert [j.status_code for j in jobs] == [200, 200], [j.text for j in jobs]
         assert sum(j.json()["image_count"] for j in jobs) == 4
-    assert not (tmp_path / "home0" / "CONFLICT").exists()
-    assert not (tmp_path / "home1" / "CONFLICT").exists()
-    assert time.monotonic() - started >= 0.6  # 4 runs of 0.3 s on 2 accounts: at least two rounds
+    homes = [tmp_path / "home0", tmp_path / "home1"]
+    assert sum(len(exec_intervals(home)) for home in homes) == 4
+    assert [overlaps(home) for home in homes] == [0, 0]  # never two runs at once on one account
+    assert not any((home / "CONFLICT").exists() for home in homes)
 
 
 async def wait_dead(pids: list[int]) -> None:

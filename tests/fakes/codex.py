@@ -4,8 +4,9 @@ Header with the session id on stderr (colour-wrapped for 'ansi'), the instructio
 as Codex's transcript does, then by words in the instruction: layout-159 (default), layout-141-end,
 layout-141-call, layout-generated, layout-workdir; refuse, exit-3, no-output, quota (or a file 'exhausted' in
 CODEX_HOME), quota-rollout (the limit only as a rollout error event), slow (spawns a child and sleeps),
-slow-once (slow the first time on an account), hold (0.3 s), same-image (one fixed image, unless CODEX_HOME
-holds 'fresh'); "Reply with" (the keep-alive) just answers OK. Every image is otherwise different.
+slow-once (slow the first time on an account), hold (0.3 s), meet (an account's first run waits, up to 15 s,
+until another account's first run has begun: proof they ran at once), same-image (one fixed image, unless
+CODEX_HOME holds 'fresh'); "Reply with" (the keep-alive) just answers OK. Every image is otherwise different.
 A vision run (--output-last-message) answers in that file, or answer-in-rollout, answer-in-stdout, no-answer.
 With auth.json and a file 'rotate' in CODEX_HOME, each run rotates the refresh token as Codex does.
 It records its argv and environment in the workdir, appends start/end lines to CODEX_HOME/execs.log, and marks
@@ -102,6 +103,17 @@ try:
         time.sleep(1000)
     if "hold" in instruction:
         time.sleep(0.3)
+    if "meet" in instruction:  # an account's first run waits until another account's first run has begun
+        meeting = home.parent / "meeting"
+        meeting.mkdir(exist_ok=True)
+        first = not (meeting / home.name).exists()
+        (meeting / home.name).touch()
+        deadline = time.monotonic() + 15
+        while first and not any(other.name != home.name for other in meeting.iterdir()):
+            if time.monotonic() > deadline:
+                sys.stderr.write("no other account ran beside this one\n")
+                sys.exit(4)
+            time.sleep(0.02)
     if "--output-last-message" in args:  # a vision run: answer about the --image files
         images = [args[i + 1] for i, arg in enumerate(args) if arg == "--image"]
         answer = f"VERDICT: PASS ({len(images)} image(s) seen)"
