@@ -11,6 +11,7 @@ from PIL import Image
 from imagegate.backends.base import BackendRequest, InputImage, JobReporter
 from imagegate.backends.demo import DemoBackend
 from imagegate.settings import Settings
+from imagegate.testing import run_backend_contract
 from tests.fakes.backends import tiny_png
 
 
@@ -70,3 +71,7 @@ async def test_edit_mode_blends_the_references_in(tmp_path: Path) -> None:
 def test_unknown_options_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="delay"):
         DemoBackend(name="demo", options={"delay": 1}, settings=Settings(data_dir=tmp_path))
+
+
+async def test_the_demo_backend_keeps_the_backend_contract(tmp_path: Path) -> None:
+    await run_backend_contract(_backend(tmp_path))
