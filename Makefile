@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 HOST ?=
 PORT ?=
 
-.PHONY: serve test check lint typecheck bench clean
+.PHONY: serve test test-unit check lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ serve: $(VENV)/.runtime
 test: $(VENV)/.dev
 	bash scripts/ensure-test-system.sh
 	$(BIN)/pytest
+
+# The unit tier alone: no app, no server processes (its database tests still run on SQLite and PostgreSQL).
+test-unit: $(VENV)/.dev
+	bash scripts/ensure-test-system.sh
+	$(BIN)/pytest -m unit
 
 check: lint typecheck
 

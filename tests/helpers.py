@@ -12,6 +12,7 @@ import itertools
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from sqlalchemy import select
 from imagegate.app import create_app
 from imagegate.backends import usage
 from imagegate.db import utcnow
-from imagegate.jobs.models import Job
+from imagegate.jobs.models import Job, JobKind, JobStatus
 from imagegate.keys import service as keys
 from imagegate.keys.models import ApiKey
 from imagegate.keys.service import KeyLimits
@@ -38,6 +39,7 @@ GENERATE = "/v1/images/generate"
 ASYNC = {"Prefer": "respond-async"}
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 _databases = itertools.count()
+_job_ids = itertools.count()
 
 # Settings and apps
 
@@ -148,6 +150,29 @@ async def wait_status(harness: Harness, job_id: str, auth: dict[str, str], statu
             if response.json()["status"] == status:
                 return
             await asyncio.sleep(0.02)
+
+
+def job_row(
+    key: str, fair_tag: int = 0, *, backend: str = "fake", status: str = JobStatus.QUEUED, kind: str = JobKind.IMAGE
+) -> Job:
+    """A job row for tests that write the job table directly: the key by handle, its fair-queuing tag."""
+    return Job(
+        id=f"img_test{next(_job_ids):020d}",
+        key_handle=key,
+        kind=kind,
+        status=status,
+        model="fake-model",
+        backend=backend,
+        prompt=f"{key} {fair_tag}",
+        size="auto",
+        width=1024,
+        height=1024,
+        quality="auto",
+        output_format="png",
+        count=1,
+        fair_tag=fair_tag,
+        expires_at=utcnow() + timedelta(days=1),
+    )
 
 
 async def stored_job(harness: Harness, job_id: str) -> Job:

@@ -1,0 +1,68 @@
+"""The claim and fair queuing, on the job table alone: which queued job a worker takes, and when none."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from imagegate.jobs.models import Job, JobKind, JobStatus
+from imagegate.jobs.queue import Claimed, claim
+from tests.helpers import job_row as job
+
+
+async def add(sessions: async_sessionmaker[AsyncSession], *jobs: Job) -> list[str]:
+    """Queue the jobs in this order; their ids."""
+    async with sessions() as session, session.begin():
+        session.add_all(jobs)
+    return [j.id for j in jobs]
+
+
+async def take(sessions: async_sessionmaker[AsyncSession], limit: int = 10, backend: str = "fake") -> Claimed | None:
+    """One claim, in its own transaction, as a worker makes it."""
+    async with sessions() as session, session.begin():
+        return await claim(session, backend=backend, limit=limit, worker_id="wrk_unit")
+
+
+async def test_the_smallest_fair_tag_goes_first_then_the_oldest(sessions: async_sessionmaker[AsyncSession]) -> None:
+    backlog = await add(sessions, job("a", 0), job("a", 1), job("a", 2))
+    newcomer = await add(sessions, job("b", 0))
+    order = [(await take(sessions)) for _ in range(4)]
+    assert [c.job_id for c in order if c] == [backlog[0], newcomer[0], backlog[1], backlog[2]]
+    assert await take(sessions) is None
+
+
+async def test_a_claimed_job_runs_for_this_worker_on_its_first_attempt(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    (job_id,) = await add(sessions, job("a", 0))
+    claimed = await take(sessions)
+    assert claimed is not None
+    assert (claimed.job_id, claimed.attempt, claimed.model) == (job_id, 1, "fake-model")
+    async with sessions() as session:
+        row = await session.scalar(select(Job).where(Job.id == job_id))
+    assert row is not None
+    assert (row.status, row.worker_id, row.attempts) == (JobStatus.RUNNING, "wrk_unit", 1)
+    assert row.started_at is not None
+
+
+async def test_no_claim_past_the_backends_limit(sessions: async_sessionmaker[AsyncSession]) -> None:
+    await add(sessions, job("a", 0, status=JobStatus.RUNNING), job("b", 0))
+    assert await take(sessions, limit=1) is None
+    assert await take(sessions, limit=2) is not None
+
+
+async def test_a_waiting_vision_request_holds_a_slot(sessions: async_sessionmaker[AsyncSession]) -> None:
+    _vision, image = await add(sessions, job("a", 0, kind=JobKind.VISION), job("b", 0))
+    assert await take(sessions, limit=1) is None  # the vision request is never claimed: it only holds the slot
+    claimed = await take(sessions, limit=2)
+    assert claimed is not None
+    assert claimed.job_id == image
+
+
+async def test_another_backends_jobs_are_neither_taken_nor_counted(sessions: async_sessionmaker[AsyncSession]) -> None:
+    await add(sessions, job("a", 0, backend="other", status=JobStatus.RUNNING), job("a", 1, backend="other"))
+    assert await take(sessions, limit=1) is None
+    (mine,) = await add(sessions, job("b", 5))
+    claimed = await take(sessions, limit=1)
+    assert claimed is not None
+    assert claimed.job_id == mine
