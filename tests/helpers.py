@@ -56,6 +56,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "poll_interval_seconds": 0.2,
         "shutdown_grace_seconds": 5.0,
         "admin_password": ADMIN_PASSWORD,
+        "auto_migrate": False,  # every test database is a copy of a migrated template; the servers still migrate
     }
     values.update(overrides)
     return Settings(**values)

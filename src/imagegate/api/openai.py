@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import ExitStack, suppress
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
@@ -46,6 +46,16 @@ from imagegate.keys.auth import CallerKey
 from imagegate.keys.models import ApiKey
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+async def close_uploads(request: Request) -> AsyncIterator[None]:
+    """Close the files a multipart request spooled, whatever the answer: Starlette leaves that to whoever read them."""
+    try:
+        yield
+    finally:
+        await request.close()
+
+
 M = TypeVar("M", bound=BaseModel)
 PREFIXES = ("/v1/images/generations", "/v1/images/edits", "/v1/images/variations", "/v1/models")
 VARIATION_PROMPT = "Variations of the provided image."
@@ -69,7 +79,7 @@ async def generations(
     return await _run(request, key, generation, body, "generations", idempotency_key)
 
 
-@router.post("/images/edits")
+@router.post("/images/edits", dependencies=[Depends(close_uploads)])
 async def edits(request: Request, key: CallerKey, idempotency_key: Annotated[str | None, Header()] = None) -> Response:
     """Edit images (multipart files or JSON data URLs), with an optional mask."""
     if request.headers.get("content-type", "").startswith("application/json"):
@@ -93,7 +103,7 @@ async def edits(request: Request, key: CallerKey, idempotency_key: Annotated[str
     return await _run(request, key, generation, fields, "edits", idempotency_key)
 
 
-@router.post("/images/variations")
+@router.post("/images/variations", dependencies=[Depends(close_uploads)])
 async def variations(
     request: Request, key: CallerKey, idempotency_key: Annotated[str | None, Header()] = None
 ) -> Response:
