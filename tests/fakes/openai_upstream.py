@@ -66,12 +66,12 @@ class FakeOpenAI:
         if request.headers.get("content-type", "").startswith("application/json"):
             fields = await request.json()
         else:
-            form = await request.form()
-            for name, value in form.multi_items():
-                if hasattr(value, "read"):
-                    files.setdefault(name, []).append(await value.read())
-                else:
-                    fields[name] = value
+            async with request.form() as form:  # closes the spooled uploads once read
+                for name, value in form.multi_items():
+                    if hasattr(value, "read"):
+                        files.setdefault(name, []).append(await value.read())
+                    else:
+                        fields[name] = value
         recorded = Recorded(request.url.path, fields, files, request.headers.get("authorization", ""))
         self.requests.append(recorded)
         return recorded
