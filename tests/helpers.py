@@ -143,8 +143,8 @@ async def submit(harness: Harness, prompt: str, auth: dict[str, str]) -> str:
     return job_id
 
 
-async def wait_status(harness: Harness, job_id: str, auth: dict[str, str], status: str, timeout: float = 15) -> None:
-    """Poll the job until it reaches status (bounded)."""
+async def wait_status(harness: Harness, job_id: str, auth: dict[str, str], status: str, timeout: float = 60) -> None:
+    """Poll the job until it reaches status (a deadline, not a measurement: loaded machines are slow)."""
     async with asyncio.timeout(timeout):
         while True:
             response = await harness.client.get(f"/v1/images/jobs/{job_id}", headers=auth)
