@@ -11,7 +11,7 @@ import base64
 import itertools
 import re
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import httpx2
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from imagegate.api.legacy_listener import create_oig_app
 from imagegate.app import create_app
 from imagegate.backends import usage
 from imagegate.db import utcnow
@@ -105,6 +106,14 @@ async def start(settings: Settings) -> AsyncIterator[Harness]:
         transport = httpx2.ASGITransport(app=app)
         async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield Harness(app, client)
+
+
+@asynccontextmanager
+async def oig_client(harness: Harness) -> AsyncIterator[httpx2.AsyncClient]:
+    """A client on the second listener's app (what IMAGEGATE_OIG_LISTEN serves), sharing the harness's state."""
+    transport = httpx2.ASGITransport(app=create_oig_app(harness.app))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://oig") as client:
+        yield client
 
 
 # PostgreSQL databases

@@ -13,12 +13,11 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from imagegate.api.legacy_listener import create_oig_app
 from imagegate.jobs.models import Job, JobImage
 from imagegate.keys.service import KeyLimits
 from imagegate.settings import BackendConfig
 from tests.fakes.openai_upstream import FakeOpenAI, running_fake_openai
-from tests.helpers import LEGACY_VALIDATION_CASES, Harness, HarnessFactory, fake_backends, login
+from tests.helpers import LEGACY_VALIDATION_CASES, Harness, HarnessFactory, fake_backends, login, oig_client
 
 ORIGINAL_MODELS = {"dall-e-2": "fake", "dall-e-3": "fake"}
 
@@ -32,14 +31,6 @@ def assert_legacy_error(response: httpx2.Response, status: int, code: str, messa
     assert body["code"] == code
     if message is not None:
         assert body["error"] == message
-
-
-@asynccontextmanager
-async def oig_client(harness: Harness) -> AsyncIterator[httpx2.AsyncClient]:
-    """A client on the second listener's app (what IMAGEGATE_OIG_LISTEN serves), sharing the harness's state."""
-    transport = httpx2.ASGITransport(app=create_oig_app(harness.app))
-    async with httpx2.AsyncClient(transport=transport, base_url="http://oig") as client:
-        yield client
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ImageContent, TextContent
 from PIL import Image
 
-from tests.conftest import Harness
 from tests.fakes.backends import tiny_png
+from tests.helpers import Harness
 
 
 @asynccontextmanager

@@ -11,9 +11,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.conftest import new_pg_database
 from tests.fakes.receiver import receiver
 from tests.fakes.server import base_env, imagegate, serve, worker
+from tests.helpers import new_pg_database
 
 pytestmark = pytest.mark.acceptance
 

@@ -18,10 +18,8 @@ from imagegate.jobs.models import Job
 from imagegate.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery
 from imagegate.webhooks.service import new_secret
 from imagegate.webhooks.targets import is_public
-from tests.admin.test_auth import login
-from tests.api.test_legacy import oig_client
-from tests.conftest import Harness, HarnessFactory
 from tests.fakes.receiver import Receiver, receiver
+from tests.helpers import Harness, HarnessFactory, fake_backends, login, oig_client
 
 GENERATE = "/v1/images/generate"
 ASYNC = {"Prefer": "respond-async"}
@@ -208,7 +206,6 @@ async def test_a_cancelled_queued_job_sends_cancelled(harness_with: HarnessFacto
 
 
 def _one_slot() -> Any:
-    from tests.conftest import fake_backends
 
     return fake_backends(concurrency=1)
 
