@@ -202,6 +202,17 @@ async def login(client: httpx2.AsyncClient, password: str = ADMIN_PASSWORD) -> h
     return await client.post("/admin/login", data={"csrf": csrf_of(form), "password": password, "next": "/admin"})
 
 
+async def admin_csrf(harness: Harness, path: str = "/admin") -> str:
+    """Log in and take the session's CSRF token from a page."""
+    await login(harness.client)
+    return csrf_of(await harness.client.get(path))
+
+
+def bearer(token: str) -> dict[str, str]:
+    """Authorization headers for a raw key."""
+    return {"Authorization": f"Bearer {token}"}
+
+
 def csrf_of(page: httpx2.Response) -> str:
     """The CSRF token a page carries."""
     token = CSRF.search(page.text)

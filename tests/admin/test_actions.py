@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from imagegate.jobs.models import Job
 from imagegate.keys.models import ApiKey, AuditEvent
-from tests.helpers import Harness, HarnessFactory, csrf_of, fake_backends, login
+from tests.helpers import Harness, HarnessFactory, admin_csrf, fake_backends, login
 
 
 async def submit(harness: Harness, prompt: str, auth: dict[str, str]) -> dict[str, Any]:
@@ -17,12 +17,6 @@ async def submit(harness: Harness, prompt: str, auth: dict[str, str]) -> dict[st
     assert response.status_code == 202, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-async def admin_csrf(harness: Harness, path: str = "/admin") -> str:
-    """Log in and take the session's CSRF token from a page."""
-    await login(harness.client)
-    return csrf_of(await harness.client.get(path))
 
 
 async def job_row(harness: Harness, job_id: str) -> Job:

@@ -7,9 +7,7 @@ import csv
 import io
 import re
 
-from tests.admin.test_actions import admin_csrf
-from tests.admin.test_keys_pages import bearer
-from tests.conftest import Harness
+from tests.helpers import Harness, admin_csrf, bearer
 
 
 async def generate(harness: Harness, token: str, prompt: str, **fields: object) -> dict[str, object]:

@@ -10,15 +10,9 @@ from sqlalchemy import select
 from imagegate.db import utcnow
 from imagegate.keys.models import ApiKey
 from imagegate.keys.service import KeyLimits
-from tests.admin.test_actions import admin_csrf
-from tests.conftest import Harness
+from tests.helpers import Harness, admin_csrf, bearer
 
 NEW_SECRET = re.compile(r'id="new-key">(ig_[^<]+)<')
-
-
-def bearer(token: str) -> dict[str, str]:
-    """Authorization headers for a raw key."""
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def stored_key(harness: Harness, handle: str) -> ApiKey:
