@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from imagegate.admin.web import detail_items
 from imagegate.keys.service import KeyLimits
-from tests.admin.test_actions import admin_csrf
-from tests.conftest import Harness
+from tests.helpers import Harness, admin_csrf
 
 
 async def test_audit_details_are_readable_and_filterable(harness: Harness) -> None:
