@@ -1,9 +1,9 @@
 """Imports every table so that Base.metadata is complete (Alembic and tests use it)."""
 
 from imagegate.admin.models import AdminCredential, AdminSession, LoginFailure
-from imagegate.backends.models import BackendEvent, BackendState
+from imagegate.backends.models import BackendEvent, BackendState, BackendUsage
 from imagegate.db import Base
-from imagegate.jobs.models import BackendUsage, IdempotencyRecord, Job, JobImage, JobInput, Worker
+from imagegate.jobs.models import IdempotencyRecord, Job, JobImage, JobInput, Worker
 from imagegate.keys.models import ApiKey, AuditEvent, RateEvent
 from imagegate.webhooks.models import WebhookAttempt, WebhookDelivery
 

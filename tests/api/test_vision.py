@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from imagegate.jobs.models import BackendUsage, Job
+from imagegate.backends.models import BackendUsage
+from imagegate.jobs.models import Job
 from tests.fakes.backends import tiny_png
 from tests.helpers import Harness, HarnessFactory, fake_backends
 

@@ -1,4 +1,4 @@
-"""Tables any backend may use through its BackendStore: named state, and an event log."""
+"""The backends' tables: named state and an event log (any backend's BackendStore), and usage statistics."""
 
 from __future__ import annotations
 
@@ -39,3 +39,18 @@ class BackendEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     job_id: Mapped[str | None] = mapped_column(String(40), default=None)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BackendUsage(Base):
+    """One use of a backend's upstream resource (e.g. a Codex account): the source of per-account statistics."""
+
+    __tablename__ = "backend_usage"
+    __table_args__ = (Index("ix_backend_usage_subject", "backend", "subject", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    backend: Mapped[str] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(32))
+    images: Mapped[int] = mapped_column(Integer, default=0)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    job_id: Mapped[str | None] = mapped_column(String(40), default=None)

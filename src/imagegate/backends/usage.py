@@ -9,7 +9,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.backends.base import UsageEvent
-from imagegate.jobs.models import BackendUsage
+from imagegate.backends.models import BackendUsage
 
 WINDOWS = {
     "5h": timedelta(hours=5),

@@ -179,18 +179,3 @@ class IdempotencyRecord(Base):
     job_id: Mapped[str | None] = mapped_column(String(40), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class BackendUsage(Base):
-    """One use of a backend's upstream resource (e.g. a Codex account): the source of per-account statistics."""
-
-    __tablename__ = "backend_usage"
-    __table_args__ = (Index("ix_backend_usage_subject", "backend", "subject", "at"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    backend: Mapped[str] = mapped_column(String(100))
-    subject: Mapped[str] = mapped_column(String(100))
-    outcome: Mapped[str] = mapped_column(String(32))
-    images: Mapped[int] = mapped_column(Integer, default=0)
-    at: Mapped[datetime] = mapped_column(UTCDateTime)
-    job_id: Mapped[str | None] = mapped_column(String(40), default=None)
