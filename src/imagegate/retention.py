@@ -8,13 +8,14 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.admin.models import AdminSession
 from imagegate.backends.registry import BackendSet
 from imagegate.db import utcnow
-from imagegate.jobs.models import FINISHED, IdempotencyRecord, Job, JobImage, JobInput, JobStatus
+from imagegate.jobs import queries
+from imagegate.jobs.models import IdempotencyRecord, Job, JobImage, JobInput, JobStatus
 from imagegate.keys.limits import WINDOW
 from imagegate.keys.models import RateEvent
 from imagegate.settings import Settings
@@ -24,7 +25,6 @@ from imagegate.webhooks.models import DeliveryState, WebhookAttempt, WebhookDeli
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
-EXPIRABLE = [s for s in FINISHED if s != JobStatus.EXPIRED]
 
 
 @dataclass
@@ -68,20 +68,10 @@ async def _expire_batch(
     sessions: async_sessionmaker[AsyncSession], storage: Storage, now: datetime, report: SweepReport
 ) -> bool:
     async with sessions() as session, session.begin():
-        ids: list[str] = []
-        # One status at a time keeps each lookup on the (status, expires_at) range.
-        for status in EXPIRABLE:
-            ids += (
-                await session.scalars(
-                    select(Job.id).where(Job.status == status, Job.expires_at <= now).limit(BATCH_SIZE - len(ids))
-                )
-            ).all()
-            if len(ids) >= BATCH_SIZE:
-                break
+        ids = await queries.expirable_job_ids(session, now, BATCH_SIZE)
         if not ids:
             return False
-        keys = list((await session.scalars(select(JobImage.storage_key).where(JobImage.job_id.in_(ids)))).all())
-        keys += (await session.scalars(select(JobInput.storage_key).where(JobInput.job_id.in_(ids)))).all()
+        keys = await queries.storage_keys_of(session, ids)
         await session.execute(delete(JobImage).where(JobImage.job_id.in_(ids)))
         await session.execute(delete(JobInput).where(JobInput.job_id.in_(ids)))
         await session.execute(update(Job).where(Job.id.in_(ids)).values(status=JobStatus.EXPIRED))
@@ -130,12 +120,7 @@ async def _remove_orphans(
         batch = candidates[start : start + BATCH_SIZE]
         keys = [obj.key for obj in batch]
         async with sessions() as session:
-            referenced = set(
-                (await session.scalars(select(JobImage.storage_key).where(JobImage.storage_key.in_(keys)))).all()
-            )
-            referenced |= set(
-                (await session.scalars(select(JobInput.storage_key).where(JobInput.storage_key.in_(keys)))).all()
-            )
+            referenced = await queries.referenced_storage_keys(session, keys)
         for obj in batch:
             if obj.key not in referenced:
                 await _delete(storage, obj.key, report, orphan=True)

@@ -7,8 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 from starlette.datastructures import FormData, UploadFile
 
 from imagegate.admin import queries, service
@@ -26,6 +24,7 @@ from imagegate.admin.web import (
 )
 from imagegate.db import utcnow
 from imagegate.errors import ImagegateError, InvalidRequest, NotFound
+from imagegate.jobs import queries as job_queries
 from imagegate.jobs import service as jobs
 from imagegate.jobs.models import Job
 from imagegate.jobs.requests import QUALITIES, GenerationRequest, Reference
@@ -104,7 +103,7 @@ async def keys_page(request: Request, admin: Admin, name: Annotated[str, Query(m
     wanted = name.strip()
     async with sessions() as session:
         rows = await keys.list_keys(session=session)
-        totals = await queries.key_totals(session)
+        totals = await job_queries.key_totals(session)
     now = utcnow()
     listed = [
         {
@@ -265,7 +264,7 @@ async def playground(request: Request, admin: Admin, from_: Annotated[str, Query
 
 async def _source_job(request: Request, job_id: str) -> Job:
     async with request.app.state.sessions() as session:
-        job: Job | None = await session.scalar(select(Job).where(Job.id == job_id).options(selectinload(Job.inputs)))
+        job = await job_queries.any_job(session, job_id)
     if job is None:
         raise NotFound(f"No job {job_id}.")
     return job

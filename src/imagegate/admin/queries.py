@@ -7,17 +7,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
 
 from imagegate.errors import InvalidRequest
-from imagegate.jobs.models import Job, JobImage, JobInput, JobStatus
+from imagegate.jobs import queries
+from imagegate.jobs.models import Job, JobStatus
 from imagegate.keys import limits
 from imagegate.keys.models import ApiKey, AuditEvent
 
 PAGE_SIZE = 50
 CHART_DAYS = 14
+RECENT_JOBS = 10
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Overview:
     succeeded_24h: int
     images_24h: int
     per_day: list[tuple[date, int]]
-    per_backend: dict[str, dict[str, int]]
+    per_backend: dict[str, dict[JobStatus, int]]
     stored_bytes: int
     recent: list[Job]
 
@@ -42,32 +43,9 @@ class Overview:
 
 async def overview(session: AsyncSession, now: datetime) -> Overview:
     """Queue, last-24-hours, per-day, per-backend and storage figures."""
-    active = (
-        await session.execute(
-            select(Job.backend, Job.status, func.count())
-            .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-            .group_by(Job.backend, Job.status)
-        )
-    ).all()
-    per_backend: dict[str, dict[str, int]] = {}
-    for backend, status, count in active:
-        per_backend.setdefault(backend, {})[status] = count
-    since = now - timedelta(hours=24)
-    day = (
-        await session.execute(
-            select(Job.status, func.count(), func.coalesce(func.sum(Job.image_count), 0))
-            .where(Job.created_at >= since)
-            .group_by(Job.status)
-        )
-    ).all()
-    finished = {s: (c, i) for s, c, i in day if s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.EXPIRED)}
-    stored = sum(
-        [
-            int(await session.scalar(select(func.coalesce(func.sum(JobImage.bytes), 0))) or 0),
-            int(await session.scalar(select(func.coalesce(func.sum(JobInput.bytes), 0))) or 0),
-        ]
-    )
-    recent = list((await session.scalars(select(Job).order_by(Job.created_at.desc()).limit(10))).all())
+    per_backend = await queries.active_by_backend(session)
+    day = await queries.created_since_by_status(session, now - timedelta(hours=24))
+    finished = {s: v for s, v in day.items() if s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.EXPIRED)}
     return Overview(
         queued=sum(b.get(JobStatus.QUEUED, 0) for b in per_backend.values()),
         running=sum(b.get(JobStatus.RUNNING, 0) for b in per_backend.values()),
@@ -76,8 +54,8 @@ async def overview(session: AsyncSession, now: datetime) -> Overview:
         images_24h=sum(int(i) for _c, i in finished.values()),
         per_day=await images_per_day(session, now),
         per_backend=per_backend,
-        stored_bytes=stored,
-        recent=recent,
+        stored_bytes=await queries.stored_bytes(session),
+        recent=await queries.recent_jobs(session, RECENT_JOBS),
     )
 
 
@@ -85,13 +63,8 @@ async def images_per_day(session: AsyncSession, now: datetime) -> list[tuple[dat
     """Images made per UTC day over the last 14 days, oldest first, days without images as 0."""
     first = (now - timedelta(days=CHART_DAYS - 1)).date()
     start = datetime(first.year, first.month, first.day, tzinfo=now.tzinfo)
-    rows = (
-        await session.execute(
-            select(Job.created_at, Job.image_count).where(Job.created_at >= start, Job.image_count > 0)
-        )
-    ).all()
     totals = {first + timedelta(days=i): 0 for i in range(CHART_DAYS)}
-    for created, images in rows:
+    for created, images in await queries.images_made_since(session, start):
         day = created.date()
         if day in totals:
             totals[day] += images
@@ -127,20 +100,14 @@ class HistoryPage:
 async def history(
     session: AsyncSession, filters: HistoryFilter, cursor: str | None, *, limit: int = PAGE_SIZE
 ) -> HistoryPage:
-    """Filtered jobs, keyset-paginated on (created_at, seq) so no page scans what came before."""
-    statement = select(Job).options(selectinload(Job.images)).order_by(Job.created_at.desc(), Job.seq.desc())
-    for condition in await _conditions(session, filters):
-        statement = statement.where(condition)
-    if cursor:
-        anchor = (await session.execute(select(Job.created_at, Job.seq).where(Job.id == cursor))).first()
-        if anchor is not None:
-            statement = statement.where(
-                or_(Job.created_at < anchor.created_at, and_(Job.created_at == anchor.created_at, Job.seq < anchor.seq))
-            )
-    jobs = list((await session.scalars(statement.limit(limit + 1))).all())
-    more = len(jobs) > limit
-    jobs = jobs[:limit]
-    return HistoryPage(jobs, jobs[-1].id if more else None, filters)
+    """Filtered jobs, keyset-paginated on (created_at, seq) so no page scans what came before.
+
+    An unknown cursor (its job deleted meanwhile, say) shows the first page.
+    """
+    statement = queries.every_job(await _conditions(session, filters))
+    after = await queries.anchor_of(session, cursor) if cursor else None
+    found = await queries.newest_first(session, statement, limit=limit, after=after)
+    return HistoryPage(found.jobs, found.next_cursor, filters)
 
 
 async def _conditions(session: AsyncSession, filters: HistoryFilter) -> list[Any]:
@@ -190,16 +157,6 @@ def _day(value: str) -> datetime:
     return datetime(parsed.year, parsed.month, parsed.day, tzinfo=UTC)
 
 
-async def key_totals(session: AsyncSession) -> dict[int, tuple[int, int]]:
-    """Per key: requests (jobs) and images delivered, over all its history."""
-    rows = await session.execute(
-        select(Job.key_id, func.count(), func.coalesce(func.sum(Job.image_count), 0))
-        .where(Job.key_id.is_not(None))
-        .group_by(Job.key_id)
-    )
-    return {key_id: (int(count), int(images)) for key_id, count, images in rows.all() if key_id is not None}
-
-
 async def key_names(session: AsyncSession, handles: Iterable[str]) -> dict[str, str]:
     """The names of the keys with these handles (a deleted key's handle has none)."""
     wanted = sorted(set(handles))
@@ -229,18 +186,15 @@ async def key_usage(session: AsyncSession, key: ApiKey, now: datetime) -> KeyUsa
     periods = limits.Periods.at(now)
     first = (now - timedelta(days=CHART_DAYS - 1)).date()
     start = datetime(first.year, first.month, first.day, tzinfo=UTC)
-    rows = await session.execute(
-        select(Job.created_at, Job.status).where(Job.key_id == key.id, Job.created_at >= start)
-    )
     days: dict[date, dict[str, int]] = {first + timedelta(days=i): {} for i in range(CHART_DAYS)}
-    for created, status in rows.all():
+    for created, status in await queries.key_statuses_since(session, key.id, start):
         counts = days.get(created.date())
         if counts is not None:
             counts[status] = counts.get(status, 0) + 1
     seen = {status for counts in days.values() for status in counts}
     return KeyUsage(
-        images_today=await limits.images_used(session, key.id, periods.day_start),
-        images_month=await limits.images_used(session, key.id, periods.month_start),
+        images_today=await queries.images_used(session, key.id, periods.day_start),
+        images_month=await queries.images_used(session, key.id, periods.month_start),
         per_day=sorted(days.items(), reverse=True),
         statuses=[s.value for s in JobStatus if s.value in seen],
     )

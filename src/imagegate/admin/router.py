@@ -9,8 +9,6 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
 from imagegate.admin import queries, service
 from imagegate.admin.web import (
@@ -33,6 +31,7 @@ from imagegate.admin.web import (
 )
 from imagegate.db import utcnow
 from imagegate.errors import NotFound
+from imagegate.jobs import queries as job_queries
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.keys import audit
 from imagegate.retention import sweep
@@ -199,9 +198,7 @@ async def history(
 
 async def _job(request: Request, job_id: str) -> Job:
     async with request.app.state.sessions() as session:
-        job: Job | None = await session.scalar(
-            select(Job).where(Job.id == job_id).options(selectinload(Job.images), selectinload(Job.inputs))
-        )
+        job = await job_queries.any_job(session, job_id)
     if job is None:
         raise NotFound(f"No job {job_id}.")
     return job

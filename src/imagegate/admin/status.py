@@ -9,14 +9,13 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate import __version__
 from imagegate.admin.web import Admin, duration, page
-from imagegate.jobs.models import Job, JobStatus
+from imagegate.jobs import queries
 from imagegate.settings import Settings
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -40,16 +39,9 @@ async def last_errors(session: AsyncSession, names: list[str]) -> dict[str, Last
     """Per backend, its newest failed job (an indexed lookup per backend)."""
     found: dict[str, LastError] = {}
     for name in names:
-        row = (
-            await session.execute(
-                select(Job.finished_at, Job.id, Job.error_code, Job.error_message)
-                .where(Job.status == JobStatus.FAILED, Job.backend == name)
-                .order_by(Job.seq.desc())
-                .limit(1)
-            )
-        ).first()
-        if row is not None:
-            found[name] = LastError(row.finished_at, row.id, row.error_code, row.error_message)
+        job = await queries.newest_failure(session, name)
+        if job is not None:
+            found[name] = LastError(job.finished_at, job.id, job.error_code, job.error_message)
     return found
 
 

@@ -15,7 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from imagegate.api.errors import HttpError
 from imagegate.api.headers import POLL_RETRY_AFTER
@@ -31,7 +31,7 @@ from imagegate.api.legacy_shapes import (
 from imagegate.api.native import job_context
 from imagegate.db import utcnow
 from imagegate.images import CONTENT_TYPES
-from imagegate.jobs import idempotency, service
+from imagegate.jobs import idempotency, queries, service
 from imagegate.jobs.failures import job_error
 from imagegate.jobs.models import Job, JobImage, JobStatus
 from imagegate.jobs.requests import GenerationRequest
@@ -204,16 +204,7 @@ async def delete_image(image_id: str, request: Request, key: DeletingKey) -> dic
 async def _find_image(ctx: JobContext, image_id: str, key: ApiKey) -> JobImage:
     """The caller's live image with exactly this id; IMAGE_NOT_FOUND for anything else (other keys' too)."""
     async with ctx.sessions() as session:
-        image = await session.scalar(
-            select(JobImage)
-            .join(Job, Job.id == JobImage.job_id)
-            .where(
-                JobImage.public_id == image_id,
-                JobImage.deleted_at.is_(None),
-                Job.key_id == key.id,
-                Job.deleted_at.is_(None),
-            )
-        )
+        image = await queries.live_image(session, image_id, key_id=key.id)
     if image is None:
         raise _not_found(image_id)
     return image

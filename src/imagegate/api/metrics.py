@@ -7,10 +7,10 @@ import hmac
 import ipaddress
 
 from fastapi import APIRouter, Request, Response
-from sqlalchemy import func, select
 
 from imagegate.errors import Forbidden, InvalidApiKey, MissingApiKey, NotFound
-from imagegate.jobs.models import Job, JobImage, JobInput, JobStatus
+from imagegate.jobs import queries
+from imagegate.jobs.models import JobStatus
 from imagegate.metrics import CONTENT_TYPE, LiveFigures, Metrics
 from imagegate.settings import Settings
 
@@ -55,18 +55,11 @@ def _allowed(host: str, settings: Settings) -> bool:
 
 
 async def _live_figures(request: Request) -> LiveFigures:
-    queued: dict[str, int] = {}
-    running: dict[str, int] = {}
     async with request.app.state.sessions() as session:
-        rows = await session.execute(
-            select(Job.backend, Job.status, func.count())
-            .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-            .group_by(Job.backend, Job.status)
-        )
-        for backend, status, count in rows.all():
-            (queued if status == JobStatus.QUEUED else running)[backend] = count
-        stored = int(await session.scalar(select(func.coalesce(func.sum(JobImage.bytes), 0))) or 0)
-        stored += int(await session.scalar(select(func.coalesce(func.sum(JobInput.bytes), 0))) or 0)
+        active = await queries.active_by_backend(session)
+        stored = await queries.stored_bytes(session)
+    queued = {backend: counts[JobStatus.QUEUED] for backend, counts in active.items() if JobStatus.QUEUED in counts}
+    running = {backend: counts[JobStatus.RUNNING] for backend, counts in active.items() if JobStatus.RUNNING in counts}
     for backend in request.app.state.jobs.backends.backends:
         queued.setdefault(backend, 0)
         running.setdefault(backend, 0)

@@ -6,12 +6,12 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from sqlalchemy import func, select
 
 from imagegate.db import utcnow
+from imagegate.jobs import queries
 from imagegate.keys import limits
 from imagegate.keys.auth import CallerKey
-from imagegate.keys.models import ApiKey, RateEvent
+from imagegate.keys.models import ApiKey
 
 router = APIRouter(tags=["usage"])
 
@@ -31,18 +31,16 @@ async def usage(request: Request, key: CallerKey) -> dict[str, Any]:
     now = utcnow()
     periods = limits.Periods.at(now)
     async with request.app.state.sessions() as session:
-        today = await limits.images_used(session, key.id, periods.day_start)
-        month = await limits.images_used(session, key.id, periods.month_start)
-        active = await limits.active_jobs(session, key.id)
-        in_window = await session.scalar(
-            select(func.count()).where(RateEvent.key_id == key.id, RateEvent.at > now - limits.WINDOW)
-        )
+        today = await queries.images_used(session, key.id, periods.day_start)
+        month = await queries.images_used(session, key.id, periods.month_start)
+        active = await queries.active_jobs(session, key.id)
+        in_window = await limits.requests_in_window(session, key.id, now)
     return {
         "object": "usage",
         "key": {"handle": key.handle, "name": key.name, "expires_at": _iso(key.expires_at)},
         "today": _period(today, key.daily_image_quota, periods.next_day),
         "month": _period(month, key.monthly_image_quota, periods.next_month),
-        "requests_per_minute": _rate(key, int(in_window or 0)),
+        "requests_per_minute": _rate(key, in_window),
         "concurrent_jobs": {"active": active, "limit": key.max_concurrent_jobs},
         "allowed_models": key.allowed_models,
         "scopes": key.scopes,

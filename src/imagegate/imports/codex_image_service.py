@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from imagegate.db import utcnow
 from imagegate.errors import ImagegateError, InvalidImage
 from imagegate.images import SERVED_NAME, ImageInfo, inspect_image
+from imagegate.jobs import queries
 from imagegate.jobs.models import Job, JobImage, JobKind, JobStatus
 from imagegate.jobs.requests import SIZE
 from imagegate.keys import audit
@@ -253,7 +254,7 @@ async def _import_job(
     report: Report,
     dry_run: bool,
 ) -> None:
-    if await session.scalar(select(Job.seq).where(Job.id == request.id)) is not None:
+    if await queries.job_exists(session, request.id):
         report.jobs_present += 1
         report.say(f"job {request.id}: already here")
         return

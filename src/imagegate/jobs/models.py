@@ -24,6 +24,7 @@ class JobStatus(enum.StrEnum):
     EXPIRED = "expired"
 
 
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
 
 

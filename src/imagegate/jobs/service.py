@@ -8,18 +8,18 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import and_, case, delete, func, or_, select, text, update
+from sqlalchemy import case, delete, func, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import selectinload
 
 from imagegate.backends.base import BackendRequest, InputImage
 from imagegate.backends.registry import BackendSet
 from imagegate.db import utcnow
 from imagegate.errors import Conflict, NotFound, PayloadTooLarge, QueueFull, Refusal
 from imagegate.images import ImageHeader, ImageInfo, inspect_image, read_header
-from imagegate.jobs import idempotency
+from imagegate.jobs import idempotency, queries, quotas
 from imagegate.jobs.events import JobEvents
-from imagegate.jobs.models import Job, JobImage, JobInput, JobKind, JobStatus
+from imagegate.jobs.models import Job, JobImage, JobInput, JobStatus
+from imagegate.jobs.queries import JobPage
 from imagegate.jobs.requests import GenerationRequest, Reference, ValidRequest, require_storable_text, validate
 from imagegate.keys import audit, limits
 from imagegate.keys.models import ApiKey
@@ -282,15 +282,12 @@ async def _insert_queued(ctx: JobContext, job: Job, key: ApiKey, idempotency_key
         job.fair_tag = await _fair_tag(session, job)
         session.add(job)
         await session.flush()
-        queued = await session.scalar(
-            select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED, Job.kind == JobKind.IMAGE)
-        )
-        if (queued or 0) > ctx.settings.queue_max_size:
+        if await queries.queued_image_jobs(session) > ctx.settings.queue_max_size:
             raise QueueFull(
                 f"The queue is full ({ctx.settings.queue_max_size} jobs waiting); retry in a few seconds.",
                 headers={"Retry-After": QUEUE_FULL_RETRY_AFTER},
             )
-        await limits.check_job_limits(session=session, key=key, now=job.created_at)
+        await quotas.check(session=session, key=key, now=job.created_at)
         if idempotency_key is not None:
             await idempotency.complete(session=session, key=key, idempotency_key=idempotency_key, job_id=job.id)
         webhooks.add_delivery(session, job, JobStatus.QUEUED)
@@ -303,11 +300,7 @@ async def _fair_tag(session: AsyncSession, job: Job) -> int:
     one past its own latest queued or running job, and never before the virtual time. A key with a long
     backlog therefore alternates with newcomers instead of making them wait behind all of it.
     """
-    active = Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]) & (Job.kind == JobKind.IMAGE)
-    virtual_time = await session.scalar(select(func.min(Job.fair_tag)).where(active, Job.backend == job.backend))
-    last_of_key = await session.scalar(
-        select(func.max(Job.fair_tag)).where(Job.key_id == job.key_id, active, Job.backend == job.backend)
-    )
+    virtual_time, last_of_key = await queries.fair_tags(session, backend=job.backend, key_id=job.key_id)
     candidates = [virtual_time or 0]
     if last_of_key is not None:
         candidates.append(last_of_key + 1)
@@ -317,51 +310,21 @@ async def _fair_tag(session: AsyncSession, job: Job) -> int:
 async def get_job(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Job:
     """The job with its images and inputs; NotFound for other keys' jobs (their existence is not revealed)."""
     async with ctx.sessions() as session:
-        statement = (
-            select(Job)
-            .where(Job.id == job_id, Job.deleted_at.is_(None), Job.kind == JobKind.IMAGE)
-            .options(selectinload(Job.images), selectinload(Job.inputs))
-        )
-        if key is not None:
-            statement = statement.where(Job.key_id == key.id)
-        job = await session.scalar(statement)
+        job = await queries.visible_job(session, job_id, key_id=None if key is None else key.id)
     if job is None:
         raise NotFound(f"No job {job_id!r} for this key.", param="id")
     return job
 
 
-@dataclass(frozen=True)
-class JobPage:
-    """One page of a key's jobs, newest first."""
-
-    jobs: list[Job]
-    next_cursor: str | None
-
-
 async def list_jobs(*, ctx: JobContext, key: ApiKey, limit: int, cursor: str | None) -> JobPage:
     """The key's jobs newest first; the cursor is the last job id of the previous page."""
-    statement = (
-        select(Job)
-        .where(Job.key_id == key.id, Job.deleted_at.is_(None), Job.kind == JobKind.IMAGE)
-        .options(selectinload(Job.images), selectinload(Job.inputs))
-        .order_by(Job.created_at.desc(), Job.seq.desc())
-        .limit(limit + 1)
-    )
     async with ctx.sessions() as session:
+        after = None
         if cursor:
-            anchor = await session.execute(
-                select(Job.created_at, Job.seq).where(Job.id == cursor, Job.key_id == key.id)
-            )
-            row = anchor.first()
-            if row is None:
+            after = await queries.anchor_of(session, cursor, key_id=key.id)
+            if after is None:
                 raise NotFound(f"Unknown cursor {cursor!r}; use next_cursor from the previous page.", param="cursor")
-            statement = statement.where(
-                or_(Job.created_at < row.created_at, and_(Job.created_at == row.created_at, Job.seq < row.seq))
-            )
-        jobs = list((await session.scalars(statement)).all())
-    has_more = len(jobs) > limit
-    jobs = jobs[:limit]
-    return JobPage(jobs, jobs[-1].id if has_more else None)
+        return await queries.newest_first(session, queries.key_jobs(key.id), limit=limit, after=after)
 
 
 def runs_here(ctx: JobContext, job: Job) -> bool:

@@ -32,7 +32,7 @@ from imagegate.errors import (
     ServiceUnavailable,
 )
 from imagegate.images import ImageInfo, decode_base64, inspect_image
-from imagegate.jobs import queue
+from imagegate.jobs import queue, quotas
 from imagegate.jobs.models import Job, JobKind, JobStatus
 from imagegate.jobs.requests import check_prompt
 from imagegate.jobs.service import JobContext
@@ -173,7 +173,7 @@ async def _reserve(ctx: JobContext, key: ApiKey, job: Job) -> None:
         async with ctx.sessions() as session, session.begin():
             session.add(job)
             await session.flush()
-            await limits.check_job_limits(session=session, key=key, now=job.created_at)
+            await quotas.check(session=session, key=key, now=job.created_at)
     except Refusal as refusal:
         await audit.record_refusal(sessions=ctx.sessions, handle=key.handle, refusal=refusal, model=job.model)
         raise

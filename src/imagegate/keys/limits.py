@@ -1,6 +1,7 @@
-"""Per-key limits: scopes, allowed models, a sliding-window rate limit, image quotas and concurrency.
+"""Per-key limits: scopes, allowed models, a sliding-window rate limit, and the periods of image quotas.
 
-Every count lives in the database, so the limits hold across several processes on one database.
+Every count lives in the database, so the limits hold across several processes on one database. The quotas on a
+key's jobs (images, concurrency) are counted from the job table, by jobs/quotas.py.
 """
 
 from __future__ import annotations
@@ -10,17 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from imagegate.errors import InsufficientScope, ModelNotAllowed, QuotaExceeded, RateLimited, TooManyConcurrentJobs
-from imagegate.jobs.models import Job, JobStatus
+from imagegate.errors import InsufficientScope, ModelNotAllowed, RateLimited
 from imagegate.keys.models import ApiKey, RateEvent
 
 WINDOW = timedelta(minutes=1)
-ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
-DELIVERED = (JobStatus.SUCCEEDED, JobStatus.EXPIRED)
-CONCURRENCY_RETRY_AFTER = "5"
 
 
 @dataclass(frozen=True)
@@ -85,17 +82,18 @@ async def take_rate_token(*, session: AsyncSession, key: ApiKey, now: datetime) 
     ).one()
     used, oldest = int(row[0]), row[1]
     if used >= limit:
-        reset = _seconds_until((oldest or now) + WINDOW, now)
+        reset = seconds_until((oldest or now) + WINDOW, now)
         state = RateState(limit, 0, reset)
         raise RateLimited(
             f"API key {key.handle} may make {limit} requests per minute; retry in {reset} s.",
             headers={**state.headers(), "Retry-After": str(reset)},
         )
     session.add(RateEvent(key_id=key.id, at=now))
-    return RateState(limit, limit - used - 1, _seconds_until((oldest or now) + WINDOW, now))
+    return RateState(limit, limit - used - 1, seconds_until((oldest or now) + WINDOW, now))
 
 
-def _seconds_until(moment: datetime, now: datetime) -> int:
+def seconds_until(moment: datetime, now: datetime) -> int:
+    """Whole seconds from now until the moment, at least 1 (for Retry-After and reset headers)."""
     return max(math.ceil((moment - now).total_seconds()), 1)
 
 
@@ -119,46 +117,7 @@ class Periods:
         return cls(day, day + timedelta(days=1), month, next_month)
 
 
-async def images_used(session: AsyncSession, key_id: int, since: datetime) -> int:
-    """Images the key has reserved (unfinished jobs) or received (delivered jobs) since a moment."""
-    reserved = case(
-        (Job.status.in_(ACTIVE), Job.count),
-        (Job.status.in_(DELIVERED), Job.image_count),
-        else_=0,
-    )
-    total = await session.scalar(
-        select(func.coalesce(func.sum(reserved), 0)).where(Job.key_id == key_id, Job.created_at >= since)
-    )
-    return int(total or 0)
-
-
-async def active_jobs(session: AsyncSession, key_id: int) -> int:
-    """The key's queued and running jobs."""
-    count = await session.scalar(
-        select(func.count()).select_from(Job).where(Job.key_id == key_id, Job.status.in_(ACTIVE))
-    )
+async def requests_in_window(session: AsyncSession, key_id: int, now: datetime) -> int:
+    """The key's requests counted in its current one-minute window."""
+    count = await session.scalar(select(func.count()).where(RateEvent.key_id == key_id, RateEvent.at > now - WINDOW))
     return int(count or 0)
-
-
-async def check_job_limits(*, session: AsyncSession, key: ApiKey, now: datetime) -> None:
-    """After the new job is in the transaction: refuse it if the key is now over a limit."""
-    if key.max_concurrent_jobs is not None and await active_jobs(session, key.id) > key.max_concurrent_jobs:
-        raise TooManyConcurrentJobs(
-            f"API key {key.handle} may have {key.max_concurrent_jobs} unfinished job(s) at once; "
-            "wait for one to finish.",
-            headers={"Retry-After": CONCURRENCY_RETRY_AFTER},
-        )
-    periods = Periods.at(now)
-    for quota, since, resets, label in (
-        (key.daily_image_quota, periods.day_start, periods.next_day, "daily"),
-        (key.monthly_image_quota, periods.month_start, periods.next_month, "monthly"),
-    ):
-        if quota is None:
-            continue
-        used = await images_used(session, key.id, since)
-        if used > quota:
-            raise QuotaExceeded(
-                f"API key {key.handle} has a {label} quota of {quota} images and this request would make it "
-                f"{used}; it resets at {resets.isoformat()}.",
-                headers={"Retry-After": str(_seconds_until(resets, now))},
-            )

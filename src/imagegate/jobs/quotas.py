@@ -1,0 +1,41 @@
+"""A key's quotas on its jobs: how many may be unfinished at once, how many images per day and per month.
+
+They are counted from the job table inside the submitting transaction, so they hold across processes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from imagegate.errors import QuotaExceeded, TooManyConcurrentJobs
+from imagegate.jobs import queries
+from imagegate.keys.limits import Periods, seconds_until
+from imagegate.keys.models import ApiKey
+
+CONCURRENCY_RETRY_AFTER = "5"
+
+
+async def check(*, session: AsyncSession, key: ApiKey, now: datetime) -> None:
+    """After the new job is in the transaction: refuse it if the key is now over a quota."""
+    if key.max_concurrent_jobs is not None and await queries.active_jobs(session, key.id) > key.max_concurrent_jobs:
+        raise TooManyConcurrentJobs(
+            f"API key {key.handle} may have {key.max_concurrent_jobs} unfinished job(s) at once; "
+            "wait for one to finish.",
+            headers={"Retry-After": CONCURRENCY_RETRY_AFTER},
+        )
+    periods = Periods.at(now)
+    for quota, since, resets, label in (
+        (key.daily_image_quota, periods.day_start, periods.next_day, "daily"),
+        (key.monthly_image_quota, periods.month_start, periods.next_month, "monthly"),
+    ):
+        if quota is None:
+            continue
+        used = await queries.images_used(session, key.id, since)
+        if used > quota:
+            raise QuotaExceeded(
+                f"API key {key.handle} has a {label} quota of {quota} images and this request would make it "
+                f"{used}; it resets at {resets.isoformat()}.",
+                headers={"Retry-After": str(seconds_until(resets, now))},
+            )

@@ -1,0 +1,48 @@
+"""Rules of the source layout: the job tables are read in jobs/ only; keys and backends never import jobs."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import imagegate
+
+SOURCE = Path(imagegate.__file__).parent
+# A select on job, job_image or job_input (Job, JobImage, JobInput and any column of theirs).
+SELECTS_A_JOB_TABLE = re.compile(r"\bselect\(\s*Job")
+
+
+def _modules(under: Path) -> list[Path]:
+    return sorted(path for path in under.rglob("*.py") if "migrations" not in path.parts)
+
+
+def _imported(path: Path) -> set[str]:
+    """Every module a file imports (absolute names; relative imports are not used in this code)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module is not None:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_the_layout_rules_look_where_the_code_is() -> None:
+    assert (SOURCE / "jobs" / "queries.py").is_file()
+    assert any(SELECTS_A_JOB_TABLE.search(p.read_text()) for p in _modules(SOURCE / "jobs"))
+    assert "imagegate.jobs.models" in _imported(SOURCE / "jobs" / "queries.py")
+
+
+def test_only_the_jobs_package_selects_from_the_job_tables() -> None:
+    outside = [p for p in _modules(SOURCE) if SOURCE / "jobs" not in p.parents]
+    offenders = [str(p.relative_to(SOURCE)) for p in outside if SELECTS_A_JOB_TABLE.search(p.read_text())]
+    assert offenders == [], "ask imagegate.jobs.queries instead"
+
+
+def test_keys_and_backends_do_not_import_jobs() -> None:
+    for package in ("keys", "backends"):
+        for path in _modules(SOURCE / package):
+            jobs = sorted(name for name in _imported(path) if name.startswith("imagegate.jobs"))
+            assert jobs == [], f"{path.relative_to(SOURCE)} imports {jobs}"
