@@ -101,6 +101,16 @@ async def any_job(session: AsyncSession, job_id: str) -> Job | None:
     )
 
 
+async def job_as_it_is_now(session: AsyncSession, job_id: str) -> Job | None:
+    """The job with its images and inputs as this transaction sees it now (objects the session holds refreshed)."""
+    return await session.scalar(
+        select(Job)
+        .where(Job.id == job_id)
+        .options(selectinload(Job.images), selectinload(Job.inputs))
+        .execution_options(populate_existing=True)
+    )
+
+
 async def newest_failure(session: AsyncSession, backend: str) -> Job | None:
     """The backend's newest failed job, with only its id, finish time and error loaded."""
     return await session.scalar(

@@ -12,9 +12,10 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import aliased, selectinload
+from sqlalchemy.orm import aliased
 
 from imagegate.db import utcnow
+from imagegate.jobs import queries
 from imagegate.jobs.models import Job
 from imagegate.keys.models import ApiKey
 from imagegate.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery
@@ -75,12 +76,7 @@ async def enqueue(session: AsyncSession, job_id: str, event: str, target: Mappin
     """
     if not wants(target, event):
         return False
-    job = await session.scalar(
-        select(Job)
-        .where(Job.id == job_id)
-        .options(selectinload(Job.images), selectinload(Job.inputs))
-        .execution_options(populate_existing=True)
-    )
+    job = await queries.job_as_it_is_now(session, job_id)
     return job is not None and add_delivery(session, job, event)
 
 
