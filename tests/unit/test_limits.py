@@ -1,4 +1,4 @@
-"""A key's limits called directly: scopes, models, the rate window, concurrency and image quotas."""
+"""A key's limits called directly: scopes, models, the rate window, concurrency and image quotas (jobs/quotas)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.errors import InsufficientScope, ModelNotAllowed, QuotaExceeded, RateLimited, TooManyConcurrentJobs
+from imagegate.jobs import quotas
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.keys import limits
 from imagegate.keys.models import ApiKey
@@ -74,11 +75,11 @@ async def test_a_job_past_the_concurrency_limit_is_refused(sessions: async_sessi
     async with sessions() as session, session.begin():
         session.add(owned(job("unit", 0, status=JobStatus.RUNNING), key))
         await session.flush()
-        await limits.check_job_limits(session=session, key=key, now=NOW)
+        await quotas.check(session=session, key=key, now=NOW)
         session.add(owned(job("unit", 1), key))
         await session.flush()
         with pytest.raises(TooManyConcurrentJobs):
-            await limits.check_job_limits(session=session, key=key, now=NOW)
+            await quotas.check(session=session, key=key, now=NOW)
 
 
 async def test_a_daily_quota_counts_reserved_and_delivered_images(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -88,11 +89,11 @@ async def test_a_daily_quota_counts_reserved_and_delivered_images(sessions: asyn
     async with sessions() as session, session.begin():
         session.add_all([delivered, failed, owned(job("unit", 1), key, count=1)])
         await session.flush()
-        await limits.check_job_limits(session=session, key=key, now=NOW)  # 2 delivered + 1 reserved: at the quota
+        await quotas.check(session=session, key=key, now=NOW)  # 2 delivered + 1 reserved: at the quota
         session.add(owned(job("unit", 2), key, count=1))
         await session.flush()
         with pytest.raises(QuotaExceeded) as caught:
-            await limits.check_job_limits(session=session, key=key, now=NOW)
+            await quotas.check(session=session, key=key, now=NOW)
     assert "daily quota of 3 images and this request would make it 4" in caught.value.message
     assert caught.value.headers["Retry-After"] == "30"  # midnight UTC
 
