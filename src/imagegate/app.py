@@ -21,8 +21,10 @@ from imagegate.admin import service as admin_service
 from imagegate.admin import status as admin_status
 from imagegate.admin.password import ensure_admin_password
 from imagegate.admin.web import AdminHeadersMiddleware, LoginRequired, error_page, prefix
+from imagegate.api import docs as api_docs
 from imagegate.api import errors, files, health, legacy, native, openai, usage, vision
 from imagegate.api import metrics as metrics_api
+from imagegate.api import openapi as api_openapi
 from imagegate.api.guard import UrlGuardMiddleware
 from imagegate.api.headers import (
     RateLimitHeadersMiddleware,
@@ -65,10 +67,13 @@ def create_app(settings: Settings) -> FastAPI:
         title="ImageGate",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
-        openapi_url="/openapi.json" if docs else None,
+        docs_url=None,  # api.docs serves /docs from the package's own files
+        redoc_url=None,
+        openapi_url=api_docs.OPENAPI_URL if docs else None,
     )
+    if docs:
+        api_docs.install(app)
+        api_openapi.install(app, settings)
     app.state.settings = settings
     surfaces = errors.SurfaceErrors()
     app.add_middleware(UrlGuardMiddleware, surfaces=surfaces)

@@ -13,8 +13,9 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response, Security
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import update
 
 from imagegate.api.errors import HttpError
@@ -37,7 +38,7 @@ from imagegate.jobs.models import Job, JobImage, JobStatus
 from imagegate.jobs.requests import GenerationRequest
 from imagegate.jobs.service import JobContext
 from imagegate.keys import service as keys_service
-from imagegate.keys.auth import admit, require_key, scoped
+from imagegate.keys.auth import BEARER_SCHEME, admit, require_key, scoped
 from imagegate.keys.models import ApiKey
 
 router = APIRouter(tags=["openai-image-gen"])
@@ -47,7 +48,9 @@ SURFACE = "oig"
 JSON_TYPES = ("application/json",)
 
 
-async def caller_key(request: Request) -> ApiKey:
+async def caller_key(
+    request: Request, _documented: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER_SCHEME)] = None
+) -> ApiKey:
     """The bearer key when one is sent; otherwise the configured anonymous key, or 401 when there is none."""
     handle: str | None = request.app.state.settings.oig_anonymous_key
     if handle is None or "authorization" in request.headers:

@@ -17,7 +17,7 @@ from imagegate.settings import Settings
 router = APIRouter(tags=["metrics"])
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     """Counters, histograms and live gauges for Prometheus."""
     settings = request.app.state.settings

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.db import utcnow
@@ -15,6 +16,12 @@ from imagegate.keys.models import ApiKey
 
 BEARER_HEADERS = {"WWW-Authenticate": 'Bearer realm="imagegate"'}
 RATE_STATE = "ratelimit_headers"
+# What /openapi.json says about the key (and what gives Swagger UI its Authorize button); it never refuses itself.
+BEARER_SCHEME = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearerAuth",
+    description="An ImageGate API key (ig_…), from the operator: `imagegate keys create NAME`.",
+)
 
 
 def bearer_token(request: Request) -> str:
@@ -30,9 +37,11 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-async def require_key(request: Request) -> ApiKey:
+async def require_key(
+    request: Request, _documented: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER_SCHEME)] = None
+) -> ApiKey:
     """The caller's verified key (401 missing/unknown, 403 disabled/expired, 429 over its rate limit)."""
-    token = bearer_token(request)
+    token = bearer_token(request)  # read here, not from the scheme: our 401s say what was wrong with the header
     return await admit(request, lambda session: service.verify(session=session, token=token))
 
 
