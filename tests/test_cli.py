@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from imagegate.cli import app, parse_expiry
-from imagegate.client import output_paths
+from imagegate.cli.progress import ProgressLine
+from imagegate.client import ClientError, generate_to_files, output_paths
+from tests.api.test_native import ASYNC, GENERATE
+from tests.conftest import Harness, HarnessFactory
 
 runner = CliRunner()
 
@@ -275,3 +281,131 @@ def secret_of(env: dict[str, str], handle: str) -> str:
     result = runner.invoke(app, ["keys", "webhook-secret", handle], env=env)
     assert result.exit_code == 0, result.output
     return result.stdout.strip()
+
+
+async def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> Any:
+    """The CLI in a thread (it runs its own event loop), beside the test's app."""
+    return await asyncio.to_thread(runner.invoke, app, list(args), env=env, input=stdin)
+
+
+async def _cli_json(env: dict[str, str], *args: str) -> Any:
+    """The CLI's JSON output; fails the test on a non-zero exit."""
+    result = await _cli(env, *args, "--json")
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(result.stdout)
+
+
+async def test_the_operator_lists_shows_cancels_and_deletes_any_key_s_jobs(
+    harness_with: HarnessFactory, database_url: str, tmp_path: Path
+) -> None:
+    env = {"IMAGEGATE_DATABASE_URL": database_url, "IMAGEGATE_DATA_DIR": str(tmp_path / "data")}
+    async with harness_with() as h:
+        alice, alice_token = await h.new_key("alice")
+        bob, bob_token = await h.new_key("bob")
+        done = await h.client.post(
+            GENERATE, json={"prompt": "a fox"}, headers={"Authorization": f"Bearer {alice_token}"}
+        )
+        assert done.status_code == 200, done.text
+        held = await h.client.post(
+            GENERATE, json={"prompt": "gate:held"}, headers={"Authorization": f"Bearer {bob_token}", **ASYNC}
+        )
+        await h.fake.wait_started(1)
+        done_id, held_id = done.json()["id"], held.json()["id"]
+
+        listed = await _cli(env, "jobs", "list")
+        assert listed.exit_code == 0, listed.output
+        assert done_id in listed.stdout
+        assert held_id in listed.stdout
+        assert alice.handle in listed.stdout
+        assert bob.handle in listed.stdout
+        as_json = await _cli_json(env, "jobs", "list", "--key", bob.handle)
+        assert [(job["id"], job["key"], job["status"]) for job in as_json] == [(held_id, bob.handle, "running")]
+        succeeded = await _cli_json(env, "jobs", "list", "--status", "succeeded")
+        assert [job["id"] for job in succeeded] == [done_id]
+        assert len(await _cli_json(env, "jobs", "list", "--limit", "1")) == 1
+        wrong = await _cli(env, "jobs", "list", "--status", "done")
+        assert wrong.exit_code == 2
+        assert "not a job status" in wrong.output
+
+        shown = await _cli(env, "jobs", "show", done_id)
+        assert shown.exit_code == 0, shown.output
+        assert "a fox" in shown.stdout
+        assert "/generated/" in shown.stdout
+        detail = await _cli_json(env, "jobs", "show", done_id)
+        assert (detail["id"], detail["status"], detail["key"]) == (done_id, "succeeded", alice.handle)
+        missing = await _cli(env, "jobs", "show", "img_nothing")
+        assert missing.exit_code == 1
+        assert "No job 'img_nothing'" in missing.output
+
+        running = await _cli(env, "jobs", "delete", held_id, "--yes")
+        assert running.exit_code == 1
+        assert "cancel it first" in running.output
+        cancelled = await _cli(env, "jobs", "cancel", held_id)
+        assert cancelled.exit_code == 0, cancelled.output
+        auth = {"Authorization": f"Bearer {bob_token}"}
+        deadline = asyncio.get_running_loop().time() + 60
+        while (await h.client.get(f"/v1/images/jobs/{held_id}", headers=auth)).json()["status"] != "cancelled":
+            assert asyncio.get_running_loop().time() < deadline, "the running job was never cancelled"
+            await asyncio.sleep(0.05)
+
+        kept = await _cli(env, "jobs", "delete", done_id, stdin="n\n")
+        assert kept.exit_code == 1
+        assert "Not deleted" in kept.output
+        assert (
+            await h.client.get(f"/v1/images/jobs/{done_id}", headers={"Authorization": f"Bearer {alice_token}"})
+        ).status_code == 200
+        deleted = await _cli(env, "jobs", "delete", done_id, stdin="y\n")
+        assert deleted.exit_code == 0, deleted.output
+        gone = await h.client.get(f"/v1/images/jobs/{done_id}", headers={"Authorization": f"Bearer {alice_token}"})
+        assert gone.status_code == 404
+        assert (await h.client.get(done.json()["images"][0]["url"])).status_code == 404  # its file went too
+
+
+def test_generate_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    out = tmp_path / "cat.png"
+    out.write_bytes(b"mine")
+    (tmp_path / "cat-2.png").write_bytes(b"mine too")
+    args = ["generate", "a cat", "-o", str(out), "--key", "ig_x", "--url", "http://127.0.0.1:9", "--count", "2"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1
+    assert f"{out}, {tmp_path / 'cat-2.png'} already exists; pass --force to overwrite." in refused.output
+    assert out.read_bytes() == b"mine"
+    forced = runner.invoke(app, [*args, "--force"])  # goes on to the (absent) server, and says so
+    assert forced.exit_code == 1
+    assert "Error: cannot reach http://127.0.0.1:9" in forced.output
+
+
+async def test_the_client_reports_progress_and_the_job_s_error(harness: Harness, tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def progress(job: dict[str, Any], seconds: float) -> None:
+        seen.append(job["status"])
+        if len(seen) == 1:
+            harness.fake.open("gate:slow")
+
+    transport = httpx2.ASGITransport(app=harness.app)
+    key = (await harness.auth())["Authorization"].removeprefix("Bearer ")
+    common: dict[str, Any] = {"url": "http://testserver", "key": key, "timeout": 60, "transport": transport}
+    saved = await generate_to_files(
+        body={"prompt": "gate:slow"}, output=tmp_path / "a.png", progress=progress, **common
+    )
+    assert saved == [tmp_path / "a.png"]
+    assert seen[0] in ("queued", "running")  # answered at once (respond-async), then polled
+    assert seen[-1] == "succeeded"
+    with pytest.raises(ClientError, match="refused"):
+        await generate_to_files(body={"prompt": "fail: no"}, output=tmp_path / "b.png", progress=None, **common)
+    with pytest.raises(ClientError, match=r"job img_\w+ failed: .*refused"):
+        await generate_to_files(body={"prompt": "fail: no"}, output=tmp_path / "c.png", progress=progress, **common)
+
+
+def test_progress_is_one_line_per_status_off_a_terminal_and_rewritten_on_one() -> None:
+    log = io.StringIO()
+    line = ProgressLine(log, terminal=False)
+    for status, seconds in (("queued", 0.0), ("queued", 1.0), ("running", 2.0), ("succeeded", 9.4)):
+        line({"id": "img_1", "status": status}, seconds)
+    assert log.getvalue() == "img_1: queued, 0 s\nimg_1: running, 2 s\nimg_1: succeeded, 9 s\n"
+    screen = io.StringIO()
+    line = ProgressLine(screen, terminal=True)
+    for status, seconds in (("running", 0.0), ("running", 12.0), ("failed", 13.0)):
+        line({"id": "img_1", "status": status}, seconds)
+    assert screen.getvalue() == "\rimg_1: running, 0 s\rimg_1: running, 12 s\rimg_1: failed, 13 s \n"

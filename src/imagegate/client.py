@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx2
 
 POLL_SECONDS = 1.0
+# Told of the job at each poll, with the seconds since it was submitted.
+Progress = Callable[[dict[str, Any], float], None]
 
 
 class ClientError(Exception):
@@ -32,17 +35,36 @@ def output_paths(output: Path, count: int) -> list[Path]:
     return [output if i == 0 else output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(count)]
 
 
-async def generate_to_files(*, url: str, key: str, body: dict[str, Any], output: Path, timeout: float) -> list[Path]:
-    """Submit, wait for the job (polling past the server's own wait), and save its images."""
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx2.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout) as client:
+def taken_paths(output: Path, count: int) -> list[Path]:
+    """The files a generation of count images would overwrite."""
+    return [path for path in output_paths(output, count) if path.exists()]
+
+
+async def generate_to_files(
+    *,
+    url: str,
+    key: str,
+    body: dict[str, Any],
+    output: Path,
+    timeout: float,
+    progress: Progress | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
+) -> list[Path]:
+    """Submit, wait for the job (polling past the server's own wait), and save its images.
+
+    With progress, the job is submitted asynchronously and progress(job, seconds) is told of each poll.
+    """
+    headers = {"Authorization": f"Bearer {key}", **({"Prefer": "respond-async"} if progress else {})}
+    async with httpx2.AsyncClient(
+        base_url=url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+    ) as client:
         try:
             response = await client.post("/v1/images/generate", json=body)
         except httpx2.HTTPError as exc:
             raise ClientError(f"cannot reach {url}: {exc}") from None
         if response.status_code not in (200, 202):
             raise ClientError(_error_text(response))
-        job = await _wait(client, response.json(), timeout)
+        job = await _wait(client, response.json(), timeout, progress)
         paths = output_paths(output, len(job["images"]))
         for image, path in zip(job["images"], paths, strict=True):
             download = await client.get(image["url"])
@@ -53,9 +75,16 @@ async def generate_to_files(*, url: str, key: str, body: dict[str, Any], output:
         return paths
 
 
-async def _wait(client: httpx2.AsyncClient, job: dict[str, Any], timeout: float) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while job["status"] in ("queued", "running"):
+async def _wait(
+    client: httpx2.AsyncClient, job: dict[str, Any], timeout: float, progress: Progress | None
+) -> dict[str, Any]:
+    started = asyncio.get_running_loop().time()
+    deadline = started + timeout
+    while True:
+        if progress is not None:
+            progress(job, asyncio.get_running_loop().time() - started)
+        if job["status"] not in ("queued", "running"):
+            break
         if asyncio.get_running_loop().time() > deadline:
             raise ClientError(f"job {job['id']} still {job['status']} after {timeout:.0f}s; see {job['status_url']}")
         await asyncio.sleep(POLL_SECONDS)

@@ -267,7 +267,11 @@ async def test_token_rotation_is_audited_by_fingerprint_never_by_token(
     assert "acct0" in listed.output
     assert "rotated" in listed.output
     assert response.json()["id"] in listed.output
-    for text in (listed.output, job.logs, page.text):
+    as_json = await asyncio.to_thread(CliRunner().invoke, cli, ["codex", "tokens", "--json"], env=env)
+    assert as_json.exit_code == 0, as_json.output
+    events = json.loads(as_json.stdout)["codex"]
+    assert [(e["account"], e["job_id"]) for e in events if e["reason"] == "rotated"] == [("acct0", job.id)]
+    for text in (listed.output, as_json.stdout, job.logs, page.text):
         assert "rt-before-rotation" not in text
         assert rotated not in text
     assert "rotated" in page.text

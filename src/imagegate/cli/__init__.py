@@ -1,4 +1,4 @@
-"""The imagegate command: serve, worker, db upgrade, keys, audit, cleanup, generate, describe, import."""
+"""The imagegate command: serve, worker, db upgrade, keys, jobs, audit, cleanup, generate, describe, import."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from imagegate.cli.common import (
     sessions_for,
 )
 from imagegate.cli.imports import import_app
+from imagegate.cli.jobs import jobs_app
 from imagegate.cli.keys import audit_command, keys_app
 from imagegate.migrations import upgrade
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="ImageGate: a self-hosted image-generation gateway.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(jobs_app, name="jobs")
 app.add_typer(db_app, name="db")
 app.add_typer(import_app, name="import")
 admin_app = typer.Typer(help="The admin web UI's login.", no_args_is_help=True)
@@ -250,19 +252,32 @@ def generate(
     count: Annotated[int, typer.Option()] = 1,
     output_format: Annotated[str | None, typer.Option("--format", help="png, jpeg, webp.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the result.")] = 600.0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite output files that exist.")] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Show the job's status on stderr (default: on a terminal)."),
+    ] = None,
 ) -> None:
     """Generate images on a running server and save them (a client: needs --key or IMAGEGATE_API_KEY)."""
-    from imagegate.client import ClientError, generate_to_files
+    from imagegate.cli.progress import ProgressLine
+    from imagegate.client import ClientError, generate_to_files, taken_paths
 
     if not key:
         typer.echo("An API key is needed: --key ig_… or IMAGEGATE_API_KEY.", err=True)
         raise typer.Exit(2)
+    if not force and (taken := taken_paths(output, count)):
+        typer.echo(f"Error: {', '.join(map(str, taken))} already exists; pass --force to overwrite.", err=True)
+        raise typer.Exit(1)
     fmt = output_format or (output.suffix.lstrip(".").lower().replace("jpg", "jpeg") or "png")
     body = {"prompt": prompt, "size": size, "quality": quality, "count": count, "output_format": fmt}
     if model:
         body["model"] = model
+    terminal = sys.stderr.isatty()
+    shown = ProgressLine(sys.stderr, terminal=terminal) if (terminal if progress is None else progress) else None
     try:
-        saved = asyncio.run(generate_to_files(url=url, key=key, body=body, output=output, timeout=timeout))
+        saved = asyncio.run(
+            generate_to_files(url=url, key=key, body=body, output=output, timeout=timeout, progress=shown)
+        )
     except ClientError as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from imagegate.backends.models import BackendEvent
 from imagegate.backends.registry import BackendSet
 from imagegate.cli.common import ConfigOption, load, sessions_for, short
 from imagegate.settings import Settings
@@ -41,15 +43,20 @@ async def codex_backends(settings: Settings) -> AsyncIterator[list[CodexBackend]
 def tokens_command(
     config: ConfigOption = None,
     limit: Annotated[int, typer.Option(help="How many entries per backend.", min=1)] = 50,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")] = False,
 ) -> None:
     """The token audit log: refresh-token fingerprints (never tokens) when they rotated or a run was killed."""
     settings = load(config)
 
     async def main() -> None:
+        listed: dict[str, list[dict[str, Any]]] = {}
         async with codex_backends(settings) as found:
             for backend in found:
                 assert backend.store is not None
                 events = await backend.store.events("token", limit=limit)
+                listed[backend.name] = [_token_event(event) for event in events]
+                if json_output:
+                    continue
                 typer.echo(f"{backend.name}: {len(events)} token event(s)")
                 for event in events:
                     data = event.data
@@ -57,8 +64,22 @@ def tokens_command(
                         f"  {short(event.at)}  {event.subject:<16} {data.get('before') or '-'} -> "
                         f"{data.get('after') or '-'}  {data.get('reason', '')}  {event.job_id or '-'}"
                     )
+        if json_output:
+            typer.echo(json.dumps(listed, indent=2))
 
     asyncio.run(main())
+
+
+def _token_event(event: BackendEvent) -> dict[str, Any]:
+    data = event.data
+    return {
+        "at": event.at.isoformat(),
+        "account": event.subject,
+        "before": data.get("before"),
+        "after": data.get("after"),
+        "reason": data.get("reason"),
+        "job_id": event.job_id,
+    }
 
 
 @codex_app.command("keepalive")
