@@ -74,7 +74,6 @@ def binary(types: tuple[str, ...], description: str) -> dict[str, Any]:
     return {"description": description, "content": content}
 
 
-JOB = json_answer(schemas.NativeJob, "The job.")
 NATIVE_ACCEPTED = json_answer(
     schemas.NativeJob, "Accepted: the job goes on; poll its status_url.", {**LOCATION, **POLLING}
 )
@@ -94,7 +93,7 @@ SUCCESS: dict[tuple[str, str], dict[int, dict[str, Any]]] = {
     },
     ("post", "/v1/images/jobs"): {202: NATIVE_ACCEPTED},
     ("get", "/v1/images/jobs"): {200: json_answer(schemas.NativeJobList, "The caller's jobs, newest first.")},
-    ("get", "/v1/images/jobs/{job_id}"): {200: JOB},
+    ("get", "/v1/images/jobs/{job_id}"): {200: json_answer(schemas.NativeJobWithWebhooks, "The job.")},
     ("post", "/v1/images/jobs/{job_id}/cancel"): {200: json_answer(schemas.NativeJob, "The job, cancelled.")},
     ("delete", "/v1/images/jobs/{job_id}"): {200: json_answer(schemas.NativeJobDeleted, "Deleted.")},
     ("post", "/v1/vision"): {200: json_answer(schemas.VisionResult, "The model's answer.")},

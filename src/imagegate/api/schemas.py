@@ -78,6 +78,34 @@ class NativeFailedJob(NativeJob):
     detail: str = Field(description="The error again, in FastAPI's shape.")
 
 
+class WebhookAttempt(BaseModel):
+    """One try at delivering a webhook."""
+
+    at: datetime
+    status_code: int | None = Field(description="The receiver's answer; null when it could not be reached.")
+    latency_ms: int | None
+    error: str | None
+
+
+class WebhookDelivery(BaseModel):
+    """One signed webhook of the job, and its tries."""
+
+    id: str
+    event: str
+    url: str
+    status: str = Field(description="pending, delivered or failed.")
+    attempt_count: int
+    created_at: datetime
+    next_attempt_at: datetime | None
+    attempts: list[WebhookAttempt]
+
+
+class NativeJobWithWebhooks(NativeJob):
+    """One job, with its webhook deliveries."""
+
+    webhooks: list[WebhookDelivery]
+
+
 class NativeJobList(BaseModel):
     """A page of the caller's jobs, newest first."""
 
@@ -276,6 +304,7 @@ DOCUMENTED: tuple[type[BaseModel], ...] = (
     NativeError,
     NativeJob,
     NativeFailedJob,
+    NativeJobWithWebhooks,
     NativeJobList,
     NativeJobDeleted,
     VisionResult,
