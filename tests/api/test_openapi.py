@@ -214,6 +214,7 @@ async def test_real_answers_fit_the_schema(harness: Harness) -> None:
     assert refused.status_code == 400
     _check(schema, paths["/v1/images/generations"]["post"], refused)
     _check(schema, paths["/v1/models"]["get"], await client.get("/v1/models", headers=auth))
+    _check(schema, paths["/v1/images/models"]["get"], await client.get("/v1/images/models", headers=auth))
     deleted = await client.delete(f"/v1/images/jobs/{made.json()['id']}", headers=auth)
     _check(schema, paths["/v1/images/jobs/{job_id}"]["delete"], deleted)
 

@@ -123,6 +123,24 @@ class NativeJobDeleted(BaseModel):
     deleted: Literal[True]
 
 
+class NativeModel(BaseModel):
+    """A model the key may use, as the native API describes it."""
+
+    id: str
+    backend: str
+    default: bool
+    sizes: list[str] | None = Field(description="The sizes it makes; null: any WIDTHxHEIGHT up to max_side.")
+    max_side: int
+    can_describe: bool = Field(description="Whether POST /v1/vision can use it.")
+
+
+class NativeModelList(BaseModel):
+    """The models this key may use."""
+
+    object: Literal["list"]
+    data: list[NativeModel]
+
+
 class VisionResult(BaseModel):
     """The model's answer about the images."""
 
@@ -307,6 +325,7 @@ DOCUMENTED: tuple[type[BaseModel], ...] = (
     NativeJobWithWebhooks,
     NativeJobList,
     NativeJobDeleted,
+    NativeModelList,
     VisionResult,
     Usage,
     Health,
