@@ -18,8 +18,7 @@ from typer.testing import CliRunner
 from imagegate.cli import app, parse_expiry
 from imagegate.cli.progress import ProgressLine
 from imagegate.client import ClientError, generate_to_files, output_paths
-from tests.api.test_native import ASYNC, GENERATE
-from tests.conftest import Harness, HarnessFactory
+from tests.helpers import ASYNC, GENERATE, Harness, HarnessFactory
 
 runner = CliRunner()
 

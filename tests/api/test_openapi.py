@@ -13,7 +13,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from imagegate.app import create_app
-from tests.conftest import Harness, HarnessFactory, make_settings
+from tests.helpers import Harness, HarnessFactory, make_settings
 
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 ENVELOPES = {"native": "NativeError", "openai": "OpenAIError", "oig": "LegacyError"}
