@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import update
 
+from imagegate.api.common import job_context
 from imagegate.api.errors import HttpError
 from imagegate.api.headers import POLL_RETRY_AFTER
 from imagegate.api.legacy_shapes import (
@@ -29,7 +30,6 @@ from imagegate.api.legacy_shapes import (
     require_configured,
     validate_body,
 )
-from imagegate.api.native import job_context
 from imagegate.db import utcnow
 from imagegate.images import CONTENT_TYPES
 from imagegate.jobs import idempotency, queries, service

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from imagegate.api.common import base_url, job_context
 from imagegate.api.headers import POLL_RETRY_AFTER
 from imagegate.backends.base import describer, sizes_of
 from imagegate.errors import QueueFull
@@ -50,18 +51,6 @@ class GenerateBody(BaseModel):
     webhook_events: list[str] | None = Field(
         default=None, description="Any of queued, running, succeeded, failed, cancelled; the final three by default."
     )
-
-
-def job_context(request: Request) -> JobContext:
-    """The app's JobContext."""
-    ctx: JobContext = request.app.state.jobs
-    return ctx
-
-
-def base_url(request: Request) -> str:
-    """Absolute URL prefix for links: the configured public URL, else what the request came in on."""
-    configured: str | None = request.app.state.settings.public_base_url
-    return configured or str(request.base_url).rstrip("/")
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from imagegate.api.common import job_context
 from imagegate.jobs import vision
-from imagegate.jobs.service import JobContext
 from imagegate.keys.auth import CallerKey
 
 router = APIRouter(prefix="/v1", tags=["native"])
@@ -27,6 +27,7 @@ class VisionBody(BaseModel):
 @router.post("/vision")
 async def describe(body: VisionBody, request: Request, key: CallerKey) -> dict[str, Any]:
     """The model's final answer about the images (never an empty one: that is a 502)."""
-    ctx: JobContext = request.app.state.jobs
-    answer = await vision.describe(ctx=ctx, key=key, prompt=body.prompt, images=body.images_base64, model=body.model)
+    answer = await vision.describe(
+        ctx=job_context(request), key=key, prompt=body.prompt, images=body.images_base64, model=body.model
+    )
     return {"id": answer.id, "object": "vision.result", "model": answer.model, "text": answer.text}
