@@ -114,3 +114,64 @@ async def test_the_webhook_migration_gives_every_existing_key_a_signing_secret(d
         await engine.dispose()
     assert len(set(secrets)) == 2
     assert all(secret.startswith("whsec_") for secret in secrets)
+
+
+OLD_JOB = (
+    "INSERT INTO job (id, key_handle, kind, status, model, backend, prompt, size, width, height, quality,"
+    " output_format, count, params, fair_tag, attempts, cancel_requested, image_count, logs, surface,"
+    " created_at, expires_at) VALUES (:id, 'key_x', :kind, 'failed', 'demo', 'demo', 'p', 'auto',"
+    " 8, 8, 'auto', 'png', 1, :params, 0, 1, false, 0, '', 'openai', :now, :now)"
+)
+
+
+async def _insert_old_jobs(connection: Any, jobs: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    for job_id, (kind, params) in jobs.items():
+        await connection.execute(
+            text(OLD_JOB), {"id": job_id, "kind": kind, "params": json.dumps(params), "now": datetime(2026, 1, 1)}
+        )
+    await connection.execute(
+        text(
+            'INSERT INTO job_input (job_id, "index", role, storage_key, width, height, format, bytes, sha256)'
+            " VALUES ('img_edit', 0, 'reference', 'inputs/x', 8, 8, 'png', 1, 'x')"
+        )
+    )
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+async def test_operation_result_and_retry_after_move_out_of_params_and_back(database_url: str) -> None:
+    await asyncio.to_thread(downgrade, database_url, "0010")
+    old_jobs: dict[str, tuple[str, dict[str, Any]]] = {
+        "img_variation": ("image", {"operation": "variation", "user": "u", "retry_after": "30"}),
+        "img_edit": ("image", {"result": {"revised_prompt": "R"}}),
+        "img_plain": ("image", {"style": "vivid"}),
+        "vis_read": ("vision", {"operation": "vision", "inputs": [], "result": {"text": "an answer"}}),
+    }
+    engine = create_engine(database_url)
+    query = text("SELECT id, operation, params, result, error_retry_after FROM job ORDER BY id")
+    try:
+        async with engine.begin() as connection:
+            await _insert_old_jobs(connection, old_jobs)
+        await asyncio.to_thread(upgrade, database_url)
+        async with engine.connect() as connection:
+            rows = {row.id: row for row in (await connection.execute(query)).all()}
+        await asyncio.to_thread(downgrade, database_url, "0010")
+        async with engine.connect() as connection:
+            params_query = text("SELECT id, params FROM job")
+            downgraded = {row.id: _json(row.params) for row in (await connection.execute(params_query)).all()}
+    finally:
+        await engine.dispose()
+    moved = {
+        job_id: (row.operation, _json(row.params), _json(row.result), row.error_retry_after)
+        for job_id, row in rows.items()
+    }
+    assert moved == {
+        "img_edit": ("edit", {}, {"revised_prompt": "R"}, None),
+        "img_plain": ("generate", {"style": "vivid"}, None, None),
+        "img_variation": ("variation", {"user": "u"}, None, "30"),
+        "vis_read": ("vision", {"inputs": []}, {"text": "an answer"}, None),
+    }
+    assert downgraded["img_variation"] == {"operation": "variation", "user": "u", "retry_after": "30"}
+    assert downgraded["img_edit"] == {"operation": "edit", "result": {"revised_prompt": "R"}}

@@ -18,7 +18,15 @@ from argon2 import PasswordHasher, profiles
 from PIL import Image
 
 from imagegate.admin import password
-from imagegate.backends.base import Backend, BackendRequest, BackendResult, JobReporter, OutputImage, VisionRequest
+from imagegate.backends.base import (
+    Backend,
+    BackendRequest,
+    BackendResult,
+    JobReporter,
+    OutputImage,
+    RequestShape,
+    VisionRequest,
+)
 from imagegate.errors import BackendError, ImagegateError, InvalidRequest
 from imagegate.settings import Settings
 
@@ -180,6 +188,7 @@ class FakeBackend:
     def __init__(self, *, name: str, options: Mapping[str, Any], settings: Settings) -> None:
         self.name = name
         self.requests: list[BackendRequest] = []
+        self.checked: list[RequestShape] = []
         self.vision_requests: list[VisionRequest] = []
         self.started: list[str] = []
         self.running = 0
@@ -201,8 +210,9 @@ class FakeBackend:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: len(self.started) >= count)
 
-    def check(self, request: BackendRequest) -> None:
+    def check(self, request: RequestShape) -> None:
         """Refuse prompts starting with 'unsupported:' before anything is queued."""
+        self.checked.append(request)
         if request.prompt.startswith("unsupported:"):
             raise InvalidRequest("The fake backend cannot do that.", param="prompt")
 

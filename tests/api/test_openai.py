@@ -71,8 +71,8 @@ async def test_passthrough_parameters_reach_the_backend(sdk: AsyncOpenAI, harnes
         "moderation": "low",
         "output_compression": 80,
         "user": "end-user-7",
-        "operation": "generate",
     }
+    assert harness.fake.requests[-1].operation == "generate"
 
 
 async def test_edit_with_several_files_and_a_mask(sdk: AsyncOpenAI, harness: Harness) -> None:
@@ -92,7 +92,7 @@ async def test_edit_with_several_files_and_a_mask(sdk: AsyncOpenAI, harness: Har
     assert request.mask is not None
     assert request.mask.data == mask
     assert request.params["input_fidelity"] == "high"
-    assert request.params["operation"] == "edit"
+    assert request.operation == "edit"
     async with harness.app.state.sessions() as session:
         roles = sorted((await session.scalars(JobInput.__table__.select().with_only_columns(JobInput.role))).all())
     assert roles == ["mask", "reference", "reference"]
@@ -123,7 +123,7 @@ async def test_variations(sdk: AsyncOpenAI, harness: Harness) -> None:
     result = await sdk.images.create_variation(image=("in.png", tiny_png(), "image/png"), n=2, size="256x256")
     assert result.data is not None
     assert len(result.data) == 2
-    assert harness.fake.requests[-1].params["operation"] == "variation"
+    assert harness.fake.requests[-1].operation == "variation"
 
 
 async def test_models_lists_what_the_key_may_use(sdk: AsyncOpenAI, harness: Harness) -> None:

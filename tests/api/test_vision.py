@@ -55,7 +55,7 @@ async def test_demo_names_each_image_s_size_and_colour(harness: Harness) -> None
     assert again.json()["text"] == answer["text"]  # deterministic
     job = await recorded(harness, answer["id"])
     assert (job.kind, job.status, job.backend, job.count) == ("vision", "succeeded", "demo", 0)
-    assert job.params["result"]["text"] == answer["text"]
+    assert job.result == {"text": answer["text"]}
     assert len(job.params["inputs"]) == 2
     listed = await harness.client.get("/v1/images/jobs", headers=auth)
     assert listed.json()["data"] == []  # the image job list shows image jobs only

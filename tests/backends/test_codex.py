@@ -50,7 +50,8 @@ async def test_every_output_layout_is_found_and_resized(gate: Harness, layout: s
     image = response.json()["images"][0]
     assert (image["width"], image["height"], image["format"]) == (256, 128, "webp")
     job = await stored_job(gate, response.json()["id"])
-    assert job.params["result"]["codex"] == {
+    assert job.result is not None
+    assert job.result["codex"] == {
         "requested_size": "256x128",
         "delivered_sizes": ["1024x1536"],
         "images_requested": 1,
@@ -84,7 +85,8 @@ async def test_edit_mode_passes_the_references_and_makes_one_image(gate: Harness
     assert [Path(p).read_bytes() for p in images] == [tiny_png((255, 0, 0)), tiny_png((0, 255, 0))]
     assert "input-1.png, input-2.png" in argv[-1]
     job = await stored_job(gate, response.json()["id"])
-    assert job.params["result"]["codex"]["images_requested"] == 3
+    assert job.result is not None
+    assert job.result["codex"]["images_requested"] == 3
 
 
 @pytest.mark.parametrize(
@@ -230,7 +232,7 @@ async def test_retention_removes_our_codex_caches_and_old_workdirs(gate: Harness
 
 
 def test_image_check_of_fit_keeps_the_aspect(tmp_path: Path) -> None:
-    from imagegate.backends.base import BackendRequest
+    from imagegate.backends.base import BackendRequest, Operation
     from imagegate.backends.codex import fit
 
     buffer = io.BytesIO()
@@ -239,6 +241,7 @@ def test_image_check_of_fit_keeps_the_aspect(tmp_path: Path) -> None:
         job_id="j",
         model="m",
         prompt="p",
+        operation=Operation.GENERATE,
         width=300,
         height=100,
         quality="auto",

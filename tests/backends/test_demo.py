@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imagegate.backends.base import BackendRequest, InputImage, JobReporter
+from imagegate.backends.base import BackendRequest, InputImage, JobReporter, Operation
 from imagegate.backends.demo import DemoBackend
 from imagegate.settings import Settings
 from imagegate.testing import run_backend_contract
@@ -24,6 +24,7 @@ def _request(**overrides: object) -> BackendRequest:
         "job_id": "img_x",
         "model": "demo",
         "prompt": "a lighthouse at dusk",
+        "operation": Operation.GENERATE,
         "width": 96,
         "height": 64,
         "quality": "auto",
@@ -56,8 +57,8 @@ async def test_size_count_and_format_are_honoured(tmp_path: Path, fmt: str) -> N
 
 
 async def test_edit_mode_blends_the_references_in(tmp_path: Path) -> None:
-    red = InputImage(tiny_png((255, 0, 0), (32, 32)), 32, 32, "png")
-    blue = InputImage(tiny_png((0, 0, 255), (32, 32)), 32, 32, "png")
+    red = InputImage(data=tiny_png((255, 0, 0), (32, 32)), width=32, height=32, format="png")
+    blue = InputImage(data=tiny_png((0, 0, 255), (32, 32)), width=32, height=32, format="png")
     (plain,) = await _images(tmp_path, width=64, height=32)
     (edited,) = await _images(tmp_path, width=64, height=32, references=(red, blue))
     left, right = edited.convert("RGB").getpixel((4, 4)), edited.convert("RGB").getpixel((60, 4))

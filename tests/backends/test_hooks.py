@@ -14,6 +14,7 @@ from imagegate.backends.base import (
     HasCliCommands,
     JobReporter,
     PanelRequest,
+    RequestShape,
     UsesStore,
 )
 from imagegate.backends.codex import CodexBackend
@@ -52,7 +53,7 @@ class CounterBackend:
 
         return AdminPanel(title="Counter", render=render, actions={"bump": bump})
 
-    def check(self, request: BackendRequest) -> None:
+    def check(self, request: RequestShape) -> None:
         """Anything goes."""
 
     async def generate(self, request: BackendRequest, reporter: JobReporter) -> BackendResult:

@@ -102,7 +102,8 @@ async def test_gpt_image_generation_records_usage_and_revised_prompt(
     async with gate.app.state.sessions() as session:
         job = await session.scalar(select(Job))
     assert job is not None
-    assert job.params["result"]["usage"]["total_tokens"] == 110
+    assert job.result is not None
+    assert job.result["usage"]["total_tokens"] == 110
     assert SECRET not in job.logs
 
 

@@ -155,7 +155,7 @@ def still_running(job: Job) -> JSONResponse:
 
 def render_completed(job: Job, root_path: str) -> dict[str, object]:
     """The original's success body; image URLs are relative, as it gave them."""
-    revised = job.params.get("result", {}).get("revised_prompt")
+    revised = (job.result or {}).get("revised_prompt")
     return {
         "job_id": job.id,
         "status": "completed",

@@ -34,6 +34,7 @@ from imagegate.api.openai_shapes import (
     sse,
     stream_event,
 )
+from imagegate.backends.base import Operation
 from imagegate.errors import ImagegateError, InvalidRequest, NotFound, PayloadTooLarge
 from imagegate.images import decode_base64, sha256_of
 from imagegate.jobs import idempotency, service
@@ -113,8 +114,9 @@ async def variations(
     if len(images) != 1:
         raise InvalidRequest("Send exactly one 'image' file.", param="image")
     fields = _parse(VariationFields, _scalars(form, exclude=("image",)))
-    generation = _generation(fields, prompt=VARIATION_PROMPT, references=tuple(images), mask=None)
-    generation.params["operation"] = "variation"
+    generation = _generation(
+        fields, prompt=VARIATION_PROMPT, references=tuple(images), mask=None, operation=Operation.VARIATION
+    )
     return await _run(request, key, generation, fields, "variations", idempotency_key)
 
 
@@ -142,11 +144,15 @@ def _model(name: str, backend: str) -> dict[str, Any]:
 
 
 def _generation(
-    fields: ImageOptions, *, prompt: str, references: tuple[Reference, ...], mask: Reference | None
+    fields: ImageOptions,
+    *,
+    prompt: str,
+    references: tuple[Reference, ...],
+    mask: Reference | None,
+    operation: Operation | None = None,
 ) -> GenerationRequest:
     values = fields.model_dump(exclude_unset=True)
     params = {name: values[name] for name in PASSTHROUGH if values.get(name) is not None}
-    params["operation"] = "edit" if references else "generate"
     return GenerationRequest(
         prompt=prompt,
         model=fields.model,
@@ -158,6 +164,7 @@ def _generation(
         mask=mask,
         params=params,
         surface="openai",
+        operation=operation,
     )
 
 

@@ -112,7 +112,7 @@ def default_response_format(model: str) -> str:
 
 async def image_data(job: Job, *, response_format: str, base: str, storage: Storage) -> list[dict[str, Any]]:
     """The data[] entries: our own file URL, or the bytes as base64."""
-    revised = job.params.get("result", {}).get("revised_prompt")
+    revised = (job.result or {}).get("revised_prompt")
     data = []
     for image in job.live_images:
         item: dict[str, Any] = {}
@@ -142,7 +142,7 @@ def described(job: Job) -> dict[str, Any]:
         out["quality"] = job.quality
     if job.params.get("background") in REPORTED_BACKGROUNDS:
         out["background"] = job.params["background"]
-    usage = job.params.get("result", {}).get("usage")
+    usage = (job.result or {}).get("usage")
     if usage:
         out["usage"] = usage
     return out

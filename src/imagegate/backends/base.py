@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from imagegate.settings import Settings
@@ -15,37 +17,67 @@ if TYPE_CHECKING:
     from imagegate.backends.store import BackendStore
 
 
-@dataclass(frozen=True)
-class InputImage:
-    """A reference image handed to a backend (edit mode)."""
+class Operation(enum.StrEnum):
+    """What a request asks of a backend."""
 
-    data: bytes
+    GENERATE = "generate"
+    EDIT = "edit"
+    VARIATION = "variation"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageShape:
+    """An input image as check() sees it: its size and format (its bytes stay in storage until the job runs)."""
+
     width: int
     height: int
     format: str
 
 
-@dataclass(frozen=True)
-class BackendRequest:
-    """What a backend is asked to make; sizes are already parsed and validated."""
+@dataclass(frozen=True, kw_only=True)
+class InputImage(ImageShape):
+    """A reference image handed to a backend (edit mode), with its bytes."""
 
-    job_id: str
+    data: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestShape:
+    """What a backend's check() judges: the request as generate() will get it, without the inputs' bytes.
+
+    Sizes are already parsed and validated; params is read-only.
+    """
+
     model: str
     prompt: str
+    operation: Operation
     width: int
     height: int
     quality: str
     output_format: str
     count: int
     size: str = "auto"  # as requested: 'auto' or 'WIDTHxHEIGHT' (width and height hold the resolved numbers)
-    references: tuple[InputImage, ...] = ()
-    mask: InputImage | None = None
+    references: tuple[ImageShape, ...] = ()
+    mask: ImageShape | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A copy behind a read-only view: neither the caller's dict nor a backend can change it afterwards.
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
 
     @property
     def is_edit(self) -> bool:
         """True when reference images were given."""
         return bool(self.references)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendRequest(RequestShape):
+    """What a backend is asked to make: the request's shape, the job it runs for, and the inputs' bytes."""
+
+    job_id: str
+    references: tuple[InputImage, ...] = ()
+    mask: InputImage | None = None
 
 
 @dataclass(frozen=True)
@@ -163,10 +195,10 @@ class Backend(Protocol):
 
     name: str
 
-    def check(self, request: BackendRequest) -> None:
+    def check(self, request: RequestShape) -> None:
         """Raise InvalidRequest for what this backend cannot do, before the job is queued or paid for.
 
-        The references carry their sizes and formats here; their bytes may be empty (uploads stay on disk).
+        It sees the inputs' sizes and formats, not their bytes (uploads stay on disk until the job runs).
         """
         ...
 

@@ -12,7 +12,15 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 from pydantic import BaseModel, Field
 
-from imagegate.backends.base import BackendRequest, BackendResult, InputImage, JobReporter, OutputImage, VisionRequest
+from imagegate.backends.base import (
+    BackendRequest,
+    BackendResult,
+    InputImage,
+    JobReporter,
+    OutputImage,
+    RequestShape,
+    VisionRequest,
+)
 from imagegate.settings import Settings
 
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
@@ -53,7 +61,7 @@ class DemoBackend:
         self.name = name
         self.options = DemoOptions.model_validate(dict(options))
 
-    def check(self, request: BackendRequest) -> None:
+    def check(self, request: RequestShape) -> None:
         """The demo backend can draw anything the common validation lets through."""
 
     async def generate(self, request: BackendRequest, reporter: JobReporter) -> BackendResult:

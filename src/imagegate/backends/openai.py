@@ -8,12 +8,20 @@ import os
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
-from imagegate.backends.base import BackendRequest, BackendResult, InputImage, JobReporter, OutputImage, VisionRequest
+from imagegate.backends.base import (
+    BackendRequest,
+    BackendResult,
+    InputImage,
+    JobReporter,
+    OutputImage,
+    RequestShape,
+    VisionRequest,
+)
 from imagegate.backends.fetch import ImageFetcher
 from imagegate.backends.openai_models import check_request, rules_for, upstream_size
 from imagegate.errors import (
@@ -31,6 +39,7 @@ CONTENT_CODES = ("content_policy_violation", "moderation_blocked")
 GPT_PARAMS = ("background", "moderation", "output_compression")
 DEFAULT_RETRY_AFTER = "20"
 DALLE_QUALITY_AS_GPT = {"standard": "auto", "hd": "high"}
+R = TypeVar("R", bound=RequestShape)
 
 
 class OpenAIOptions(BaseModel):
@@ -110,7 +119,7 @@ class OpenAIBackend:
         # The SDK's overloads cannot type arguments assembled per model; the results are checked below.
         return self.client.images
 
-    def model_for(self, request: BackendRequest) -> str:
+    def model_for(self, request: RequestShape) -> str:
         """The model name sent upstream."""
         return self.options.upstream_model or request.model
 
@@ -119,11 +128,11 @@ class OpenAIBackend:
         rules = rules_for(self.options.upstream_model or model)
         return None if rules is None or rules.sizes is None else tuple(sorted(rules.sizes))
 
-    def check(self, request: BackendRequest) -> None:
+    def check(self, request: RequestShape) -> None:
         """Refuse what a known model would refuse, before anything is paid for."""
         check_request(self.model_for(request), self.in_upstream_terms(request))
 
-    def in_upstream_terms(self, request: BackendRequest) -> BackendRequest:
+    def in_upstream_terms(self, request: R) -> R:
         """A DALL-E name routed to a GPT image model (upstream_model) keeps working: its options are translated.
 
         DALL-E was retired; clients that still send its names and options get the nearest GPT image request:
@@ -176,7 +185,7 @@ class OpenAIBackend:
     async def _call(
         self, request: BackendRequest, model: str, n: int, reporter: JobReporter
     ) -> openai.types.ImagesResponse:
-        operation = request.params.get("operation") or ("edit" if request.references else "generate")
+        operation = request.operation
         arguments = self._arguments(request, model, n, operation)
         reporter.write(f"openai: {operation} model={model} n={n} size={arguments.get('size')}\n")
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from imagegate.backends.base import BackendRequest
+from imagegate.backends.base import Operation, RequestShape
 from imagegate.errors import InvalidRequest
 
 GPT_IMAGE_SIZES = frozenset({"auto", "1024x1024", "1536x1024", "1024x1536"})
@@ -63,21 +63,20 @@ def rules_for(model: str) -> ModelRules | None:
     return KNOWN_MODELS.get(model)
 
 
-def check_request(model: str, request: BackendRequest) -> None:
+def check_request(model: str, request: RequestShape) -> None:
     """InvalidRequest naming the field, for anything the known model would refuse."""
     rules = rules_for(model)
     if rules is None:
         return
-    operation = request.params.get("operation") or ("edit" if request.references else "generate")
     if rules.sizes is not None and request.size != "auto" and request.size not in rules.sizes:
         raise InvalidRequest(f"{model} supports sizes {', '.join(sorted(rules.sizes))}.", param="size")
     if request.quality not in rules.qualities:
         raise InvalidRequest(f"{model} supports quality {', '.join(sorted(rules.qualities))}.", param="quality")
     if len(request.prompt) > rules.prompt_chars:
         raise InvalidRequest(f"{model} takes prompts of at most {rules.prompt_chars} characters.", param="prompt")
-    if operation == "variation" and not rules.variations:
+    if request.operation == Operation.VARIATION and not rules.variations:
         raise InvalidRequest(f"{model} does not make variations; use dall-e-2.", param="model")
-    if operation == "edit" and len(request.references) > rules.max_edit_images:
+    if request.operation == Operation.EDIT and len(request.references) > rules.max_edit_images:
         most = rules.max_edit_images
         raise InvalidRequest(
             f"{model} does not edit images." if most == 0 else f"{model} edits at most {most} image(s).",

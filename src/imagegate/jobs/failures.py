@@ -15,7 +15,6 @@ def job_error(job: Job, *, unrecorded: str = UNRECORDED_MESSAGE) -> RecordedErro
         code=job.error_code or "job_failed",
         message=job.error_message or unrecorded,
     )
-    retry_after = job.params.get("retry_after")
-    if retry_after:
-        error.headers = {"Retry-After": str(retry_after)}
+    if job.error_retry_after:
+        error.headers = {"Retry-After": job.error_retry_after}
     return error

@@ -65,7 +65,11 @@ class Job(Base):
     quality: Mapped[str] = mapped_column(String(16))
     output_format: Mapped[str] = mapped_column(String(8))
     count: Mapped[int] = mapped_column(Integer)
-    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # generate, edit or variation (backends.base.Operation); "vision" for a vision request.
+    operation: Mapped[str] = mapped_column(String(16), default="generate", server_default="generate")
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the caller's, as the backend gets them
+    # What the backend reported beside the images (revised prompt, usage, …), or a vision request's answer.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
     fair_tag: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(40), default=None)
@@ -74,6 +78,7 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(64), default=None)
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     error_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    error_retry_after: Mapped[str | None] = mapped_column(String(64), default=None)  # the Retry-After it answers with
     logs: Mapped[str] = mapped_column(Text, default="")
     request_id: Mapped[str | None] = mapped_column(String(128), default=None)
     # Which API surface the job came in through: native, openai or oig (openai-image-gen).

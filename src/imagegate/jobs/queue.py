@@ -22,6 +22,7 @@ from imagegate.webhooks import service as webhooks
 MAX_ATTEMPTS = 2
 # A vision request of a process without a worker id (no scheduler) counts as abandoned only after this long.
 UNOWNED_VISION_STALE = timedelta(hours=1)
+RETRY_AFTER_CHARS = 64  # the column's width; an HTTP date takes 29
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ async def finish_succeeded(
         job.image_count = len(images)
         job.logs = logs
         if metadata:
-            job.params = {**job.params, "result": metadata}
+            job.result = metadata
         for index, image in enumerate(images):
             session.add(
                 JobImage(
@@ -183,9 +184,7 @@ async def finish_failed(
         job.finished_at = utcnow()
         job.logs = logs
         job.error_code, job.error_message, job.error_status = error.code, error.message, error.status
-        retry_after = error.headers.get("Retry-After")
-        if retry_after:
-            job.params = {**job.params, "retry_after": retry_after}
+        job.error_retry_after = error.headers.get("Retry-After", "")[:RETRY_AFTER_CHARS] or None
         await webhooks.enqueue(session, job.id, JobStatus.FAILED, job.webhook)
     return True
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, BinaryIO
 
+from imagegate.backends.base import Operation
 from imagegate.errors import InvalidRequest
 from imagegate.images import OUTPUT_FORMATS
 from imagegate.settings import Settings
@@ -49,11 +52,23 @@ class GenerationRequest:
     output_format: str = "png"
     references: tuple[Reference, ...] = ()
     mask: Reference | None = None
-    params: dict[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
     surface: str = "native"  # the API surface it came through, shown in the history
     # Body fields of surfaces that have them; the Imagegate-Webhook-* headers apply otherwise.
     webhook_url: str | None = None
     webhook_events: list[str] | str | None = None
+    operation: Operation | None = None  # None: an edit when references are given, else a generation
+
+    def __post_init__(self) -> None:
+        # A copy behind a read-only view: the surface's dict cannot change the request once it is made.
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    @property
+    def resolved_operation(self) -> Operation:
+        """The operation asked for, or the one the references imply."""
+        if self.operation is not None:
+            return self.operation
+        return Operation.EDIT if self.references else Operation.GENERATE
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from imagegate.backends import usage
-from imagegate.backends.base import BackendRequest, InputImage, JobReporter, OutputImage
+from imagegate.backends.base import BackendRequest, JobReporter, OutputImage
 from imagegate.db import is_unavailable
 from imagegate.errors import BackendError, ImagegateError
 from imagegate.images import inspect_image, new_output_name
 from imagegate.jobs import queue
+from imagegate.jobs.build import backend_request
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.jobs.queue import Claimed, StoredImage
 from imagegate.jobs.service import JobContext
@@ -385,27 +386,7 @@ class Scheduler:
             raise
         if job is None:
             raise BackendError("The job disappeared before it ran.")
-        references, mask = [], None
-        for item in job.inputs:
-            image = InputImage(await self.ctx.storage.get(item.storage_key), item.width, item.height, item.format)
-            if item.role == "mask":
-                mask = image
-            else:
-                references.append(image)
-        return BackendRequest(
-            job_id=job.id,
-            model=job.model,
-            prompt=job.prompt,
-            width=job.width,
-            height=job.height,
-            quality=job.quality,
-            output_format=job.output_format,
-            count=job.count,
-            size=job.size,
-            references=tuple(references),
-            mask=mask,
-            params=job.params,
-        )
+        return await backend_request(job, self.ctx.storage)
 
     async def _store_outputs(self, images: list[OutputImage]) -> list[StoredImage]:
         stored: list[StoredImage] = []

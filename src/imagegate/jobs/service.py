@@ -11,12 +11,12 @@ from datetime import timedelta
 from sqlalchemy import case, delete, func, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from imagegate.backends.base import BackendRequest, InputImage
 from imagegate.backends.registry import BackendSet
 from imagegate.db import utcnow
 from imagegate.errors import Conflict, NotFound, PayloadTooLarge, QueueFull, Refusal
 from imagegate.images import ImageHeader, ImageInfo, inspect_image, read_header
 from imagegate.jobs import idempotency, queries, quotas
+from imagegate.jobs.build import request_shape
 from imagegate.jobs.events import JobEvents
 from imagegate.jobs.models import Job, JobImage, JobInput, JobStatus
 from imagegate.jobs.queries import JobPage
@@ -129,27 +129,6 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
     uploads = [*request.references, *([request.mask] if request.mask else [])]
     roles = ["reference"] * len(request.references) + (["mask"] if request.mask else [])
     infos = await _inspect_inputs(uploads, ctx)
-    # check() sees the inputs' sizes and formats; uploads still on disk are not read into memory for it.
-    inputs = [
-        InputImage(u.data if isinstance(u.data, bytes) else b"", i.width, i.height, i.format)
-        for u, i in zip(uploads, infos, strict=True)
-    ]
-    ctx.backends.backends[route.backend].check(
-        BackendRequest(
-            job_id="",
-            model=route.model,
-            prompt=valid.prompt,
-            width=valid.width,
-            height=valid.height,
-            quality=valid.quality,
-            output_format=valid.output_format,
-            count=valid.count,
-            size=valid.size,
-            references=tuple(inputs[: len(request.references)]),
-            mask=inputs[-1] if request.mask else None,
-            params=request.params,
-        )
-    )
     job_id = new_job_id()
     input_keys = [
         f"inputs/{job_id}/{i}-{role}.{info.format}" for i, (role, info) in enumerate(zip(roles, infos, strict=True))
@@ -165,6 +144,8 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
         ctx.settings,
     )
     job.webhook = webhook.as_json() if webhook else None
+    # The backend judges the job row as it will run it; the uploads are not read into memory for that.
+    ctx.backends.backends[route.backend].check(request_shape(job))
     try:
         for storage_key, upload in zip(input_keys, uploads, strict=True):
             await ctx.storage.put(storage_key, upload.data)
@@ -202,6 +183,7 @@ def _new_job(
         quality=valid.quality,
         output_format=valid.output_format,
         count=valid.count,
+        operation=request.resolved_operation,
         params=dict(request.params),
         request_id=current_request_id(),
         surface=request.surface,

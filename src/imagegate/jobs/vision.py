@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from imagegate.backends import usage
 from imagegate.backends.base import Describer, InputImage, JobReporter, VisionRequest, describer
@@ -103,7 +103,7 @@ async def _checked_images(images: list[str], ctx: JobContext) -> list[tuple[Inpu
                 param=param,
             )
         info = await asyncio.to_thread(inspect_image, data, param=param)
-        checked.append((InputImage(data, info.width, info.height, info.format), info))
+        checked.append((InputImage(width=info.width, height=info.height, format=info.format, data=data), info))
     return checked
 
 
@@ -127,8 +127,8 @@ def _new_row(
         quality="auto",
         output_format=first.format,
         count=0,  # reads images, makes none: nothing counts against image quotas
+        operation="vision",
         params={
-            "operation": "vision",
             "inputs": [
                 {"width": i.width, "height": i.height, "format": i.format, "sha256": i.sha256} for _, i in inputs
             ],
@@ -222,7 +222,7 @@ async def _finish(
 ) -> None:
     values: dict[str, object] = {"finished_at": utcnow(), "logs": reporter.text()}
     if error is None:
-        values |= {"status": JobStatus.SUCCEEDED, "params": await _params_with(ctx, job_id, {"text": answer})}
+        values |= {"status": JobStatus.SUCCEEDED, "result": {"text": answer}}
     else:
         values |= {
             "status": JobStatus.FAILED,
@@ -233,12 +233,6 @@ async def _finish(
     async with ctx.sessions() as session, session.begin():
         status = JobStatus.QUEUED if waiting else JobStatus.RUNNING
         await session.execute(update(Job).where(Job.id == job_id, Job.status == status).values(**values))
-
-
-async def _params_with(ctx: JobContext, job_id: str, result: dict[str, object]) -> dict[str, object]:
-    async with ctx.sessions() as session:
-        params = await session.scalar(select(Job.params).where(Job.id == job_id))
-    return {**(params or {}), "result": result}
 
 
 async def _whole(work: Coroutine[Any, Any, T]) -> T:

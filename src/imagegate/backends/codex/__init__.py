@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from imagegate.backends.base import AdminPanel, BackendRequest, BackendResult, JobReporter, OutputImage, VisionRequest
+from imagegate.backends.base import (
+    AdminPanel,
+    BackendRequest,
+    BackendResult,
+    JobReporter,
+    OutputImage,
+    RequestShape,
+    VisionRequest,
+)
 from imagegate.backends.codex import outputs, process, tokens, vision, workdirs
 from imagegate.backends.codex.accounts import Account, AccountPool, AllExhausted, Dispatch
 from imagegate.backends.codex.options import PASSED_ENV, PASSED_ENV_PREFIXES, PROXY_ENV, AccountOption, CodexOptions
@@ -141,7 +149,7 @@ class CodexBackend:
             return "timed out"
         return "touched" if finished.returncode == 0 else f"failed (exit status {finished.returncode})"
 
-    def check(self, request: BackendRequest) -> None:
+    def check(self, request: RequestShape) -> None:
         """Codex makes PNG, JPEG or WebP through our conversion, and cannot apply a mask."""
         if request.output_format not in OUTPUT_FORMATS:
             raise InvalidRequest(f"output_format must be one of {', '.join(OUTPUT_FORMATS)}.", param="output_format")
