@@ -19,7 +19,7 @@ def test_the_recorded_status_code_and_message_are_the_error() -> None:
 
 
 def test_a_recorded_retry_after_becomes_the_header() -> None:
-    job = _job(error_status=429, error_code="rate_limit_exceeded", error_message="x", params={"retry_after": "30"})
+    job = _job(error_status=429, error_code="rate_limit_exceeded", error_message="x", error_retry_after="30")
     assert job_error(job).headers == {"Retry-After": "30"}
 
 
