@@ -10,9 +10,8 @@ import pytest
 
 from imagegate.backends.base import BackendRequest, ImageShape, Operation, RequestShape
 from imagegate.jobs.requests import GenerationRequest
-from tests.conftest import Harness
 from tests.fakes.backends import tiny_png
-from tests.jobs.test_scheduler import wait_status
+from tests.helpers import Harness, wait_status
 
 
 def _shape_fields(request: RequestShape) -> dict[str, Any]:
