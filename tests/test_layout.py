@@ -1,4 +1,4 @@
-"""Rules of the source layout: the job tables are read in jobs/ only; keys and backends never import jobs."""
+"""Rules of the source layout (docs/architecture.md): job tables read in jobs/ only, the package order, plugins."""
 
 from __future__ import annotations
 
@@ -46,3 +46,18 @@ def test_keys_and_backends_do_not_import_jobs() -> None:
         for path in _modules(SOURCE / package):
             jobs = sorted(name for name in _imported(path) if name.startswith("imagegate.jobs"))
             assert jobs == [], f"{path.relative_to(SOURCE)} imports {jobs}"
+
+
+BUILT_IN_BACKENDS = ("imagegate.backends.demo", "imagegate.backends.openai", "imagegate.backends.codex")
+
+
+def _imports_a_built_in_backend(path: Path) -> list[str]:
+    return sorted(name for name in _imported(path) if name.startswith(BUILT_IN_BACKENDS))
+
+
+def test_only_the_backends_package_imports_a_built_in_backend() -> None:
+    # The app, admin UI and CLI reach backends through the Protocol and its hooks, as a plugin's would be.
+    outside = [p for p in _modules(SOURCE) if SOURCE / "backends" not in p.parents]
+    offenders = {str(p.relative_to(SOURCE)): _imports_a_built_in_backend(p) for p in outside}
+    assert {path: names for path, names in offenders.items() if names} == {}
+    assert _imports_a_built_in_backend(SOURCE / "backends" / "builtin.py")  # the rule sees real imports
