@@ -39,6 +39,17 @@ async def test_history_rows_show_a_thumbnail_the_duration_and_deleted_jobs(harne
     assert "Took</dt><dd>" in job_page
 
 
+async def test_the_overview_shows_recent_jobs_with_their_thumbnails(harness: Harness) -> None:
+    _key, token = await harness.new_key("reporter")
+    job = await generate(harness, token, "a fox on the overview")
+    await admin_csrf(harness)
+    overview = await harness.client.get("/admin")
+    assert overview.status_code == 200, overview.text
+    row = re.search(rf'<tr[^>]*>.*?href="/admin/jobs/{job["id"]}".*?</tr>', overview.text, re.S)
+    assert row is not None
+    assert 'class="mini"' in row[0]
+
+
 async def test_a_job_is_re_run_from_a_filled_in_playground(harness: Harness) -> None:
     key, token = await harness.new_key("reporter")
     job = await generate(harness, token, "a heron <at> dawn", size="96x64", quality="low")

@@ -229,7 +229,8 @@ async def key_statuses_since(session: AsyncSession, key_id: int, since: datetime
 
 async def recent_jobs(session: AsyncSession, limit: int) -> list[Job]:
     """The newest jobs of every key and kind."""
-    return list((await session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit))).all())
+    newest = select(Job).options(selectinload(Job.images)).order_by(Job.created_at.desc()).limit(limit)
+    return list((await session.scalars(newest)).all())
 
 
 async def key_totals(session: AsyncSession) -> dict[int, tuple[int, int]]:
