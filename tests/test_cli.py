@@ -334,7 +334,7 @@ async def test_the_operator_lists_shows_cancels_and_deletes_any_key_s_jobs(
         assert (detail["id"], detail["status"], detail["key"]) == (done_id, "succeeded", alice.handle)
         missing = await _cli(env, "jobs", "show", "img_nothing")
         assert missing.exit_code == 1
-        assert "No job 'img_nothing'" in missing.output
+        assert "No job 'img_nothing'." in missing.output
 
         running = await _cli(env, "jobs", "delete", held_id, "--yes")
         assert running.exit_code == 1

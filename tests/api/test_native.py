@@ -333,6 +333,9 @@ async def test_list_jobs_is_paginated_newest_first(harness: Harness) -> None:
     bad = await harness.client.get("/v1/images/jobs", params={"limit": 500}, headers=auth)
     assert bad.status_code == 400
     assert bad.json()["error"]["param"] == "limit"
+    junk = await harness.client.get("/v1/images/jobs", params={"cursor": "junk"}, headers=auth)
+    assert junk.status_code == 400  # a parameter the caller must fix, not a missing resource
+    assert (junk.json()["error"]["param"], junk.json()["error"]["code"]) == ("cursor", "invalid_request")
 
 
 async def test_cancel_a_queued_job(harness_with: HarnessFactory) -> None:

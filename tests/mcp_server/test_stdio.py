@@ -34,7 +34,7 @@ async def test_the_stdio_tools_generate_edit_wait_and_report_errors(tmp_path: Pa
         params = StdioServerParameters(
             command=sys.executable,
             args=["-m", "imagegate.cli", "mcp", "--wait", "0"],
-            env={**base_env(), "IMAGEGATE_URL": server.url, "IMAGEGATE_KEY": key},
+            env={**base_env(), "IMAGEGATE_URL": server.url, "IMAGEGATE_API_KEY": key},
             cwd=str(tmp_path),
         )
         async with stdio_client(params) as (read, write, *_), ClientSession(read, write) as session:
@@ -69,4 +69,4 @@ async def test_the_stdio_tools_generate_edit_wait_and_report_errors(tmp_path: Pa
             assert "API key" in _text(denied.content[0])
     no_key = imagegate("mcp", "--url", "http://127.0.0.1:9", env=base_env(), cwd=tmp_path)
     assert no_key.returncode != 0
-    assert "IMAGEGATE_KEY" in no_key.stderr
+    assert "IMAGEGATE_API_KEY" in no_key.stderr

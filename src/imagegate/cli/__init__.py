@@ -148,7 +148,7 @@ def mcp(
     url: Annotated[
         str, typer.Option(envvar="IMAGEGATE_URL", help="The running ImageGate, e.g. http://127.0.0.1:8000.")
     ],
-    key: Annotated[str, typer.Option(envvar="IMAGEGATE_KEY", help="The API key the tools use (ig_…).")],
+    key: Annotated[str, typer.Option(envvar="IMAGEGATE_API_KEY", help="The API key the tools use (ig_…).")],
     inline_max_bytes: Annotated[
         int,
         typer.Option(

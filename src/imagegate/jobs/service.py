@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.backends.registry import BackendSet
 from imagegate.db import utcnow
-from imagegate.errors import Conflict, NotFound, PayloadTooLarge, QueueFull, Refusal
+from imagegate.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, QueueFull, Refusal
 from imagegate.images import ImageHeader, ImageInfo, inspect_image, read_header
 from imagegate.jobs import idempotency, queries, quotas
 from imagegate.jobs.build import request_shape
@@ -294,7 +294,8 @@ async def get_job(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Job:
     async with ctx.sessions() as session:
         job = await queries.visible_job(session, job_id, key_id=None if key is None else key.id)
     if job is None:
-        raise NotFound(f"No job {job_id!r} for this key.", param="id")
+        whose = "" if key is None else " for this key"  # the operator (key None) sees every key's jobs
+        raise NotFound(f"No job {job_id!r}{whose}.", param="id")
     return job
 
 
@@ -305,7 +306,9 @@ async def list_jobs(*, ctx: JobContext, key: ApiKey, limit: int, cursor: str | N
         if cursor:
             after = await queries.anchor_of(session, cursor, key_id=key.id)
             if after is None:
-                raise NotFound(f"Unknown cursor {cursor!r}; use next_cursor from the previous page.", param="cursor")
+                raise InvalidRequest(
+                    f"Unknown cursor {cursor!r}; use next_cursor from the previous page.", param="cursor"
+                )
         return await queries.newest_first(session, queries.key_jobs(key.id), limit=limit, after=after)
 
 
