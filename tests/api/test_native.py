@@ -441,3 +441,11 @@ async def test_an_edit_takes_a_mask(harness: Harness) -> None:
     )
     assert alone.status_code == 400
     assert "A mask needs an image to edit" in alone.json()["error"]["message"]
+
+
+async def test_a_json_body_sent_as_a_form_is_told_which_content_type_to_use(harness: Harness) -> None:
+    auth = await harness.auth()
+    form = {"Content-Type": "application/x-www-form-urlencoded"}  # what curl -d sends by default
+    response = await harness.client.post("/v1/images/generate", content=b'{"prompt": "x"}', headers={**auth, **form})
+    assert response.status_code == 400
+    assert "Content-Type: application/json" in response.json()["error"]["message"]

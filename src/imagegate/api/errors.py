@@ -67,7 +67,9 @@ def errors_to_invalid(errors: list[Any]) -> InvalidRequest:
     if kind == "json_invalid":
         return InvalidRequest("The body is not valid JSON.")
     if param is None:
-        return InvalidRequest("The body must be a JSON object with the request's fields.")
+        return InvalidRequest(
+            "The body must be a JSON object with the request's fields, sent with Content-Type: application/json."
+        )
     if kind == "extra_forbidden":
         return InvalidRequest(f"Unknown field {param!r}; remove it.", param=param)
     if kind == "missing":
