@@ -34,6 +34,24 @@ class BackendConfig(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class ModelPrice(BaseModel):
+    """What one model costs, in dollars per million tokens of each kind (an estimate for the spend pages)."""
+
+    model_config = {"extra": "forbid"}
+
+    input_text: float = Field(default=0.0, ge=0)
+    input_image: float = Field(default=0.0, ge=0)
+    output_image: float = Field(default=0.0, ge=0)
+
+
+def _default_prices() -> dict[str, ModelPrice]:
+    # OpenAI's published image-model prices as of 2025-10; estimates, to be checked against the price page.
+    return {
+        "gpt-image-1": ModelPrice(input_text=5.0, input_image=10.0, output_image=40.0),
+        "gpt-image-1-mini": ModelPrice(input_text=2.0, input_image=2.5, output_image=8.0),
+    }
+
+
 def _default_backends() -> dict[str, BackendConfig]:
     return {"demo": BackendConfig(type="demo", concurrency=4)}
 
@@ -64,6 +82,8 @@ class Settings(BaseSettings):
     backends: dict[str, BackendConfig] = Field(default_factory=_default_backends)
     models: dict[str, str] = Field(default_factory=lambda: {"demo": "demo"})
     default_model: str = "demo"
+    # Dollars per million tokens, by the model name a backend reports usage under.
+    prices: dict[str, ModelPrice] = Field(default_factory=_default_prices)
 
     # Queue and scheduler.
     run_scheduler: bool = True

@@ -26,10 +26,12 @@ from imagegate.db import utcnow
 from imagegate.errors import ImagegateError, InvalidRequest, NotFound
 from imagegate.jobs import queries as job_queries
 from imagegate.jobs import service as jobs
+from imagegate.jobs import spend
 from imagegate.jobs.models import Job
 from imagegate.jobs.requests import QUALITIES, GenerationRequest, Reference
 from imagegate.keys import service as keys
 from imagegate.keys.auth import admit_by_handle
+from imagegate.keys.limits import Periods
 from imagegate.keys.models import SCOPES, ApiKey
 from imagegate.keys.service import KeyLimits
 
@@ -156,6 +158,12 @@ async def key_page(handle: str, request: Request, admin: Admin) -> Response:
     async with request.app.state.sessions() as session:
         key = await keys.get_by_handle(session=session, handle=handle)
         usage = await queries.key_usage(session, key, now)
+        spend_days = await spend.cost_per_day(
+            session, request.app.state.settings.prices, now=now, days=queries.CHART_DAYS, key_id=key.id
+        )
+        spend_month = await spend.cost_since(
+            session, request.app.state.settings.prices, since=Periods.at(now).month_start, key_id=key.id
+        )
     grace_ends = key.previous_token_expires_at
     return page(
         request,
@@ -166,6 +174,8 @@ async def key_page(handle: str, request: Request, admin: Admin) -> Response:
         key=key,
         key_status=_status(key, now),
         usage=usage,
+        spend_days=spend_days,
+        spend_month=spend_month,
         grace_ends=grace_ends if grace_ends and grace_ends > now else None,
         graces=GRACE_CHOICES,
         default_grace=DEFAULT_GRACE_SECONDS,

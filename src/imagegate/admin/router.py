@@ -32,6 +32,7 @@ from imagegate.admin.web import (
 from imagegate.db import utcnow
 from imagegate.errors import NotFound
 from imagegate.jobs import queries as job_queries
+from imagegate.jobs import spend
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.keys import audit
 from imagegate.retention import sweep
@@ -123,6 +124,9 @@ async def logout(request: Request, admin: Admin) -> Response:
 async def overview(request: Request, admin: Admin) -> Response:
     """Queue, last 24 hours, images per day, backends, storage, recent jobs."""
     async with request.app.state.sessions() as session:
+        spend_days = await spend.cost_per_day(
+            session, request.app.state.settings.prices, now=utcnow(), days=queries.CHART_DAYS
+        )
         figures = await queries.overview(session, utcnow())
         names = await queries.key_names(session, (job.key_handle for job in figures.recent))
     backend_set = request.app.state.jobs.backends
@@ -146,6 +150,7 @@ async def overview(request: Request, admin: Admin) -> Response:
         active="/admin",
         o=figures,
         chart=chart_svg(figures.per_day),
+        spend_per_day=spend_days,
         backends=rows,
         names=names,
         flash=await service.take_flash(request.app.state.sessions, admin),
@@ -218,6 +223,7 @@ async def job_page(job_id: str, request: Request, admin: Admin) -> Response:
         title=job_id,
         active="/admin/history",
         job=job,
+        cost=spend.job_cost(job, request.app.state.settings.prices),
         deliveries=deliveries,
         names=names,
         refresh=None if job.is_finished else 2,

@@ -87,6 +87,14 @@ def _detail_text(value: Any) -> str:
 
 
 templates = Jinja2Templates(directory=HERE / "templates")
+
+
+def dollars(value: float | None) -> str:
+    """An estimated cost as $0.0420, or a dash when there is none."""
+    return "-" if value is None else f"${value:,.4f}"
+
+
+templates.env.filters["dollars"] = dollars
 templates.env.filters["filesize"] = _filesize
 templates.env.filters["when"] = _when
 templates.env.filters["duration"] = duration

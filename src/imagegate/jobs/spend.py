@@ -1,0 +1,86 @@
+"""Estimated spend: a job's reported token usage priced by the settings' price table, summed per key and day."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from imagegate.jobs.models import Job
+from imagegate.settings import ModelPrice
+
+PER_TOKENS = 1_000_000
+
+
+def _tokens(usage: Mapping[str, Any], *path: str) -> int:
+    value: Any = usage
+    for part in path:
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def estimate(usage: Mapping[str, Any], price: ModelPrice) -> float:
+    """Dollars for one OpenAI-shaped usage report (input text and image tokens, output image tokens)."""
+    text_in = _tokens(usage, "input_tokens_details", "text_tokens")
+    image_in = _tokens(usage, "input_tokens_details", "image_tokens")
+    if not text_in and not image_in:
+        # A report without the details counts every input token as text, the cheaper guess.
+        text_in = _tokens(usage, "input_tokens")
+    dollars = (
+        text_in * price.input_text + image_in * price.input_image + _tokens(usage, "output_tokens") * price.output_image
+    )
+    return dollars / PER_TOKENS
+
+
+def usage_of(params: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The token usage a backend reported for a job, if any."""
+    result = params.get("result")
+    usage = result.get("usage") if isinstance(result, Mapping) else None
+    return usage if isinstance(usage, Mapping) and usage else None
+
+
+def cost(model: str, params: Mapping[str, Any], prices: Mapping[str, ModelPrice]) -> float | None:
+    """A job's estimated cost in dollars; None when its backend reported no usage or the model has no price."""
+    usage = usage_of(params)
+    price = prices.get(model)
+    if usage is None or price is None:
+        return None
+    return estimate(usage, price)
+
+
+def job_cost(job: Job, prices: Mapping[str, ModelPrice]) -> float | None:
+    """A job's estimated cost in dollars, if it can be estimated."""
+    return cost(job.model, job.params, prices)
+
+
+async def cost_per_day(
+    session: AsyncSession,
+    prices: Mapping[str, ModelPrice],
+    *,
+    now: datetime,
+    days: int,
+    key_id: int | None = None,
+) -> list[tuple[date, float]]:
+    """Estimated dollars per UTC day over the last `days` days (newest first), of every key or one."""
+    first = (now - timedelta(days=days - 1)).date()
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    statement = select(Job.created_at, Job.model, Job.params).where(Job.created_at >= start)
+    if key_id is not None:
+        statement = statement.where(Job.key_id == key_id)
+    totals = {first + timedelta(days=i): 0.0 for i in range(days)}
+    for created, model, params in (await session.execute(statement)).all():
+        day = created.astimezone(UTC).date()
+        dollars = cost(model, params or {}, prices)
+        if dollars is not None and day in totals:
+            totals[day] += dollars
+    return sorted(totals.items(), reverse=True)
+
+
+async def cost_since(session: AsyncSession, prices: Mapping[str, ModelPrice], *, since: datetime, key_id: int) -> float:
+    """A key's estimated dollars since a moment (the start of its budget's month)."""
+    statement = select(Job.model, Job.params).where(Job.key_id == key_id, Job.created_at >= since)
+    rows = (await session.execute(statement)).all()
+    return sum(cost(model, params or {}, prices) or 0.0 for model, params in rows)

@@ -1,0 +1,49 @@
+"""Estimated spend in the admin UI: on the job page, per key (this month and per day) and per day overall."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+
+from imagegate.jobs.models import Job
+from tests.helpers import Harness, HarnessFactory, admin_csrf, bearer
+
+PRICES = {"fake-model": {"input_text": 5.0, "input_image": 10.0, "output_image": 40.0}}
+# 100 text + 200 image tokens in, 4160 image tokens out: $0.1689 at the prices above.
+USAGE = {"input_tokens": 300, "output_tokens": 4160, "input_tokens_details": {"text_tokens": 100, "image_tokens": 200}}
+
+
+async def _job_with_usage(harness: Harness, token: str) -> str:
+    """A finished job whose backend reported token usage, as the OpenAI backend records it."""
+    answer = await harness.client.post("/v1/images/generate", json={"prompt": "a lamp"}, headers=bearer(token))
+    job_id: str = answer.json()["id"]
+    async with harness.app.state.sessions() as session, session.begin():
+        job = await session.scalar(select(Job).where(Job.id == job_id))
+        assert job is not None
+        job.params = {**job.params, "result": {"usage": USAGE}}
+    return job_id
+
+
+async def test_spend_is_shown_per_job_per_key_and_per_day(harness_with: HarnessFactory) -> None:
+    async with harness_with(prices=PRICES) as harness:
+        key, token = await harness.new_key("painter")
+        first = await _job_with_usage(harness, token)
+        await _job_with_usage(harness, token)
+        await harness.client.post("/v1/images/generate", json={"prompt": "no usage"}, headers=bearer(token))
+        await admin_csrf(harness)
+        job_page = (await harness.client.get(f"/admin/jobs/{first}")).text
+        assert re.search(r'id="job-cost">\$0\.1689 ', job_page)
+        key_page = (await harness.client.get(f"/admin/keys/{key.handle}")).text
+        assert re.search(r'id="spend-month">\$0\.3378<', key_page)
+        assert "<td>$0.3378</td></tr>" in key_page
+        overview = (await harness.client.get("/admin")).text
+        assert "<td>$0.3378</td></tr>" in overview
+
+
+async def test_a_job_without_reported_usage_shows_no_cost(harness: Harness) -> None:
+    key, token = await harness.new_key("plain")
+    answer = await harness.client.post("/v1/images/generate", json={"prompt": "x"}, headers=bearer(token))
+    await admin_csrf(harness)
+    assert 'id="job-cost"' not in (await harness.client.get(f"/admin/jobs/{answer.json()['id']}")).text
+    assert re.search(r'id="spend-month">\$0\.0000<', (await harness.client.get(f"/admin/keys/{key.handle}")).text)
