@@ -110,12 +110,16 @@ def test_limits_rotation_and_audit_from_the_command_line(env: dict[str, str]) ->
     assert "scopes:          generate, read" in created
     assert "rate limit:      30 requests/minute" in created
     assert "monthly quota:   unlimited" in created
+    assert "monthly budget:  unlimited" in created
     updated = invoke(
         env, "keys", "update", handle[0], "--daily-quota", "none", "--monthly-quota", "100", "--models", "all"
     )
     assert "daily quota:     unlimited" in updated
     assert "monthly quota:   100 images" in updated
     assert "models:          all" in updated
+    budgeted = invoke(env, "keys", "update", handle[0], "--monthly-budget-usd", "12.50")
+    assert "monthly budget:  $12.50 (estimated spend)" in budgeted
+    assert "monthly budget:  unlimited" in invoke(env, "keys", "update", handle[0], "--monthly-budget-usd", "none")
     old_token = created.strip().splitlines()[-1]
     rotated = invoke(env, "keys", "rotate", handle[0], "--grace", "2h")
     new_token = rotated.strip().splitlines()[-1]
@@ -140,6 +144,7 @@ def test_limits_rotation_and_audit_from_the_command_line(env: dict[str, str]) ->
         (["keys", "create", "x", "--scopes", "generate,fly"], "Unknown scope"),
         (["keys", "rotate", "key_000000000000", "--grace", "soon"], "duration"),
         (["keys", "update", "key_000000000000"], "nothing to change"),
+        (["keys", "create", "x", "--monthly-budget-usd", "0"], "dollars above 0"),
         (
             ["keys", "create", "x", "--models", "demo,dall-e-9"],
             "'dall-e-9' is not a routed model or backend; known: demo",

@@ -47,3 +47,22 @@ async def test_a_job_without_reported_usage_shows_no_cost(harness: Harness) -> N
     await admin_csrf(harness)
     assert 'id="job-cost"' not in (await harness.client.get(f"/admin/jobs/{answer.json()['id']}")).text
     assert re.search(r'id="spend-month">\$0\.0000<', (await harness.client.get(f"/admin/keys/{key.handle}")).text)
+
+
+async def test_the_key_form_sets_and_clears_a_monthly_budget(harness: Harness) -> None:
+    key, _token = await harness.new_key("budgeted")
+    csrf = await admin_csrf(harness, f"/admin/keys/{key.handle}")
+    form = {"csrf": csrf, "name": "budgeted", "scopes": ["generate", "read"]}
+    saved = await harness.client.post(f"/admin/keys/{key.handle}", data={**form, "monthly_budget_usd": "12.5"})
+    assert saved.status_code == 303
+    shown = (await harness.client.get(f"/admin/keys/{key.handle}")).text
+    assert re.search(r'id="spend-month">\$0\.0000 / \$12\.50<', shown)
+    assert (
+        'name="monthly_budget_usd" type="number" min="0.01" step="0.01" placeholder="unlimited" value="12.5"' in shown
+    )
+    refused = await harness.client.post(f"/admin/keys/{key.handle}", data={**form, "monthly_budget_usd": "-3"})
+    assert refused.status_code == 400
+    assert "monthly budget must be dollars above 0" in refused.text
+    cleared = await harness.client.post(f"/admin/keys/{key.handle}", data={**form, "monthly_budget_usd": ""})
+    assert cleared.status_code == 303
+    assert "no budget" in (await harness.client.get(f"/admin/keys/{key.handle}")).text

@@ -1,4 +1,4 @@
-"""A key's limits called directly: scopes, models, the rate window, concurrency and image quotas (jobs/quotas)."""
+"""A key's limits called directly: scopes, models, the rate window, concurrency, quotas and budget (jobs/quotas)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from imagegate.jobs import quotas
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.keys import limits
 from imagegate.keys.models import ApiKey
-from imagegate.keys.service import KeyLimits, create_key
+from imagegate.keys.service import KeyLimits, create_key, parse_budget
+from imagegate.settings import ModelPrice
 from tests.helpers import job_row as job
 
 NOW = datetime(2026, 3, 31, 23, 59, 30, tzinfo=UTC)
@@ -46,7 +47,7 @@ def test_quota_periods_are_utc_days_and_months() -> None:
     assert limits.Periods.at(datetime(2026, 12, 5, tzinfo=UTC)).next_month == datetime(2027, 1, 1, tzinfo=UTC)
 
 
-async def new_key(sessions: async_sessionmaker[AsyncSession], **given: int) -> ApiKey:
+async def new_key(sessions: async_sessionmaker[AsyncSession], **given: float) -> ApiKey:
     """A stored key with these limits."""
     async with sessions() as session, session.begin():
         key, _token = await create_key(session=session, name="unit", limits=KeyLimits(**given))  # type: ignore[arg-type]
@@ -75,11 +76,11 @@ async def test_a_job_past_the_concurrency_limit_is_refused(sessions: async_sessi
     async with sessions() as session, session.begin():
         session.add(owned(job("unit", 0, status=JobStatus.RUNNING), key))
         await session.flush()
-        await quotas.check(session=session, key=key, now=NOW)
+        await quotas.check(session=session, key=key, now=NOW, prices={})
         session.add(owned(job("unit", 1), key))
         await session.flush()
         with pytest.raises(TooManyConcurrentJobs):
-            await quotas.check(session=session, key=key, now=NOW)
+            await quotas.check(session=session, key=key, now=NOW, prices={})
 
 
 async def test_a_daily_quota_counts_reserved_and_delivered_images(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -89,11 +90,11 @@ async def test_a_daily_quota_counts_reserved_and_delivered_images(sessions: asyn
     async with sessions() as session, session.begin():
         session.add_all([delivered, failed, owned(job("unit", 1), key, count=1)])
         await session.flush()
-        await quotas.check(session=session, key=key, now=NOW)  # 2 delivered + 1 reserved: at the quota
+        await quotas.check(session=session, key=key, now=NOW, prices={})  # 2 delivered + 1 reserved: at the quota
         session.add(owned(job("unit", 2), key, count=1))
         await session.flush()
         with pytest.raises(QuotaExceeded) as caught:
-            await quotas.check(session=session, key=key, now=NOW)
+            await quotas.check(session=session, key=key, now=NOW, prices={})
     assert "daily quota of 3 images and this request would make it 4" in caught.value.message
     assert caught.value.headers["Retry-After"] == "30"  # midnight UTC
 
@@ -102,3 +103,35 @@ def owned(row: Job, key: ApiKey, *, count: int = 1, image_count: int = 0) -> Job
     """The job row as the key's, created now."""
     row.key_id, row.count, row.image_count, row.created_at = key.id, count, image_count, NOW
     return row
+
+
+PRICES = {"fake-model": ModelPrice(output_image=40.0)}
+
+
+def spent(row: Job, output_tokens: int) -> Job:
+    """The job with the token usage its backend reported."""
+    row.params = {"result": {"usage": {"input_tokens": 0, "output_tokens": output_tokens}}}
+    return row
+
+
+async def test_a_monthly_budget_refuses_once_the_estimated_spend_reaches_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    key = await new_key(sessions, monthly_budget_usd=1.0)
+    async with sessions() as session, session.begin():
+        # 20,000 output image tokens at $40 per million: $0.80, under the budget.
+        session.add(spent(owned(job("unit", 0, status=JobStatus.SUCCEEDED), key, image_count=1), 20_000))
+        await session.flush()
+        await quotas.check(session=session, key=key, now=NOW, prices=PRICES)
+        session.add(spent(owned(job("unit", 1, status=JobStatus.SUCCEEDED), key, image_count=1), 5_000))
+        await session.flush()
+        with pytest.raises(QuotaExceeded) as caught:
+            await quotas.check(session=session, key=key, now=NOW, prices=PRICES)
+    assert "monthly budget of $1.00 and has spent an estimated $1.00" in caught.value.message
+    assert caught.value.status == 429
+    assert caught.value.headers["Retry-After"] == "30"  # the first of the next month, UTC
+
+
+def test_a_budget_is_dollars_above_zero() -> None:
+    assert [parse_budget(v) for v in ("12", "12.50", "$3", ".5")] == [12.0, 12.5, 3.0, 0.5]
+    assert [parse_budget(v) for v in ("0", "-1", "1e3", "ten", ".", "", "2000000000")] == [None] * 7

@@ -62,7 +62,22 @@ def _limits_from(form: FormData) -> KeyLimits:
         daily_image_quota=number("daily_quota"),
         monthly_image_quota=number("monthly_quota"),
         max_concurrent_jobs=number("max_concurrent"),
+        monthly_budget_usd=_budget_from(form),
     )
+
+
+def _budget_from(form: FormData) -> float | None:
+    """The monthly budget field: dollars above 0, or empty for none."""
+    value = form_value(form, "monthly_budget_usd")
+    if not value:
+        return None
+    dollars = keys.parse_budget(value)
+    if dollars is None:
+        raise InvalidRequest(
+            f"monthly budget must be dollars above 0 (at most {keys.MAX_LIMIT}), like 12.50, or empty.",
+            param="monthly_budget_usd",
+        )
+    return dollars
 
 
 def _revealed(flash: str | None) -> tuple[dict[str, str] | None, str | None]:

@@ -23,6 +23,7 @@ ModelsOption = Annotated[
     str | None, typer.Option("--models", help="Comma-separated models or backends this key may use; 'all' for any.")
 ]
 ScopesOption = Annotated[str | None, typer.Option(help="Comma-separated: generate, edit, read, delete, vision.")]
+BudgetOption = Annotated[str | None, typer.Option(help="Dollars of estimated spend a month (12.50), or 'none'.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")]
 
 
@@ -55,6 +56,19 @@ def _routed(models: Any, settings: Settings) -> Any:
     return models
 
 
+def _budget(value: str | None) -> Any:
+    if value is None:
+        return UNSET
+    if value.strip().lower() in ("none", "unlimited"):
+        return None
+    dollars = keys.parse_budget(value)
+    if dollars is None:
+        raise typer.BadParameter(
+            f"--monthly-budget-usd takes dollars above 0 (at most {keys.MAX_LIMIT}), like 12.50, or 'none'"
+        )
+    return dollars
+
+
 def _limits(
     *,
     settings: Settings,
@@ -64,6 +78,7 @@ def _limits(
     daily_quota: str | None,
     monthly_quota: str | None,
     max_concurrent: str | None,
+    monthly_budget_usd: str | None,
 ) -> KeyLimits:
     return KeyLimits(
         allowed_models=_routed(_list(models, everything="all"), settings),
@@ -72,6 +87,7 @@ def _limits(
         daily_image_quota=_limit(daily_quota, "--daily-quota"),
         monthly_image_quota=_limit(monthly_quota, "--monthly-quota"),
         max_concurrent_jobs=_limit(max_concurrent, "--max-concurrent"),
+        monthly_budget_usd=_budget(monthly_budget_usd),
     )
 
 
@@ -94,6 +110,9 @@ def describe(key: ApiKey) -> list[str]:
         f"daily quota:     {limit(key.daily_image_quota, 'images')}",
         f"monthly quota:   {limit(key.monthly_image_quota, 'images')}",
         f"max concurrent:  {limit(key.max_concurrent_jobs, 'jobs')}",
+        "monthly budget:  unlimited"
+        if key.monthly_budget_usd is None
+        else f"monthly budget:  ${key.monthly_budget_usd:,.2f} (estimated spend)",
         f"previous secret: valid until {short(key.previous_token_expires_at)}"
         if key.previous_token_hash
         else "previous secret: none",
@@ -119,6 +138,7 @@ def as_json(key: ApiKey) -> dict[str, Any]:
         "daily_image_quota": key.daily_image_quota,
         "monthly_image_quota": key.monthly_image_quota,
         "max_concurrent_jobs": key.max_concurrent_jobs,
+        "monthly_budget_usd": key.monthly_budget_usd,
         "previous_secret_valid_until": iso(key.previous_token_expires_at) if key.previous_token_hash else None,
     }
 
@@ -139,6 +159,7 @@ def keys_create(
     daily_quota: LimitOption = None,
     monthly_quota: LimitOption = None,
     max_concurrent: LimitOption = None,
+    monthly_budget_usd: BudgetOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Create a key and print it once."""
@@ -152,6 +173,7 @@ def keys_create(
         daily_quota=daily_quota,
         monthly_quota=monthly_quota,
         max_concurrent=max_concurrent,
+        monthly_budget_usd=monthly_budget_usd,
     )
     key, token = run_db(
         settings, lambda s: keys.create_key(session=s, name=name, expires_at=expires_at, limits=limits, actor="cli")
@@ -173,6 +195,7 @@ def keys_update(
     daily_quota: LimitOption = None,
     monthly_quota: LimitOption = None,
     max_concurrent: LimitOption = None,
+    monthly_budget_usd: BudgetOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Change a key's name, expiry or limits (options not given stay as they are)."""
@@ -185,6 +208,7 @@ def keys_update(
         daily_quota=daily_quota,
         monthly_quota=monthly_quota,
         max_concurrent=max_concurrent,
+        monthly_budget_usd=monthly_budget_usd,
     )
     if name is not None:
         limits.name = name

@@ -1,23 +1,25 @@
-"""A key's quotas on its jobs: how many may be unfinished at once, how many images per day and per month.
+"""A key's quotas on its jobs: how many may be unfinished at once, images per day and per month, dollars a month.
 
 They are counted from the job table inside the submitting transaction, so they hold across processes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.errors import QuotaExceeded, TooManyConcurrentJobs
-from imagegate.jobs import queries
+from imagegate.jobs import queries, spend
 from imagegate.keys.limits import Periods, seconds_until
 from imagegate.keys.models import ApiKey
+from imagegate.settings import ModelPrice
 
 CONCURRENCY_RETRY_AFTER = "5"
 
 
-async def check(*, session: AsyncSession, key: ApiKey, now: datetime) -> None:
+async def check(*, session: AsyncSession, key: ApiKey, now: datetime, prices: Mapping[str, ModelPrice]) -> None:
     """After the new job is in the transaction: refuse it if the key is now over a quota."""
     if key.max_concurrent_jobs is not None and await queries.active_jobs(session, key.id) > key.max_concurrent_jobs:
         raise TooManyConcurrentJobs(
@@ -39,3 +41,18 @@ async def check(*, session: AsyncSession, key: ApiKey, now: datetime) -> None:
                 f"{used}; it resets at {resets.isoformat()}.",
                 headers={"Retry-After": str(seconds_until(resets, now))},
             )
+    await _check_budget(session=session, key=key, now=now, prices=prices)
+
+
+async def _check_budget(*, session: AsyncSession, key: ApiKey, now: datetime, prices: Mapping[str, ModelPrice]) -> None:
+    """Refuse a key whose estimated spend this month has reached its budget (the new job has cost nothing yet)."""
+    if key.monthly_budget_usd is None:
+        return
+    periods = Periods.at(now)
+    spent = await spend.cost_since(session, prices, since=periods.month_start, key_id=key.id)
+    if spent >= key.monthly_budget_usd:
+        raise QuotaExceeded(
+            f"API key {key.handle} has a monthly budget of ${key.monthly_budget_usd:,.2f} and has spent an "
+            f"estimated ${spent:,.2f}; it resets at {periods.next_month.isoformat()}.",
+            headers={"Retry-After": str(seconds_until(periods.next_month, now))},
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from imagegate.db import Base, UTCDateTime, utcnow
@@ -38,6 +38,8 @@ class ApiKey(Base):
     daily_image_quota: Mapped[int | None] = mapped_column(Integer, default=None)
     monthly_image_quota: Mapped[int | None] = mapped_column(Integer, default=None)
     max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Dollars of estimated spend (jobs.spend) a month; the estimate comes from the backends' reported usage.
+    monthly_budget_usd: Mapped[float | None] = mapped_column(Float, default=None)
 
 
 class RateEvent(Base):

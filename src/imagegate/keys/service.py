@@ -43,6 +43,7 @@ class KeyLimits:
     daily_image_quota: int | None = UNSET
     monthly_image_quota: int | None = UNSET
     max_concurrent_jobs: int | None = UNSET
+    monthly_budget_usd: float | None = UNSET
     expires_at: datetime | None = UNSET
     name: str = field(default=UNSET)
 
@@ -61,6 +62,9 @@ class KeyLimits:
         for name in ("rate_limit_per_minute", "daily_image_quota", "monthly_image_quota", "max_concurrent_jobs"):
             if values.get(name) is not None and not 1 <= values[name] <= MAX_LIMIT:
                 raise InvalidRequest(f"{name} must be between 1 and {MAX_LIMIT} (or none for no limit).")
+        budget = values.get("monthly_budget_usd")
+        if budget is not None and not 0 < budget <= MAX_LIMIT:
+            raise InvalidRequest(f"monthly_budget_usd must be above 0 and at most {MAX_LIMIT} dollars (or none).")
         for name in ("allowed_models", "scopes"):
             if any("\x00" in item for item in values.get(name) or ()):
                 raise InvalidRequest(f"{name} must not contain a NUL character.")
@@ -69,6 +73,16 @@ class KeyLimits:
 MAX_NAME_CHARS = 200
 # Limits live in 32-bit integer columns; a billion is already "no limit" in practice.
 MAX_LIMIT = 1_000_000_000
+
+
+def parse_budget(value: str) -> float | None:
+    """A budget in dollars typed by a person (12, 12.50): above 0 and at most MAX_LIMIT; None otherwise."""
+    value = value.strip().removeprefix("$")
+    whole, _dot, cents = value.partition(".")
+    if not (whole or cents) or not all(part.isascii() and (part.isdigit() or not part) for part in (whole, cents)):
+        return None
+    dollars = float(value)
+    return dollars if 0 < dollars <= MAX_LIMIT else None
 
 
 def parse_limit(value: str) -> int | None:

@@ -1,0 +1,26 @@
+"""key budget: a per-key monthly budget in dollars of estimated spend
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0011"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("api_key", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("monthly_budget_usd", sa.Float(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("api_key", schema=None) as batch_op:
+        batch_op.drop_column("monthly_budget_usd")
