@@ -21,7 +21,7 @@ async def _job_with_usage(harness: Harness, token: str) -> str:
     async with harness.app.state.sessions() as session, session.begin():
         job = await session.scalar(select(Job).where(Job.id == job_id))
         assert job is not None
-        job.params = {**job.params, "result": {"usage": USAGE}}
+        job.result = {**(job.result or {}), "usage": USAGE}
     return job_id
 
 

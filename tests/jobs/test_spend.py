@@ -27,10 +27,10 @@ def test_usage_without_the_input_split_counts_input_as_text() -> None:
 
 def test_a_job_without_usage_or_without_a_price_has_no_estimate() -> None:
     prices = {"gpt-image-1": PRICE}
-    assert spend.cost("gpt-image-1", {"result": {"usage": USAGE}}, prices) == pytest.approx(0.1689)
-    assert spend.cost("gpt-image-1", {"result": {"revised_prompt": "x"}}, prices) is None
-    assert spend.cost("gpt-image-1", {}, prices) is None
-    assert spend.cost("other-model", {"result": {"usage": USAGE}}, prices) is None
+    assert spend.cost("gpt-image-1", {"usage": USAGE}, prices) == pytest.approx(0.1689)
+    assert spend.cost("gpt-image-1", {"revised_prompt": "x"}, prices) is None
+    assert spend.cost("gpt-image-1", None, prices) is None
+    assert spend.cost("other-model", {"usage": USAGE}, prices) is None
 
 
 def test_the_default_price_table_prices_the_known_gpt_image_models() -> None:

@@ -18,7 +18,7 @@ async def _record_usage(harness: Harness, job_id: str) -> None:
     async with harness.app.state.sessions() as session, session.begin():
         job = await session.scalar(select(Job).where(Job.id == job_id))
         assert job is not None
-        job.params = {**job.params, "result": {"usage": USAGE}}
+        job.result = {**(job.result or {}), "usage": USAGE}
 
 
 async def test_a_key_over_its_budget_is_refused_on_the_native_and_openai_surfaces(

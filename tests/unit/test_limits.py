@@ -110,7 +110,7 @@ PRICES = {"fake-model": ModelPrice(output_image=40.0)}
 
 def spent(row: Job, output_tokens: int) -> Job:
     """The job with the token usage its backend reported."""
-    row.params = {"result": {"usage": {"input_tokens": 0, "output_tokens": output_tokens}}}
+    row.result = {"usage": {"input_tokens": 0, "output_tokens": output_tokens}}
     return row
 
 

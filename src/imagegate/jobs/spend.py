@@ -35,16 +35,15 @@ def estimate(usage: Mapping[str, Any], price: ModelPrice) -> float:
     return dollars / PER_TOKENS
 
 
-def usage_of(params: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The token usage a backend reported for a job, if any."""
-    result = params.get("result")
-    usage = result.get("usage") if isinstance(result, Mapping) else None
+def usage_of(result: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The token usage a backend reported in a job's result, if any."""
+    usage = result.get("usage") if result else None
     return usage if isinstance(usage, Mapping) and usage else None
 
 
-def cost(model: str, params: Mapping[str, Any], prices: Mapping[str, ModelPrice]) -> float | None:
+def cost(model: str, result: Mapping[str, Any] | None, prices: Mapping[str, ModelPrice]) -> float | None:
     """A job's estimated cost in dollars; None when its backend reported no usage or the model has no price."""
-    usage = usage_of(params)
+    usage = usage_of(result)
     price = prices.get(model)
     if usage is None or price is None:
         return None
@@ -53,7 +52,7 @@ def cost(model: str, params: Mapping[str, Any], prices: Mapping[str, ModelPrice]
 
 def job_cost(job: Job, prices: Mapping[str, ModelPrice]) -> float | None:
     """A job's estimated cost in dollars, if it can be estimated."""
-    return cost(job.model, job.params, prices)
+    return cost(job.model, job.result, prices)
 
 
 async def cost_per_day(
@@ -67,13 +66,13 @@ async def cost_per_day(
     """Estimated dollars per UTC day over the last `days` days (newest first), of every key or one."""
     first = (now - timedelta(days=days - 1)).date()
     start = datetime(first.year, first.month, first.day, tzinfo=UTC)
-    statement = select(Job.created_at, Job.model, Job.params).where(Job.created_at >= start)
+    statement = select(Job.created_at, Job.model, Job.result).where(Job.created_at >= start)
     if key_id is not None:
         statement = statement.where(Job.key_id == key_id)
     totals = {first + timedelta(days=i): 0.0 for i in range(days)}
-    for created, model, params in (await session.execute(statement)).all():
+    for created, model, result in (await session.execute(statement)).all():
         day = created.astimezone(UTC).date()
-        dollars = cost(model, params or {}, prices)
+        dollars = cost(model, result, prices)
         if dollars is not None and day in totals:
             totals[day] += dollars
     return sorted(totals.items(), reverse=True)
@@ -81,6 +80,6 @@ async def cost_per_day(
 
 async def cost_since(session: AsyncSession, prices: Mapping[str, ModelPrice], *, since: datetime, key_id: int) -> float:
     """A key's estimated dollars since a moment (the start of its budget's month)."""
-    statement = select(Job.model, Job.params).where(Job.key_id == key_id, Job.created_at >= since)
+    statement = select(Job.model, Job.result).where(Job.key_id == key_id, Job.created_at >= since)
     rows = (await session.execute(statement)).all()
-    return sum(cost(model, params or {}, prices) or 0.0 for model, params in rows)
+    return sum(cost(model, result, prices) or 0.0 for model, result in rows)
