@@ -36,7 +36,7 @@ async def test_spend_is_shown_per_job_per_key_and_per_day(harness_with: HarnessF
         assert re.search(r'id="job-cost">\$0\.1689 ', job_page)
         key_page = (await harness.client.get(f"/admin/keys/{key.handle}")).text
         assert re.search(r'id="spend-month">\$0\.3378<', key_page)
-        assert "<td>$0.3378</td></tr>" in key_page
+        assert '<td class="cost">$0.3378</td></tr>' in key_page
         overview = (await harness.client.get("/admin")).text
         assert "<td>$0.3378</td></tr>" in overview
 
