@@ -12,7 +12,7 @@ import httpx2
 import pytest
 from PIL import Image
 
-from tests.fakes.server import base_env, imagegate, serve, worker
+from tests.fakes.server import base_env, imagegate, serve, until, worker
 from tests.helpers import new_pg_database
 
 pytestmark = pytest.mark.acceptance
@@ -148,6 +148,12 @@ def test_two_servers_on_one_postgresql_share_a_keys_rate_limit(pg_base_url: str,
     assert statuses == [200, 200, 200, 200, 429, 429]
 
 
+def _metrics_with(url: str, line: str) -> str:
+    """The /metrics text if it has the line yet, else empty."""
+    text = httpx2.get(f"{url}/metrics", timeout=10).text
+    return text if line in text else ""
+
+
 def test_metrics_add_up_across_processes(tmp_path: Path) -> None:
     env = base_env(IMAGEGATE_ADMIN_PASSWORD="x" * 16)
     assert imagegate("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
@@ -162,7 +168,7 @@ def test_metrics_add_up_across_processes(tmp_path: Path) -> None:
                 timeout=30,
             )
             assert response.status_code == 200, response.text
-        text = httpx2.get(f"{first.url}/metrics", timeout=10).text
-    generate = 'imagegate_http_requests_total{method="POST",route="/v1/images/generate",status="200"} 2.0'
-    assert generate in text
+        generate = 'imagegate_http_requests_total{method="POST",route="/v1/images/generate",status="200"} 2.0'
+        # A request is counted once its answer has been sent, so the client can read /metrics a moment early.
+        text = until(lambda: _metrics_with(first.url, generate), generate)
     assert 'imagegate_jobs_finished_total{backend="demo",model="demo",status="succeeded"} 2.0' in text

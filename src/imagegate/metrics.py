@@ -73,6 +73,17 @@ def _reserve(fd: int, size: int) -> None:
             raise
 
 
+def follow_multiprocess_setting() -> None:
+    """Choose prometheus_client's value class from PROMETHEUS_MULTIPROC_DIR as it is now.
+
+    prometheus_client chooses once, when it is first imported; a command module that imports it before the
+    variable is set (any import chain reaching this module) would otherwise keep every counter in memory, and
+    /metrics, which reads the files, would show none.
+    """
+    if MULTIPROC_ENV in os.environ and prometheus_client.values.ValueClass is prometheus_client.values.MutexValue:
+        prometheus_client.values.ValueClass = prometheus_client.values.get_value_class()  # type: ignore[no-untyped-call]
+
+
 def use_reserved_files() -> None:
     """Make prometheus_client's multiprocess values use ReservedMmapedDict."""
     prometheus_client.values.MmapedDict = ReservedMmapedDict  # type: ignore[attr-defined]

@@ -286,6 +286,8 @@ def test_a_phone_sized_screen(browser: Browser, server: ServerProcess) -> None:
     page.get_by_label("Name", exact=True).fill("phone")
     page.get_by_role("button", name="Create key").click()
     page.get_by_role("link", name="phone").click()
+    expect(page).to_have_url(re.compile(r"/admin/keys/[^/?]+$"))  # measured once the key page is there
+    page.wait_for_load_state()
     assert_fits(page, "key")
     shot(page, "09b-phone-key")
     page.get_by_role("link", name="Playground").click()
@@ -296,6 +298,8 @@ def test_a_phone_sized_screen(browser: Browser, server: ServerProcess) -> None:
     assert_fits(page, "job")
     shot(page, "09c-phone-job")
     page.get_by_role("link", name="Status").click()
+    expect(page).to_have_url(re.compile(r"/admin/status$"))
+    page.wait_for_load_state()
     assert_fits(page, "status")
     shot(page, "09d-phone-status")
     context.close()

@@ -25,6 +25,7 @@ from imagegate.cli.common import (
 from imagegate.cli.imports import import_app
 from imagegate.cli.jobs import jobs_app
 from imagegate.cli.keys import audit_command, keys_app
+from imagegate.metrics import follow_multiprocess_setting
 from imagegate.migrations import upgrade
 
 if TYPE_CHECKING:
@@ -74,7 +75,8 @@ def serve(
     """Run the HTTP service (migrating the database first) with its workers."""
     settings = load(config, host=host, port=port)
     configure_logging(settings)
-    prepare_metrics(settings)  # before the app (and prometheus_client) is imported
+    prepare_metrics(settings)
+    follow_multiprocess_setting()  # this process's counters go to the shared files, whatever was imported first
     import uvicorn
 
     from imagegate.app import create_app
@@ -127,7 +129,8 @@ def worker(config: ConfigOption = None) -> None:
     """Run only the job workers (no HTTP), e.g. beside API processes on one PostgreSQL database."""
     settings = load(config, run_scheduler=True)
     configure_logging(settings)
-    prepare_metrics(settings)  # before the app (and prometheus_client) is imported
+    prepare_metrics(settings)
+    follow_multiprocess_setting()  # this process's counters go to the shared files, whatever was imported first
     from imagegate.app import create_app, running
 
     async def main() -> None:
