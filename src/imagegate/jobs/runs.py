@@ -1,0 +1,224 @@
+"""One claimed job's run: the backend call, its outputs to storage, and the record of its end (fenced by attempt)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from imagegate.backends import usage
+from imagegate.backends.base import BackendRequest, JobReporter, OutputImage
+from imagegate.db import is_unavailable
+from imagegate.errors import BackendError, ImagegateError
+from imagegate.images import inspect_image, new_output_name
+from imagegate.jobs import queue
+from imagegate.jobs.build import backend_request
+from imagegate.jobs.models import Job, JobStatus
+from imagegate.jobs.queue import Claimed, StoredImage
+from imagegate.jobs.service import JobContext
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+Outcome = tuple[str, str | None]  # (final status, error code)
+
+# A finished job's record is retried this often while the database is away (doubling up to the maximum).
+RECORD_RETRY_FIRST_SECONDS = 0.25
+RECORD_RETRY_MAX_SECONDS = 5.0
+
+
+class JobRunner:
+    """Runs claimed jobs for the scheduler; knows which are being cancelled and which wait to be recorded."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.cancelling: set[str] = set()  # job ids a caller asked to stop
+        self.unrecorded: dict[str, str] = {}  # job id → backend: finished, waiting for the database to record it
+
+    async def run(self, backend_name: str, claimed: Claimed) -> None:
+        """Run the claimed job on the backend and record how it ended (retrying while the database is away)."""
+        reporter = JobReporter(
+            self.ctx.settings.job_log_max_bytes,
+            on_partial=functools.partial(self.ctx.events.partial, claimed.job_id),
+        )
+        started = time.perf_counter()
+        outcome: Outcome | None = None  # set when this run settled the job
+        try:
+            outcome = await self._attempt(backend_name, claimed, reporter)
+        finally:
+            await guard(
+                functools.partial(
+                    usage.record,
+                    self.ctx.sessions,
+                    backend=backend_name,
+                    job_id=claimed.job_id,
+                    events=reporter.usage_events,
+                )
+            )
+            self._observe(backend_name, claimed, outcome, time.perf_counter() - started)
+
+    async def _attempt(self, backend_name: str, claimed: Claimed, reporter: JobReporter) -> Outcome | None:
+        """Run the job and record how it ended; None when the job was no longer this run's to settle."""
+        sessions = self.ctx.sessions
+        try:
+            request = await self._backend_request(claimed)
+            result = await self.ctx.backends.backends[backend_name].generate(request, reporter)
+            if not result.images:
+                raise BackendError("The backend returned no image.")
+            stored = await self._store_outputs(result.images)
+        except asyncio.CancelledError:
+            cancelled = await self._record(backend_name, claimed, lambda: self._settle_cancelled(claimed, reporter))
+            return (JobStatus.CANCELLED, None) if cancelled else None
+        except ImagegateError as error:
+            failed = await self._record(
+                backend_name, claimed, functools.partial(queue.finish_failed, sessions, claimed, error, reporter.text())
+            )
+            return (JobStatus.FAILED, error.code) if failed else None
+        except _NotLoaded:  # it has not run, so it goes back in the queue
+            logger.warning("job %s could not be loaded (database unavailable); requeueing it", claimed.job_id)
+            await self._record(backend_name, claimed, lambda: self._requeue(claimed))
+            return None
+        except Exception as exc:
+            logger.exception("job %s failed unexpectedly", claimed.job_id)
+            reporter.write("".join(traceback.format_exception(exc)))
+            unexpected = BackendError("The backend failed unexpectedly; see the job's logs.")
+            failed = await self._record(
+                backend_name,
+                claimed,
+                functools.partial(queue.finish_failed, sessions, claimed, unexpected, reporter.text()),
+            )
+            return (JobStatus.FAILED, "unexpected") if failed else None
+        succeeded = await self._record(
+            backend_name,
+            claimed,
+            lambda: queue.finish_succeeded(sessions, claimed, stored, reporter.text(), result.metadata),
+        )
+        if succeeded:
+            return (JobStatus.SUCCEEDED, None)
+        await self._discard(stored)
+        return None
+
+    async def _requeue(self, claimed: Claimed) -> bool:
+        await queue.settle_interrupted(self.ctx.sessions, claimed, None, retry=True)
+        return False
+
+    async def _record(self, backend: str, claimed: Claimed, write: Callable[[], Coroutine[Any, Any, bool]]) -> bool:
+        """Write a job's end, retrying while the database is unavailable: the result is kept, never re-run.
+
+        The backend has already done (and charged for) the work; only shutdown cuts the retries short, and then
+        the next start's recovery settles the job.
+        """
+        delay = RECORD_RETRY_FIRST_SECONDS
+        try:
+            while True:
+                try:
+                    return await _whole(write())
+                except Exception as exc:
+                    if not is_unavailable(exc):
+                        raise
+                    if claimed.job_id not in self.unrecorded:
+                        logger.warning(
+                            "recording job %s waits for the database (%s); the result is kept",
+                            claimed.job_id,
+                            type(exc).__name__,
+                        )
+                    self.unrecorded[claimed.job_id] = backend
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECORD_RETRY_MAX_SECONDS)
+        except asyncio.CancelledError:
+            if claimed.job_id in self.unrecorded:
+                logger.warning("job %s was not recorded before shutdown; the next start settles it", claimed.job_id)
+            raise
+        finally:
+            if self.unrecorded.pop(claimed.job_id, None) is not None:
+                logger.info("job %s recorded after the database came back", claimed.job_id)
+
+    def _observe(self, backend: str, claimed: Claimed, outcome: Outcome | None, seconds: float) -> None:
+        metrics = self.ctx.metrics
+        if metrics is None or outcome is None:
+            return
+        status, code = outcome
+        metrics.jobs.labels(backend, claimed.model, str(status)).inc()
+        metrics.duration.labels(backend).observe(seconds)
+        if code is not None:
+            metrics.backend_errors.labels(backend, code).inc()
+        logger.info(
+            "job finished",
+            extra={"job": claimed.job_id, "backend": backend, "status": str(status), "seconds": round(seconds, 3)},
+        )
+
+    async def _settle_cancelled(self, claimed: Claimed, reporter: JobReporter) -> bool:
+        """True when the caller's cancel ended the job; False when shutdown put it back (or failed it)."""
+        if claimed.job_id in self.cancelling:
+            return await queue.finish_cancelled(self.ctx.sessions, claimed, reporter.text())
+        reporter.write("[interrupted by shutdown]\n")
+        status = await queue.settle_interrupted(
+            self.ctx.sessions, claimed, reporter.text(), retry=self.ctx.settings.interrupted_jobs == "retry"
+        )
+        logger.warning("job %s interrupted by shutdown: now %s", claimed.job_id, status)
+        return False
+
+    async def _backend_request(self, claimed: Claimed) -> BackendRequest:
+        try:
+            async with self.ctx.sessions() as session:
+                statement = select(Job).where(Job.id == claimed.job_id).options(selectinload(Job.inputs))
+                job = await session.scalar(statement)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise _NotLoaded from exc
+            raise
+        if job is None:
+            raise BackendError("The job disappeared before it ran.")
+        return await backend_request(job, self.ctx.storage)
+
+    async def _store_outputs(self, images: list[OutputImage]) -> list[StoredImage]:
+        stored: list[StoredImage] = []
+        try:
+            for index, image in enumerate(images):
+                try:
+                    info = await asyncio.to_thread(inspect_image, image.data, param=f"output[{index}]")
+                except ImagegateError:
+                    raise BackendError("The backend returned bytes that are not an image.") from None
+                name = new_output_name(info.format)
+                key = f"images/{name}"
+                await self.ctx.storage.put(key, image.data)
+                stored.append(StoredImage(name, key, info))
+        except BaseException:
+            await self._discard(stored)
+            raise
+        return stored
+
+    async def _discard(self, stored: list[StoredImage]) -> None:
+        for image in stored:
+            await self.ctx.storage.delete(image.storage_key)
+
+
+class _NotLoaded(Exception):
+    """The job's row could not be read because the database is unavailable."""
+
+
+async def _whole(work: Coroutine[Any, Any, T]) -> T:
+    """Run a database write to its end even if the caller is cancelled meanwhile, then honour the cancel.
+
+    A transaction cut off mid-statement can leave its connection, and on SQLite the write lock, held.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        raise
+
+
+async def guard(work: Callable[[], Awaitable[None]]) -> None:
+    """Run housekeeping work; a failure is logged and left for the next round."""
+    try:
+        await work()
+    except Exception:
+        logger.exception("scheduler housekeeping failed; will retry")
