@@ -42,6 +42,7 @@ from imagegate.db import create_engine, session_factory
 from imagegate.jobs.events import JobEvents
 from imagegate.jobs.scheduler import Scheduler
 from imagegate.jobs.service import JobContext
+from imagegate.keys.cache import KeyCache
 from imagegate.mcp_server.endpoint import ENDPOINT as MCP_ENDPOINT
 from imagegate.mcp_server.endpoint import McpEndpoint
 from imagegate.metrics import Metrics
@@ -84,6 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(WebhookHeaderMiddleware, base=request_base(settings))
     metrics = Metrics()
     app.state.metrics = metrics
+    app.state.key_cache = KeyCache(settings.key_cache_seconds)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     errors.install(app, surfaces)

@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     interrupted_jobs: Literal["retry", "fail"] = "retry"
     job_log_max_bytes: int = Field(default=64 * 1024, ge=1024)
+    # A verified key is reused this long per process; a change made elsewhere is seen within it (hence ≤ 1 s).
+    key_cache_seconds: float = Field(default=0.5, ge=0, le=1)
 
     # Request limits.
     max_prompt_chars: int = Field(default=32_000, ge=1)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagegate.db import utcnow
 from imagegate.errors import InsufficientScope, InvalidApiKey, MissingApiKey, RateLimited
 from imagegate.keys import audit, limits, service
+from imagegate.keys.cache import KeyCache
 from imagegate.keys.models import ApiKey
 
 BEARER_HEADERS = {"WWW-Authenticate": 'Bearer realm="imagegate"'}
@@ -42,7 +43,34 @@ async def require_key(
 ) -> ApiKey:
     """The caller's verified key (401 missing/unknown, 403 disabled/expired, 429 over its rate limit)."""
     token = bearer_token(request)  # read here, not from the scheme: our 401s say what was wrong with the header
-    return await admit(request, lambda session: service.verify(session=session, token=token))
+    cache: KeyCache = request.app.state.key_cache
+    digest = service.hash_token(token)
+    cached = cache.get(digest)
+    if cached is not None:
+        return await _admit_cached(request, cached, digest)
+    generation = cache.generation()
+    key = await admit(request, lambda session: service.verify(session=session, token=token))
+    cache.put(digest, key, generation)
+    return key
+
+
+async def _admit_cached(request: Request, key: ApiKey, digest: str) -> ApiKey:
+    """A key verified moments ago: its state is checked again, and a rate-limited key still takes its token."""
+    now = utcnow()
+    try:
+        service.require_current(key, digest, now)
+    except InvalidApiKey as error:
+        error.headers = BEARER_HEADERS
+        raise
+    service.require_usable(key, now)
+    if key.rate_limit_per_minute is not None:
+
+        async def same(_session: AsyncSession) -> ApiKey:
+            return key
+
+        return await admit(request, same)
+    request.state.key_handle = key.handle
+    return key
 
 
 async def admit(request: Request, find: Callable[[AsyncSession], Awaitable[ApiKey]]) -> ApiKey:

@@ -16,6 +16,7 @@ from imagegate.db import utcnow
 from imagegate.errors import InvalidApiKey, InvalidRequest, KeyDisabled, KeyExpired, NotFound
 from imagegate.keys import audit
 from imagegate.keys.audit import Actor
+from imagegate.keys.cache import key_changed
 from imagegate.keys.models import SCOPES, ApiKey
 from imagegate.webhooks.service import new_secret as new_webhook_secret
 
@@ -159,6 +160,7 @@ async def update_key(*, session: AsyncSession, handle: str, limits: KeyLimits, a
     for attribute, value in changes.items():
         setattr(key, attribute, value)
     await session.flush()
+    key_changed()
     audit.record(session=session, actor=actor, action="key.update", handle=handle, **_audit_values(changes))
     return key
 
@@ -174,6 +176,7 @@ async def rotate_key(
     key.previous_token_expires_at = now + grace if grace > timedelta(0) else None
     key.token_hash = hash_token(token)
     await session.flush()
+    key_changed()
     audit.record(
         session=session, actor=actor, action="key.rotate", handle=handle, grace_seconds=int(grace.total_seconds())
     )
@@ -186,6 +189,7 @@ async def webhook_secret(*, session: AsyncSession, handle: str, rotate: bool = F
     if rotate or not key.webhook_secret:
         key.webhook_secret = new_webhook_secret()
         await session.flush()
+        key_changed()
         audit.record(session=session, actor=actor, action="key.webhook_secret.rotate", handle=handle)
     return key.webhook_secret
 
@@ -199,13 +203,18 @@ async def verify(*, session: AsyncSession, token: str) -> ApiKey:
     if key is None:
         raise InvalidApiKey()
     now = utcnow()
+    require_current(key, digest, now)
+    return await _usable(session, key, now)
+
+
+def require_current(key: ApiKey, digest: str, now: datetime) -> None:
+    """InvalidApiKey when the digest is the key's previous token and its grace period has ended."""
     if not hmac.compare_digest(key.token_hash, digest):
         grace_ends = key.previous_token_expires_at
         if not hmac.compare_digest(key.previous_token_hash or "", digest) or grace_ends is None or grace_ends <= now:
             raise InvalidApiKey(
                 "This API key was replaced by a rotation and its grace period has ended; use the new one."
             )
-    return await _usable(session, key, now)
 
 
 async def verify_handle(*, session: AsyncSession, handle: str) -> ApiKey:
@@ -250,6 +259,7 @@ async def set_enabled(*, session: AsyncSession, handle: str, enabled: bool, acto
     key = await get_by_handle(session=session, handle=handle)
     key.enabled = enabled
     await session.flush()
+    key_changed()
     audit.record(session=session, actor=actor, action="key.enable" if enabled else "key.disable", handle=handle)
     return key
 
@@ -258,4 +268,5 @@ async def delete_key(*, session: AsyncSession, handle: str, actor: Actor = "cli"
     """Delete a key; its jobs stay in the history, unlinked but still naming the handle."""
     key = await get_by_handle(session=session, handle=handle)
     await session.execute(delete(ApiKey).where(ApiKey.id == key.id))
+    key_changed()
     audit.record(session=session, actor=actor, action="key.delete", handle=handle)
