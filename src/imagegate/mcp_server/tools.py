@@ -10,6 +10,7 @@ import io
 import re
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Annotated, Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
@@ -103,6 +104,31 @@ def checked(response: httpx2.Response, *ok: int) -> Any:
     return response.json()
 
 
+@dataclass(frozen=True)
+class Calls:
+    """What every tool shares: the caller's HTTP client and the two limits (read at each call, so they follow
+    the settings)."""
+
+    client_for: ClientFactory
+    inline_max_bytes: Callable[[], int]
+    wait_seconds: Callable[[], float]
+
+    async def submit(self, ctx: Context[Any, Any], body: dict[str, Any]) -> Contents:
+        """Submit a job to the native API and finish it as the tools do."""
+        async with self.client_for(ctx) as client:
+            response = await client.post("/v1/images/generate", json=body, headers={"Prefer": "respond-async"})
+            return await self.finish(client, checked(response, 202), ctx)
+
+    async def finish(self, client: httpx2.AsyncClient, job: dict[str, Any], ctx: Context[Any, Any]) -> Contents:
+        """The job's images once it succeeds; its id while it still runs when the wait ends; its error."""
+        job = await _wait(client, job, ctx, self.wait_seconds())
+        if job["status"] not in FINISHED:
+            return [_text(f"Job {job['id']} is still {job['status']}; call get_job with job_id={job['id']!r} later.")]
+        if job["status"] != "succeeded":
+            raise ApiError(_job_error(job))
+        return await _results(client, job, self.inline_max_bytes())
+
+
 def build_server(
     client_for: ClientFactory, *, inline_max_bytes: Callable[[], int], wait_seconds: Callable[[], float]
 ) -> MCPServer:
@@ -111,20 +137,13 @@ def build_server(
     The two limits are read at each call, so they follow the settings.
     """
     server: MCPServer = MCPServer("imagegate", instructions=INSTRUCTIONS)
+    calls = Calls(client_for, inline_max_bytes, wait_seconds)
+    for add_tool in (_add_generate_image, _add_edit_image, _add_describe_image, _add_get_job, _add_list_models):
+        add_tool(server, calls)
+    return server
 
-    async def finish(client: httpx2.AsyncClient, job: dict[str, Any], ctx: Context[Any, Any]) -> Contents:
-        job = await _wait(client, job, ctx, wait_seconds())
-        if job["status"] not in FINISHED:
-            return [_text(f"Job {job['id']} is still {job['status']}; call get_job with job_id={job['id']!r} later.")]
-        if job["status"] != "succeeded":
-            raise ApiError(_job_error(job))
-        return await _results(client, job, inline_max_bytes())
 
-    async def submit(ctx: Context[Any, Any], body: dict[str, Any]) -> Contents:
-        async with client_for(ctx) as client:
-            response = await client.post("/v1/images/generate", json=body, headers={"Prefer": "respond-async"})
-            return await finish(client, checked(response, 202), ctx)
-
+def _add_generate_image(server: MCPServer, calls: Calls) -> None:
     @server.tool(
         description="Generate images from a text prompt. Returns each image, its URL (valid until the job expires) "
         "and the job id; a job still running when the wait ends returns only its id, for get_job."
@@ -140,8 +159,10 @@ def build_server(
         output_format: OutputFormat = "png",
     ) -> Contents:
         body = {"prompt": prompt, "size": size, "quality": quality, "count": count, "output_format": output_format}
-        return await submit(ctx, _with_model(body, model))
+        return await calls.submit(ctx, _with_model(body, model))
 
+
+def _add_edit_image(server: MCPServer, calls: Calls) -> None:
     @server.tool(
         description="Edit or combine images following a prompt: give 1 to 16 images (URLs this service returned, "
         "or base64) and optionally a mask, transparent where the first image may change. Returns like generate_image."
@@ -161,23 +182,24 @@ def build_server(
         count: Count = 1,
         output_format: OutputFormat = "png",
     ) -> Contents:
-        async with client_for(ctx) as client:
-            references = [await _as_base64(client, item, f"images[{i}]") for i, item in enumerate(images)]
+        async with calls.client_for(ctx) as client:
             body: dict[str, Any] = {
                 "prompt": prompt,
                 "size": size,
                 "quality": quality,
                 "count": count,
                 "output_format": output_format,
-                "reference_images_base64": references,
+                "reference_images_base64": await _all_as_base64(client, images),
             }
             if mask is not None:
                 body["mask_base64"] = await _as_base64(client, mask, "mask")
             response = await client.post(
                 "/v1/images/generate", json=_with_model(body, model), headers={"Prefer": "respond-async"}
             )
-            return await finish(client, checked(response, 202), ctx)
+            return await calls.finish(client, checked(response, 202), ctx)
 
+
+def _add_describe_image(server: MCPServer, calls: Calls) -> None:
     @server.tool(
         description="Ask a vision model about 1 to 16 images (URLs this service returned, or base64): describe "
         "them, read their text, compare them. Returns the model's answer as text."
@@ -191,13 +213,14 @@ def build_server(
             str | None, Field(description="A model from list_models that can describe; the default if omitted.")
         ] = None,
     ) -> str:
-        async with client_for(ctx) as client:
-            encoded = [await _as_base64(client, item, f"images[{i}]") for i, item in enumerate(images)]
-            body = _with_model({"prompt": prompt, "images_base64": encoded}, model)
+        async with calls.client_for(ctx) as client:
+            body = _with_model({"prompt": prompt, "images_base64": await _all_as_base64(client, images)}, model)
             await ctx.report_progress(0, None, "asking the vision model")
             answer = checked(await client.post("/v1/vision", json=body))
         return str(answer["text"])
 
+
+def _add_get_job(server: MCPServer, calls: Calls) -> None:
     @server.tool(
         description="A job's status by its id (img_…, from an earlier tool result), waiting a while for it to "
         "finish; returns its images once it has succeeded, or why it failed."
@@ -211,26 +234,26 @@ def build_server(
             Field(description="Seconds to wait for it to finish; the service's usual wait if omitted.", ge=0, le=600),
         ] = None,
     ) -> Contents:
-        async with client_for(ctx) as client:
+        async with calls.client_for(ctx) as client:
             job = checked(await client.get(f"/v1/images/jobs/{job_id}"))
-            job = await _wait(client, job, ctx, wait_seconds() if wait is None else wait)
+            job = await _wait(client, job, ctx, calls.wait_seconds() if wait is None else wait)
             if job["status"] == "succeeded":
-                return await _results(client, job, inline_max_bytes())
+                return await _results(client, job, calls.inline_max_bytes())
         if job["status"] in ("failed", "cancelled"):
             raise ApiError(_job_error(job))
         return [_text(f"Job {job_id} is {job['status']}.")]
 
+
+def _add_list_models(server: MCPServer, calls: Calls) -> None:
     @server.tool(
         description="The models this key may use, each with the sizes it makes, whether it is the default and "
         "whether describe_image can use it."
     )
     @tool_errors
     async def list_models(ctx: Context[Any, Any]) -> str:
-        async with client_for(ctx) as client:
+        async with calls.client_for(ctx) as client:
             models = checked(await client.get("/v1/images/models"))["data"]
         return "\n".join(_model_line(model) for model in models) or "No model is allowed for this key."
-
-    return server
 
 
 def _model_line(model: dict[str, Any]) -> str:
@@ -306,6 +329,11 @@ def _preview(data: bytes, limit: int) -> bytes:
         if len(preview) <= limit:
             break
     return preview
+
+
+async def _all_as_base64(client: httpx2.AsyncClient, images: list[str]) -> list[str]:
+    """Every image argument as base64, each named images[i] in an error."""
+    return [await _as_base64(client, item, f"images[{i}]") for i, item in enumerate(images)]
 
 
 async def _as_base64(client: httpx2.AsyncClient, item: str, param: str) -> str:

@@ -8,7 +8,6 @@ audit and output hashes live in the database (the BackendStore), so every proces
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import time
 from collections.abc import Mapping
@@ -16,37 +15,28 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image
-
 from imagegate.backends.base import (
     AdminPanel,
     BackendRequest,
     BackendResult,
     JobReporter,
-    OutputImage,
     RequestShape,
     VisionRequest,
 )
-from imagegate.backends.codex import outputs, process, tokens, vision, workdirs
-from imagegate.backends.codex.accounts import Account, AccountPool, AllExhausted, Dispatch
+from imagegate.backends.codex import generation, process, tokens, vision, workdirs
+from imagegate.backends.codex.accounts import Account, AccountPool, Dispatch
+from imagegate.backends.codex.generation import OUTPUT_EVENT, instruction
 from imagegate.backends.codex.options import PASSED_ENV, PASSED_ENV_PREFIXES, PROXY_ENV, AccountOption, CodexOptions
 from imagegate.backends.codex.outputs import fit
-
-__all__ = ["AccountOption", "CodexBackend", "CodexOptions", "fit", "instruction"]
 from imagegate.backends.codex.quota import Quota, QuotaReader
 from imagegate.backends.store import BackendStore
 from imagegate.db import utcnow
-from imagegate.errors import BackendError, BackendTimeout, ContentRejected, ImagegateError, InvalidRequest
+from imagegate.errors import BackendError, InvalidRequest
 from imagegate.images import OUTPUT_FORMATS
 from imagegate.settings import Settings
 
-SANDBOX_FLAGS = {
-    "workspace-write": ["--sandbox", "workspace-write"],
-    "read-only": ["--sandbox", "read-only"],
-    "bypass": ["--dangerously-bypass-approvals-and-sandbox"],
-}
-DISPATCH_KEY, REST_PREFIX, LAST_RUN_PREFIX = "dispatch", "rest:", "last_run:"
-TOKEN_EVENT, OUTPUT_EVENT = "token", "output"
+__all__ = ["AccountOption", "CodexBackend", "CodexOptions", "fit", "instruction"]
+DISPATCH_KEY, REST_PREFIX, LAST_RUN_PREFIX, TOKEN_EVENT = "dispatch", "rest:", "last_run:", "token"
 
 if TYPE_CHECKING:
     import typer
@@ -161,60 +151,11 @@ class CodexBackend:
 
     async def generate(self, request: BackendRequest, reporter: JobReporter) -> BackendResult:
         """One exec per image: sequential per account, parallel across accounts; edits make one image."""
-        await self.sync()
-        workdir = self.workdirs / request.job_id
-        count = 1 if request.is_edit else request.count
-        if count < request.count:
-            reporter.write(f"codex: edit mode makes 1 image (asked for {request.count})\n")
-        inputs = await asyncio.to_thread(workdirs.write_inputs, workdir, request)
-        results = await asyncio.gather(
-            *(self._one_image(request, workdir, inputs, index, reporter) for index in range(count)),
-            return_exceptions=True,
-        )
-        made = [r for r in results if isinstance(r, tuple)]
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if not made:
-            raise _first_error(errors)
-        for error in errors:
-            reporter.write(f"codex: one image failed ({type(error).__name__}: {error}); keeping the others\n")
-        sizes = {
-            "requested_size": request.size,
-            "delivered_sizes": [f"{w}x{h}" for _image, (w, h) in made],
-            "images_requested": request.count,
-        }
-        return BackendResult(images=[image for image, _size in made], metadata={"codex": sizes})
+        return await generation.generate(self, request, reporter)
 
     async def describe(self, request: VisionRequest, reporter: JobReporter) -> str:
         """Codex's final message about the images, from `codex exec` in the read-only sandbox."""
         return await vision.describe(self, request, reporter)
-
-    async def _one_image(
-        self, request: BackendRequest, workdir: Path, inputs: list[Path], index: int, reporter: JobReporter
-    ) -> tuple[OutputImage, tuple[int, int]]:
-        tried: set[str] = set()
-        duplicates = 0
-        while True:
-            try:
-                async with self.pool.hold(skip=tried | await self.low_quota(tried)) as account:
-                    return await self._exec(request, workdir, inputs, index, account, reporter)
-            except _QuotaReached as quota:
-                tried.add(quota.account.name)
-                await self.rest(quota.account, quota.resets_at)
-                reporter.write(f"codex: account {quota.account.name} reached its usage limit; trying the next\n")
-            except _DuplicateOutput as duplicate:
-                tried.add(duplicate.account.name)
-                duplicates += 1
-                reporter.write(
-                    f"codex: account {duplicate.account.name} handed back an earlier image; trying the next\n"
-                )
-            except AllExhausted as exhausted:
-                if duplicates:
-                    raise BackendError("Codex handed back an image it had made before; try again later.") from None
-                retry_after = max(int((exhausted.resets_at - utcnow()).total_seconds()), 1)
-                raise _AccountsExhausted(
-                    "Every Codex account has reached its usage limit; retry after the Retry-After seconds.",
-                    headers={"Retry-After": str(retry_after)},
-                ) from None
 
     async def low_quota(self, tried: set[str]) -> set[str]:
         """Accounts whose known quota is below min_quota_percent, unless every candidate is (then none)."""
@@ -232,45 +173,6 @@ class CodexBackend:
         """Every account's quota (cached reads)."""
         found = await asyncio.gather(*(self.quota.read(a.home) for a in self.pool.accounts))
         return {a.name: q for a, q in zip(self.pool.accounts, found, strict=True)}
-
-    async def _exec(
-        self,
-        request: BackendRequest,
-        workdir: Path,
-        inputs: list[Path],
-        index: int,
-        account: Account,
-        reporter: JobReporter,
-    ) -> tuple[OutputImage, tuple[int, int]]:
-        run_dir = await asyncio.to_thread(workdirs.fresh_run_dir, workdir, index)
-        command = self.command(request, run_dir, inputs)
-        started = utcnow()
-        reporter.write(f"codex: image {index + 1} on account {account.name}\n")
-        finished = await self.run_on(account, command, run_dir, reporter, job_id=request.job_id)
-        reporter.write(f"--- stdout ---\n{finished.stdout}\n--- stderr ---\n{finished.stderr}\n")
-        session = outputs.session_id(finished.stderr)
-        if session:
-            await asyncio.to_thread(workdirs.remember_session, workdir, session)
-        found = await asyncio.to_thread(
-            outputs.find_image, codex_home=account.home, session=session, workdir=run_dir, started=started
-        )
-        if found is None:
-            raise await self._no_image(finished, account, reporter, instruction(request, inputs), session)
-        reporter.write(f"codex: image from {found.source}\n")
-        digest = hashlib.sha256(found.data).hexdigest()
-        if self.store is not None and await self.store.has_event(OUTPUT_EVENT, digest):
-            reporter.usage(account.name, "duplicate")
-            raise _DuplicateOutput(account)
-        try:
-            data, delivered = await asyncio.to_thread(outputs.fit, found.data, request)
-        except (OSError, ValueError, Image.DecompressionBombError):
-            reporter.usage(account.name, "failure")
-            raise BackendError("Codex produced a file that is not an image.") from None
-        reporter.write(f"codex: delivered {delivered[0]}x{delivered[1]}, stored {request.width}x{request.height}\n")
-        reporter.usage(account.name, "success", images=1)
-        if self.store is not None:
-            await self.store.add_event(OUTPUT_EVENT, subject=account.name, key=digest, job_id=request.job_id)
-        return OutputImage(data), delivered
 
     async def run_on(
         self, account: Account, command: list[str], run_dir: Path, reporter: JobReporter, *, job_id: str | None = None
@@ -328,35 +230,9 @@ class CodexBackend:
         }
         return {**env, **self.options.env, "CODEX_HOME": str(account.home)}
 
-    async def _no_image(
-        self, finished: process.Finished, account: Account, reporter: JobReporter, asked: str, session: str | None
-    ) -> ImagegateError | _QuotaReached:
-        if finished.timed_out:
-            reporter.usage(account.name, "timeout")
-            return BackendTimeout(f"Codex did not finish within {self.options.timeout_seconds:.0f} s.")
-        errors = await asyncio.to_thread(
-            outputs.codex_errors, stderr=finished.stderr, instruction=asked, codex_home=account.home, session=session
-        )
-        resets_at = outputs.quota_reset(errors, utcnow())
-        if resets_at is not None:
-            reporter.usage(account.name, "quota")
-            return _QuotaReached(account, resets_at)
-        reporter.usage(account.name, "failure")
-        if outputs.refused(finished.stdout, asked):
-            return ContentRejected("The model declined to make this image; change the prompt.")
-        if finished.returncode:
-            return BackendError(f"Codex exited with status {finished.returncode} without an image.")
-        return BackendError("Codex finished without producing an image.")
-
     def command(self, request: BackendRequest, workdir: Path, inputs: list[Path]) -> list[str]:
         """The exec command line: every caller-supplied text after `--`, so nothing can pass for a flag."""
-        command = [self.options.executable, "exec", "--skip-git-repo-check", *SANDBOX_FLAGS[self.options.sandbox]]
-        if self.options.model:
-            command += ["-m", self.options.model]
-        command += ["-C", str(workdir)]
-        for path in inputs:
-            command += ["--image", str(path)]
-        return [*command, *self.options.extra_args, "--", instruction(request, inputs)]
+        return generation.command(self, request, workdir, inputs)
 
     async def sweep(self) -> int:
         """Remove Codex's caches of our sessions past cache_max_age_hours, workdirs and output hashes past retention."""
@@ -375,49 +251,6 @@ class CodexBackend:
     async def aclose(self) -> None:
         """Close the usage endpoint's client."""
         await self.quota.aclose()
-
-
-class _QuotaReached(Exception):
-    def __init__(self, account: Account, resets_at: datetime) -> None:
-        super().__init__(f"{account.name} usage limit until {resets_at.isoformat()}")
-        self.account = account
-        self.resets_at = resets_at
-
-
-class _DuplicateOutput(Exception):
-    def __init__(self, account: Account) -> None:
-        super().__init__(f"{account.name} handed back an earlier image")
-        self.account = account
-
-
-class _AccountsExhausted(ImagegateError):
-    """Every Codex account has reached its usage limit."""
-
-    status = 429
-    code = "rate_limit_exceeded"
-
-
-def _first_error(errors: list[BaseException]) -> BaseException:
-    for error in errors:
-        if isinstance(error, asyncio.CancelledError):
-            return error
-    for error in errors:
-        if isinstance(error, ImagegateError):
-            return error
-    return errors[0] if errors else BackendError("Codex produced no image.")
-
-
-def instruction(request: BackendRequest, inputs: list[Path]) -> str:
-    """What Codex is asked: $imagegen with the prompt, size and quality (and the inputs in edit mode)."""
-    size = "" if request.size == "auto" else f" Size: {request.width}x{request.height}."
-    quality = "" if request.quality == "auto" else f" Quality: {request.quality}."
-    if inputs:
-        names = ", ".join(path.name for path in inputs)
-        return (
-            f"Use $imagegen to edit the attached image(s) ({names}) as follows: {request.prompt}\n"
-            f"{size}{quality} Make exactly one image and save it in the current folder."
-        )
-    return f"Use $imagegen to create an image: {request.prompt}\n{size}{quality} Make exactly one image."
 
 
 def _parse_time(value: Any) -> datetime | None:
