@@ -7,6 +7,7 @@ import csv
 import io
 import re
 
+from imagegate.testing import tiny_png
 from tests.helpers import Harness, admin_csrf, bearer
 
 
@@ -75,6 +76,21 @@ async def test_a_refused_playground_run_keeps_the_form_and_the_navigation(harnes
     assert "a long and careful prompt</textarea>" in refused.text
     assert 'name="size" value="64x64"' in refused.text
     assert 'role="alert"' in refused.text
+    assert "Log out" in refused.text
+    with_files = await harness.client.post(
+        "/admin/playground", data=fields, files=[("references", ("cat.png", tiny_png(), "image/png"))]
+    )
+    assert with_files.status_code == 429
+    assert "The 1 reference image(s) you chose were not kept: choose them again." in with_files.text
+
+
+async def test_a_refused_history_filter_keeps_the_filters_and_the_navigation(harness: Harness) -> None:
+    await admin_csrf(harness)
+    refused = await harness.client.get("/admin/history", params={"since": "soon", "q": "a red fox", "key": "ci"})
+    assert refused.status_code == 400
+    assert "&#39;soon&#39; is not a date; use YYYY-MM-DD." in refused.text
+    assert 'name="q" value="a red fox"' in refused.text
+    assert 'name="key" value="ci"' in refused.text
     assert "Log out" in refused.text
 
 

@@ -107,3 +107,61 @@ async def test_names_are_shown_beside_handles_and_filter_the_history_and_keys(ha
     assert other.handle not in keys
     audit = (await harness.client.get("/admin/audit")).text
     assert "nightly reporter</a>" in audit
+
+
+NAVIGATION = ('href="/admin/history"', 'href="/admin/status"', "Log out")
+
+
+async def test_a_refused_new_key_keeps_the_navigation_and_everything_typed(harness: Harness) -> None:
+    csrf = await admin_csrf(harness, "/admin/keys")
+    typed = {
+        "csrf": csrf,
+        "name": "render-bot",
+        "expires": (utcnow() + timedelta(days=9)).date().isoformat(),
+        "models": "demo, fake",
+        "scopes": ["generate", "read"],
+        "rate_limit": "30",
+        "daily_quota": "0",
+        "monthly_quota": "400",
+        "max_concurrent": "2",
+        "monthly_budget_usd": "7.5",
+    }
+    refused = await harness.client.post("/admin/keys", data=typed)
+    assert refused.status_code == 400
+    for shown in NAVIGATION:
+        assert shown in refused.text
+    assert 'role="alert" id="form-error">daily quota must be a whole number' in refused.text
+    assert 'name="daily_quota" aria-invalid="true"' in refused.text
+    for name in ("name", "expires", "models", "rate_limit", "daily_quota", "monthly_quota", "max_concurrent"):
+        assert f'value="{typed[name]}"' in refused.text, name
+    assert 'name="monthly_budget_usd" type="number" min="0.01" step="0.01" placeholder="unlimited" value="7.5"' in (
+        refused.text
+    )
+    assert 'value="generate" checked>' in refused.text
+    assert 'value="edit">' in refused.text  # left unticked, as posted
+    assert ">render-bot</a>" not in refused.text  # no key was made
+    assert (await harness.client.post("/admin/keys", data={**typed, "daily_quota": "5"})).status_code == 303
+    assert ">render-bot</a>" in (await harness.client.get("/admin/keys")).text
+
+
+async def test_a_refused_key_edit_keeps_the_navigation_and_everything_typed(harness: Harness) -> None:
+    key, _token = await harness.new_key("laptop", limits=KeyLimits(rate_limit_per_minute=10))
+    csrf = await admin_csrf(harness, f"/admin/keys/{key.handle}")
+    typed = {"csrf": csrf, "name": "renamed laptop", "models": "demo", "scopes": ["read"], "rate_limit": "lots"}
+    refused = await harness.client.post(f"/admin/keys/{key.handle}", data=typed)
+    assert refused.status_code == 400
+    for shown in NAVIGATION:
+        assert shown in refused.text
+    assert 'id="form-error">rate limit must be a whole number' in refused.text
+    assert 'name="rate_limit" aria-invalid="true"' in refused.text
+    assert 'value="renamed laptop"' in refused.text
+    assert 'value="lots"' in refused.text
+    assert 'value="read" checked>' in refused.text
+    assert 'value="generate">' in refused.text
+    assert "Usage</h2>" in refused.text  # still the key's page
+    stored = await stored_key(harness, key.handle)
+    assert (stored.name, stored.rate_limit_per_minute) == ("laptop", 10)
+    shown_again = (await harness.client.get(f"/admin/keys/{key.handle}")).text
+    assert 'value="laptop"' in shown_again
+    assert 'value="10"' in shown_again
+    assert "aria-invalid" not in shown_again

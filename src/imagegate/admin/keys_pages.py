@@ -3,13 +3,14 @@ playground that runs a generation as a chosen key."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import FormData, UploadFile
 
 from imagegate.admin import queries, service
+from imagegate.admin.key_forms import KeyFields, blank_fields, expiry_from, fields_from, fields_of, limits_from
 from imagegate.admin.web import (
     Admin,
     confirm_page,
@@ -33,51 +34,11 @@ from imagegate.keys import service as keys
 from imagegate.keys.auth import admit_by_handle
 from imagegate.keys.limits import Periods
 from imagegate.keys.models import SCOPES, ApiKey
-from imagegate.keys.service import KeyLimits
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 # How long a rotated key's old secret keeps working; a day by default, as `imagegate keys rotate`.
 GRACE_CHOICES = ((0, "none: the old secret stops now"), (3600, "1 hour"), (86400, "24 hours"), (604800, "7 days"))
 DEFAULT_GRACE_SECONDS = 86400
-
-
-def _limits_from(form: FormData) -> KeyLimits:
-    def number(name: str) -> int | None:
-        value = form_value(form, name)
-        if not value:
-            return None
-        number = keys.parse_limit(value)
-        if number is None:
-            raise InvalidRequest(
-                f"{name.replace('_', ' ')} must be a whole number of at least 1 (at most {keys.MAX_LIMIT}), or empty.",
-                param=name,
-            )
-        return number
-
-    models = [m.strip() for m in form_value(form, "models").split(",") if m.strip()]
-    return KeyLimits(
-        allowed_models=models or None,
-        scopes=[s for s in form.getlist("scopes") if isinstance(s, str)],
-        rate_limit_per_minute=number("rate_limit"),
-        daily_image_quota=number("daily_quota"),
-        monthly_image_quota=number("monthly_quota"),
-        max_concurrent_jobs=number("max_concurrent"),
-        monthly_budget_usd=_budget_from(form),
-    )
-
-
-def _budget_from(form: FormData) -> float | None:
-    """The monthly budget field: dollars above 0, or empty for none."""
-    value = form_value(form, "monthly_budget_usd")
-    if not value:
-        return None
-    dollars = keys.parse_budget(value)
-    if dollars is None:
-        raise InvalidRequest(
-            f"monthly budget must be dollars above 0 (at most {keys.MAX_LIMIT}), like 12.50, or empty.",
-            param="monthly_budget_usd",
-        )
-    return dollars
 
 
 def _revealed(flash: str | None) -> tuple[dict[str, str] | None, str | None]:
@@ -100,25 +61,25 @@ def _status(key: ApiKey, now: datetime) -> str:
     return "expired" if _expired(key, now) else "enabled"
 
 
-def _expiry_from(form: FormData) -> datetime | None:
-    """The expiry date field: None (never) when empty; InvalidRequest for a bad or past date."""
-    expires = form_value(form, "expires")
-    try:
-        expires_at = datetime.fromisoformat(expires).replace(tzinfo=UTC) if expires else None
-    except ValueError:
-        raise InvalidRequest(f"{expires!r} is not a date; use YYYY-MM-DD.", param="expires") from None
-    if expires_at is not None and expires_at <= utcnow():
-        raise InvalidRequest("The expiry date is in the past.", param="expires")
-    return expires_at
-
-
 @router.get("/keys")
 async def keys_page(request: Request, admin: Admin, name: Annotated[str, Query(max_length=200)] = "") -> Response:
     """Every key with its status and use; a new key's secret once, right after creating it."""
-    sessions = request.app.state.sessions
-    revealed, flash = _revealed(await service.take_flash(sessions, admin))
-    wanted = name.strip()
-    async with sessions() as session:
+    revealed, flash = _revealed(await service.take_flash(request.app.state.sessions, admin))
+    return await _keys_listing(request, admin, name_filter=name.strip(), revealed=revealed, flash=flash)
+
+
+async def _keys_listing(
+    request: Request,
+    admin: Admin,
+    *,
+    name_filter: str = "",
+    fields: KeyFields | None = None,
+    error: ImagegateError | None = None,
+    revealed: dict[str, str] | None = None,
+    flash: str | None = None,
+) -> Response:
+    """The keys page; after a refused create, with what was posted and why it was refused."""
+    async with request.app.state.sessions() as session:
         rows = await keys.list_keys(session=session)
         totals = await job_queries.key_totals(session)
     now = utcnow()
@@ -130,73 +91,118 @@ async def keys_page(request: Request, admin: Admin, name: Annotated[str, Query(m
             "images": totals.get(key.id, (0, 0))[1],
         }
         for key in rows
-        if wanted.casefold() in key.name.casefold() or wanted == key.handle
+        if name_filter.casefold() in key.name.casefold() or name_filter == key.handle
     ]
-    return page(
-        request,
-        "keys.html",
-        admin=admin,
-        title="Keys",
-        active="/admin/keys",
-        keys=listed,
-        revealed=revealed,
-        flash=flash,
-        scopes=SCOPES,
-        key=None,
-        name_filter=wanted,
+    return _with_error_headers(
+        page(
+            request,
+            "keys.html",
+            admin=admin,
+            status=error.status if error else 200,
+            title="Keys",
+            active="/admin/keys",
+            keys=listed,
+            revealed=revealed,
+            flash=flash,
+            form_error=error_message(error) if error else None,
+            invalid=error.param if error else None,
+            scopes=SCOPES,
+            fields=fields or blank_fields(),
+            name_filter=name_filter,
+        ),
+        error,
     )
+
+
+def _with_error_headers(response: Response, error: ImagegateError | None) -> Response:
+    if error is not None:
+        response.headers.update(error.headers)
+    return response
+
+
+def _shown_again(error: ImagegateError) -> bool:
+    """A refusal the form can show beside the input (bad input, a limit, an outage); other errors propagate."""
+    return error.status < 500 or error.status in (503, 507)
 
 
 @router.post("/keys")
 async def create_key(request: Request, admin: Admin) -> Response:
-    """Create a key; its secret is shown once on the next page."""
+    """Create a key; its secret is shown once on the next page. A refusal keeps the form's input."""
     form = await read_form(request)
     if not csrf_ok(admin, form):
         return forbidden_csrf(request, admin)
+    try:
+        key, token = await _create(request, form)
+    except ImagegateError as error:
+        if not _shown_again(error):
+            raise
+        return await _keys_listing(request, admin, fields=fields_from(form), error=error)
+    await _reveal(request, admin, key.name, token, key.webhook_secret or "")
+    return redirect(request, "/admin/keys")
+
+
+async def _create(request: Request, form: FormData) -> tuple[ApiKey, str]:
     name = form_value(form, "name")
     if not name:
-        raise InvalidRequest("A key needs a name.")
-    expires_at = _expiry_from(form)
+        raise InvalidRequest("A key needs a name.", param="name")
+    expires_at = expiry_from(form)
+    limits = limits_from(form)
     async with request.app.state.sessions() as session, session.begin():
-        key, token = await keys.create_key(
-            session=session, name=name, expires_at=expires_at, limits=_limits_from(form), actor="admin"
-        )
-    await _reveal(request, admin, name, token, key.webhook_secret or "")
-    return redirect(request, "/admin/keys")
+        return await keys.create_key(session=session, name=name, expires_at=expires_at, limits=limits, actor="admin")
 
 
 @router.get("/keys/{handle}")
 async def key_page(handle: str, request: Request, admin: Admin) -> Response:
     """One key: its use against its quotas, its requests over 14 days, rotation, expiry and limits."""
     revealed, flash = _revealed(await service.take_flash(request.app.state.sessions, admin))
+    return await _key_detail(request, admin, handle, revealed=revealed, flash=flash)
+
+
+async def _key_detail(
+    request: Request,
+    admin: Admin,
+    handle: str,
+    *,
+    fields: KeyFields | None = None,
+    error: ImagegateError | None = None,
+    revealed: dict[str, str] | None = None,
+    flash: str | None = None,
+) -> Response:
+    """A key's page; after a refused change, with what was posted and why it was refused."""
     now = utcnow()
+    prices = request.app.state.settings.prices
     async with request.app.state.sessions() as session:
         key = await keys.get_by_handle(session=session, handle=handle)
         usage = await queries.key_usage(session, key, now)
-        spend_days = await spend.cost_per_day(
-            session, request.app.state.settings.prices, now=now, days=queries.CHART_DAYS, key_id=key.id
-        )
-        spend_month = await spend.cost_since(
-            session, request.app.state.settings.prices, since=Periods.at(now).month_start, key_id=key.id
-        )
+        spend_days = await spend.cost_per_day(session, prices, now=now, days=queries.CHART_DAYS, key_id=key.id)
+        spend_month = await spend.cost_since(session, prices, since=Periods.at(now).month_start, key_id=key.id)
     grace_ends = key.previous_token_expires_at
-    return page(
-        request,
-        "key.html",
-        admin=admin,
-        title=f"{key.name} ({handle})",
-        active="/admin/keys",
-        key=key,
-        key_status=_status(key, now),
-        usage=usage,
-        spend_days=spend_days,
-        spend_month=spend_month,
-        grace_ends=grace_ends if grace_ends and grace_ends > now else None,
-        graces=GRACE_CHOICES,
-        default_grace=DEFAULT_GRACE_SECONDS,
-        scopes=SCOPES,
-        revealed=revealed,
-        flash=flash,
+    return _with_error_headers(
+        page(
+            request,
+            "key.html",
+            admin=admin,
+            status=error.status if error else 200,
+            title=f"{key.name} ({handle})",
+            active="/admin/keys",
+            key=key,
+            key_status=_status(key, now),
+            usage=usage,
+            spend_days=spend_days,
+            spend_month=spend_month,
+            grace_ends=grace_ends if grace_ends and grace_ends > now else None,
+            graces=GRACE_CHOICES,
+            default_grace=DEFAULT_GRACE_SECONDS,
+            scopes=SCOPES,
+            fields=fields or fields_of(key),
+            revealed=revealed,
+            flash=flash,
+            # A refused edit says so beside the form; a refused rotation (a tampered choice) at the top.
+            form_error=error_message(error) if error and fields else None,
+            error=error_message(error) if error and not fields else None,
+            invalid=error.param if error else None,
+        ),
+        error,
     )
 
 
@@ -209,7 +215,8 @@ async def rotate_key(handle: str, request: Request, admin: Admin) -> Response:
     chosen = form_value(form, "grace") or str(DEFAULT_GRACE_SECONDS)
     seconds = next((s for s, _label in GRACE_CHOICES if str(s) == chosen), None)
     if seconds is None:
-        raise InvalidRequest("Choose one of the offered grace periods.", param="grace")
+        refused = InvalidRequest("Choose one of the offered grace periods.", param="grace")
+        return await _key_detail(request, admin, handle, error=refused)
     async with request.app.state.sessions() as session, session.begin():
         key, token = await keys.rotate_key(
             session=session, handle=handle, grace=timedelta(seconds=seconds), actor="admin"
@@ -220,18 +227,27 @@ async def rotate_key(handle: str, request: Request, admin: Admin) -> Response:
 
 @router.post("/keys/{handle}")
 async def update_key(handle: str, request: Request, admin: Admin) -> Response:
-    """Save a key's name and limits."""
+    """Save a key's name and limits. A refusal keeps the form's input."""
     form = await read_form(request)
     if not csrf_ok(admin, form):
         return forbidden_csrf(request, admin)
-    limits = _limits_from(form)
-    limits.name = form_value(form, "name") or handle
-    if "expires" in form:
-        limits.expires_at = _expiry_from(form)
-    async with request.app.state.sessions() as session, session.begin():
-        await keys.update_key(session=session, handle=handle, limits=limits, actor="admin")
+    try:
+        await _update(request, handle, form)
+    except ImagegateError as error:
+        if not _shown_again(error) or isinstance(error, NotFound):
+            raise
+        return await _key_detail(request, admin, handle, fields=fields_from(form), error=error)
     await service.set_flash(request.app.state.sessions, admin, f"Saved {handle}.")
     return redirect(request, f"/admin/keys/{handle}")
+
+
+async def _update(request: Request, handle: str, form: FormData) -> None:
+    limits = limits_from(form)
+    limits.name = form_value(form, "name") or handle
+    if "expires" in form:
+        limits.expires_at = expiry_from(form)
+    async with request.app.state.sessions() as session, session.begin():
+        await keys.update_key(session=session, handle=handle, limits=limits, actor="admin")
 
 
 @router.post("/keys/{handle}/{action}")
@@ -302,6 +318,7 @@ async def _playground(
     *,
     source: Job | None = None,
     error: ImagegateError | None = None,
+    dropped_references: int = 0,
 ) -> Response:
     """The playground form with these values (a re-run's, or what was posted when it was refused)."""
     async with request.app.state.sessions() as session:
@@ -323,10 +340,10 @@ async def _playground(
         chosen={**defaults, **{k: v for k, v in chosen.items() if v}},
         source=source,
         error=error_message(error) if error else None,
+        invalid=error.param if error else None,
+        dropped_references=dropped_references,
     )
-    if error is not None:
-        response.headers.update(error.headers)
-    return response
+    return _with_error_headers(response, error)
 
 
 def _expired(key: ApiKey, now: datetime) -> bool:
@@ -344,18 +361,19 @@ async def run_playground(request: Request, admin: Admin) -> Response:
     except ImagegateError as error:
         if error.status >= 500 and error.status not in (503, 507):
             raise
-        return await _playground(
-            request, admin, {name: form_value(form, name) for name in PLAYGROUND_FIELDS}, error=error
-        )
+        chosen = {name: form_value(form, name) for name in PLAYGROUND_FIELDS}
+        return await _playground(request, admin, chosen, error=error, dropped_references=len(_uploads(form)))
     return redirect(request, f"/admin/jobs/{job.id}")
+
+
+def _uploads(form: FormData) -> list[UploadFile]:
+    """The reference images posted (a file input left empty sends a nameless part)."""
+    return [upload for upload in form.getlist("references") if isinstance(upload, UploadFile) and upload.filename]
 
 
 async def _submit_playground(request: Request, form: FormData) -> Job:
     key = await admit_by_handle(request, form_value(form, "key"))
-    references = []
-    for position, upload in enumerate(form.getlist("references")):
-        if isinstance(upload, UploadFile) and upload.filename:
-            references.append(Reference(upload.file, f"references[{position}]"))
+    references = [Reference(upload.file, f"references[{i}]") for i, upload in enumerate(_uploads(form))]
     count = keys.parse_limit(form_value(form, "count") or "1")
     if count is None:
         raise InvalidRequest("count must be a whole number of at least 1.", param="count")

@@ -30,7 +30,7 @@ from imagegate.admin.web import (
     redirect,
 )
 from imagegate.db import utcnow
-from imagegate.errors import NotFound
+from imagegate.errors import InvalidRequest, NotFound
 from imagegate.jobs import queries as job_queries
 from imagegate.jobs import spend
 from imagegate.jobs.models import Job, JobStatus
@@ -175,8 +175,12 @@ async def history(
 ) -> Response:
     """Jobs newest first, filtered, one page at a time."""
     filters = queries.HistoryFilter(key.strip(), status, model, backend, since, until, q.strip())
+    refused: InvalidRequest | None = None
     async with request.app.state.sessions() as session:
-        result = await queries.history(session, filters, cursor)
+        try:
+            result = await queries.history(session, filters, cursor)
+        except InvalidRequest as error:  # a bad date: the filters stay as typed, with what to fix
+            result, refused = queries.HistoryPage([], None, filters), error
         names = await queries.key_names(session, (job.key_handle for job in result.jobs))
     backend_set = request.app.state.jobs.backends
     next_link = None
@@ -188,6 +192,8 @@ async def history(
         request,
         "history.html",
         admin=admin,
+        status=refused.status if refused else 200,
+        error=refused.message if refused else None,
         title="History",
         active="/admin/history",
         page=result,
