@@ -204,7 +204,10 @@ async def test_real_answers_fit_the_schema(harness: Harness) -> None:
     one = await client.get(f"/v1/images/jobs/{made.json()['id']}", headers=auth)
     _check(schema, paths["/v1/images/jobs/{job_id}"]["get"], one)
     _check(schema, paths["/v1/images/jobs/{job_id}"]["get"], await client.get("/v1/images/jobs/img_x", headers=auth))
-    _check(schema, paths["/v1/usage"]["get"], await client.get("/v1/usage", headers=auth))
+    usage = await client.get("/v1/usage", headers=auth)
+    _check(schema, paths["/v1/usage"]["get"], usage)
+    documented = schema["components"]["schemas"]["Usage"]
+    assert set(usage.json()) == set(documented["properties"]) == set(documented["required"])
     _check(schema, paths["/v1/usage"]["get"], await client.get("/v1/usage"))
     _check(schema, paths["/health"]["get"], await client.get("/health"))
     _check(schema, paths["/ready"]["get"], await client.get("/ready"))

@@ -182,6 +182,18 @@ class UsageConcurrency(BaseModel):
     limit: int | None
 
 
+class UsageSpend(BaseModel):
+    """This month's estimated spend against the key's monthly budget."""
+
+    estimated_usd: float | None = Field(
+        description="Dollars, priced from the token usage backends report (the OpenAI backend) and the price "
+        "table; null when no job of this month could be priced. An estimate, not a bill."
+    )
+    budget_usd: float | None = Field(description="The key's monthly budget; null: none.")
+    remaining_usd: float | None = Field(description="What is left of the budget; null: no budget.")
+    resets_at: datetime
+
+
 class Usage(BaseModel):
     """The calling key's usage, limits and what is left."""
 
@@ -191,6 +203,7 @@ class Usage(BaseModel):
     month: UsagePeriod
     requests_per_minute: UsageRate
     concurrent_jobs: UsageConcurrency
+    spend: UsageSpend
     allowed_models: list[str] | None = Field(description="null: every routed model.")
     scopes: list[str]
 

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from imagegate.db import utcnow
-from imagegate.jobs import queries
+from imagegate.jobs import queries, spend
 from imagegate.keys import limits
 from imagegate.keys.auth import CallerKey
 from imagegate.keys.models import ApiKey
@@ -27,7 +27,7 @@ def _period(used: int, quota: int | None, resets_at: datetime) -> dict[str, Any]
 
 @router.get("/v1/usage")
 async def usage(request: Request, key: CallerKey) -> dict[str, Any]:
-    """Images today and this month, the key's limits, and what is left of each."""
+    """Images today and this month, the key's limits, this month's estimated spend, and what is left of each."""
     now = utcnow()
     periods = limits.Periods.at(now)
     async with request.app.state.sessions() as session:
@@ -35,6 +35,9 @@ async def usage(request: Request, key: CallerKey) -> dict[str, Any]:
         month = await queries.images_used(session, key.id, periods.month_start)
         active = await queries.active_jobs(session, key.id)
         in_window = await limits.requests_in_window(session, key.id, now)
+        spent = await spend.known_cost_since(
+            session, request.app.state.settings.prices, since=periods.month_start, key_id=key.id
+        )
     return {
         "object": "usage",
         "key": {"handle": key.handle, "name": key.name, "expires_at": _iso(key.expires_at)},
@@ -42,8 +45,20 @@ async def usage(request: Request, key: CallerKey) -> dict[str, Any]:
         "month": _period(month, key.monthly_image_quota, periods.next_month),
         "requests_per_minute": _rate(key, in_window),
         "concurrent_jobs": {"active": active, "limit": key.max_concurrent_jobs},
+        "spend": _spend(key, spent, periods.next_month),
         "allowed_models": key.allowed_models,
         "scopes": key.scopes,
+    }
+
+
+def _spend(key: ApiKey, spent: float | None, resets_at: datetime) -> dict[str, Any]:
+    """This month's estimated spend against the key's monthly budget (either may be unknown: null)."""
+    budget = key.monthly_budget_usd
+    return {
+        "estimated_usd": None if spent is None else round(spent, 6),
+        "budget_usd": budget,
+        "remaining_usd": None if budget is None else round(max(budget - (spent or 0.0), 0.0), 6),
+        "resets_at": resets_at.isoformat(),
     }
 
 

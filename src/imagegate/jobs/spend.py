@@ -80,6 +80,14 @@ async def cost_per_day(
 
 async def cost_since(session: AsyncSession, prices: Mapping[str, ModelPrice], *, since: datetime, key_id: int) -> float:
     """A key's estimated dollars since a moment (the start of its budget's month)."""
+    return await known_cost_since(session, prices, since=since, key_id=key_id) or 0.0
+
+
+async def known_cost_since(
+    session: AsyncSession, prices: Mapping[str, ModelPrice], *, since: datetime, key_id: int
+) -> float | None:
+    """A key's estimated dollars since a moment; None when none of its jobs since then could be priced."""
     statement = select(Job.model, Job.result).where(Job.key_id == key_id, Job.created_at >= since)
-    rows = (await session.execute(statement)).all()
-    return sum(cost(model, result, prices) or 0.0 for model, result in rows)
+    costs = [cost(model, result, prices) for model, result in (await session.execute(statement)).all()]
+    known = [dollars for dollars in costs if dollars is not None]
+    return sum(known) if known else None
