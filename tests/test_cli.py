@@ -16,9 +16,10 @@ import typer
 from typer.testing import CliRunner
 
 from imagegate.cli import app, parse_expiry
+from imagegate.cli import jobs as jobs_cli
 from imagegate.cli.progress import ProgressLine
 from imagegate.client import ClientError, generate_to_files, output_paths
-from tests.helpers import ASYNC, GENERATE, Harness, HarnessFactory
+from tests.helpers import ASYNC, GENERATE, Harness, HarnessFactory, make_settings, stored_job
 
 runner = CliRunner()
 
@@ -331,12 +332,15 @@ async def test_the_operator_lists_shows_cancels_and_deletes_any_key_s_jobs(
         assert wrong.exit_code == 2
         assert "not a job status" in wrong.output
 
-        shown = await _cli(env, "jobs", "show", done_id)
+        proxied = {**env, "IMAGEGATE_PUBLIC_BASE_URL": "https://images.example.com/gate/", "IMAGEGATE_PORT": "9"}
+        shown = await _cli(proxied, "jobs", "show", done_id)
         assert shown.exit_code == 0, shown.output
         assert "a fox" in shown.stdout
-        assert "/generated/" in shown.stdout
-        detail = await _cli_json(env, "jobs", "show", done_id)
+        name = done.json()["images"][0]["url"].rsplit("/", 1)[1]
+        assert f"image:       https://images.example.com/gate/generated/{name}" in shown.stdout
+        detail = await _cli_json(proxied, "jobs", "show", done_id)
         assert (detail["id"], detail["status"], detail["key"]) == (done_id, "succeeded", alice.handle)
+        assert detail["images"][0]["url"] == f"https://images.example.com/gate/generated/{name}"
         missing = await _cli(env, "jobs", "show", "img_nothing")
         assert missing.exit_code == 1
         assert "No job 'img_nothing'." in missing.output
@@ -360,9 +364,23 @@ async def test_the_operator_lists_shows_cancels_and_deletes_any_key_s_jobs(
         ).status_code == 200
         deleted = await _cli(env, "jobs", "delete", done_id, stdin="y\n")
         assert deleted.exit_code == 0, deleted.output
+        assert (await stored_job(h, done_id)).deleted_by == "cli"
+        shown_deleted = await _cli(env, "jobs", "show", done_id)
+        assert "by the operator (imagegate jobs delete)" in shown_deleted.stdout
         gone = await h.client.get(f"/v1/images/jobs/{done_id}", headers={"Authorization": f"Bearer {alice_token}"})
         assert gone.status_code == 404
         assert (await h.client.get(done.json()["images"][0]["url"])).status_code == 404  # its file went too
+
+
+def test_job_links_without_a_public_url_point_where_this_machine_reaches_the_server(tmp_path: Path) -> None:
+    def link_base(**overrides: Any) -> str:
+        return jobs_cli.base_url(make_settings("sqlite+aiosqlite://", tmp_path, **overrides))
+
+    every = "0.0.0.0"  # noqa: S104 (a setting read, nothing bound)
+    assert link_base(host=every, port=8080, root_path="/images/") == "http://127.0.0.1:8080/images"
+    assert link_base(host="::", port=9000) == "http://[::1]:9000"
+    assert link_base(host="localhost", port=80) == "http://localhost:80"
+    assert link_base(host=every, public_base_url="https://images.example.com/") == "https://images.example.com"
 
 
 def test_generate_refuses_to_overwrite_without_force(tmp_path: Path) -> None:

@@ -85,10 +85,14 @@ async def test_deleting_a_job_asks_first(harness: Harness) -> None:
     assert forged.status_code == 403
     deleted = await harness.client.post(f"/admin/jobs/{job['id']}/delete", data={"csrf": csrf, "confirm": "yes"})
     assert deleted.status_code == 303
-    assert (await job_row(harness, job["id"])).deleted_at is not None
+    row = await job_row(harness, job["id"])
+    assert (row.deleted_at is not None, row.deleted_by) == (True, "admin")
     shown = await harness.client.get(f"/admin/jobs/{job['id']}")
+    assert "Deleted by the operator in the admin UI " in shown.text
     assert "its files are gone" in shown.text
     assert "Delete job and files" not in shown.text
+    history = (await harness.client.get("/admin/history")).text
+    assert '<span class="status deleted">deleted</span> <span class="deleted-by">by the operator</span>' in history
 
 
 async def test_a_job_of_a_deleted_key_can_still_be_deleted(harness: Harness) -> None:

@@ -126,6 +126,23 @@ def test_an_operators_day(browser: Browser, server: ServerProcess) -> None:
     page.get_by_role("button", name="Save limits").click()
     expect(page.get_by_role("status")).to_contain_text(f"Saved {handle}")
 
+    # A refused change keeps the navigation and everything typed, and says what to fix beside the form.
+    page.get_by_label("Name", exact=True).fill("browser test, renamed")
+    page.get_by_label("Expires").fill("2001-01-01")
+    page.get_by_label("Images / month").fill("900")
+    page.get_by_role("button", name="Save limits").click()
+    expect(page.locator("#form-error")).to_contain_text("The expiry date is in the past.")
+    expect(page.get_by_label("Name", exact=True)).to_have_value("browser test, renamed")
+    expect(page.get_by_label("Images / month")).to_have_value("900")
+    expect(page.get_by_label("Images / day")).to_have_value("50")
+    expect(page.get_by_label("Expires")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_role("link", name="History")).to_be_visible()
+    shot(page, "03b2-key-edit-refused")
+    page.get_by_label("Expires").fill("")
+    page.get_by_label("Name", exact=True).fill("browser test")
+    page.get_by_role("button", name="Save limits").click()
+    expect(page.get_by_role("status")).to_contain_text(f"Saved {handle}")
+
     # Rotation: the new secret once, with a copy button; the old one works through the grace period.
     page.get_by_label("Old secret keeps working").select_option(label="1 hour")
     page.get_by_role("button", name="Rotate secret").click()
@@ -239,6 +256,11 @@ def test_an_operators_day(browser: Browser, server: ServerProcess) -> None:
     shot(page, "06d-confirm-delete-job")
     page.get_by_role("button", name="Delete job and files").click()
     expect(page.get_by_role("status")).to_contain_text(f"Deleted job {slow_id}")
+    deleted_row = page.locator("table.jobs tr", has_text=slow_id)
+    expect(deleted_row.locator(".deleted-by")).to_have_text("by the operator")
+    shot(page, "06d2-history-deleted-job")
+    deleted_row.get_by_role("link", name=slow_id).click()
+    expect(page.locator(".flash.deleted")).to_contain_text("Deleted by the operator in the admin UI")
 
     # The status page: what runs, and no secret on it.
     page.get_by_role("link", name="Status").click()
@@ -290,6 +312,11 @@ def test_a_phone_sized_screen(browser: Browser, server: ServerProcess) -> None:
     page.wait_for_load_state()
     assert_fits(page, "key")
     shot(page, "09b-phone-key")
+    page.get_by_label("Expires").fill("2001-01-01")
+    page.get_by_role("button", name="Save limits").click()
+    expect(page.locator("#form-error")).to_contain_text("in the past")
+    assert_fits(page, "refused key edit")
+    shot(page, "09b2-phone-key-refused")
     page.get_by_role("link", name="Playground").click()
     page.get_by_label("Prompt").fill("a very long prompt " * 40)
     page.get_by_label("Size").fill("1024x256")

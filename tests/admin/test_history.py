@@ -33,7 +33,12 @@ async def test_history_rows_show_a_thumbnail_the_duration_and_deleted_jobs(harne
     assert 'class="mini"' in rows[str(kept["id"])]
     assert re.search(r'<td class="took">\d+\.\d s</td>', rows[str(kept["id"])])
     assert 'class="mini"' not in rows[str(gone["id"])]
-    assert '<span class="status deleted">deleted</span>' in rows[str(gone["id"])]
+    assert (
+        '<span class="status deleted">deleted</span> <span class="deleted-by">by its caller</span>'
+        in (rows[str(gone["id"])])
+    )
+    assert "deleted-by" not in rows[str(kept["id"])]
+    assert "Deleted by its caller " in (await harness.client.get(f"/admin/jobs/{gone['id']}")).text
     job_page = (await harness.client.get(f"/admin/jobs/{kept['id']}")).text
     assert '<code id="request-id">req-from-caller</code>' in job_page
     assert "native (native API)" in job_page

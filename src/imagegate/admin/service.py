@@ -8,6 +8,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal
 
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Insert, delete, func, select, text, update
@@ -190,9 +191,10 @@ async def cancel_job(*, ctx: JobContext, job_id: str) -> Job:
     return job
 
 
-async def delete_job(*, ctx: JobContext, job_id: str) -> None:
-    """Delete any key's job that is not running, with its files; Conflict while it runs."""
+async def delete_job(*, ctx: JobContext, job_id: str, actor: Literal["admin", "cli"] = "admin") -> None:
+    """Delete any key's job that is not running, with its files, as the operator (in the admin UI or the CLI);
+    Conflict while it runs."""
     job = await jobs.get_job(ctx=ctx, job_id=job_id, key=None)
-    await jobs.delete_job(ctx=ctx, job_id=job_id, key=None)
+    await jobs.delete_job(ctx=ctx, job_id=job_id, key=None, by=actor)
     async with ctx.sessions() as session, session.begin():
-        audit.record(session=session, actor="admin", action="admin.job_delete", handle=job.key_handle, job=job_id)
+        audit.record(session=session, actor=actor, action="admin.job_delete", handle=job.key_handle, job=job_id)

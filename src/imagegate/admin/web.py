@@ -71,6 +71,19 @@ def took(job: Any) -> str:
     return f"{minutes} min {rest} s"
 
 
+DELETED_BY = {
+    "caller": ("by its caller", "by its caller"),
+    "admin": ("by the operator", "by the operator in the admin UI"),
+    "cli": ("by the operator", "by the operator with imagegate jobs delete"),
+}
+
+
+def deleted_by(job: Any, short: bool = False) -> str:
+    """Who deleted a job, in words ('' for a job deleted before that was recorded)."""
+    words = DELETED_BY.get(job.deleted_by or "")
+    return "" if words is None else words[0 if short else 1]
+
+
 def detail_items(detail: Mapping[str, Any]) -> list[tuple[str, str]]:
     """An audit event's detail as words: 'daily image quota: 50', lists joined, empty values left out."""
     return [(name.replace("_", " "), _detail_text(value)) for name, value in detail.items() if value not in (None, "")]
@@ -99,6 +112,7 @@ templates.env.filters["filesize"] = _filesize
 templates.env.filters["when"] = _when
 templates.env.filters["duration"] = duration
 templates.env.filters["took"] = took
+templates.env.filters["deleted_by"] = deleted_by
 templates.env.filters["detail_items"] = detail_items
 
 

@@ -282,5 +282,5 @@ async def delete_job(
     job_id: str, request: Request, key: Annotated[ApiKey, Depends(scoped("delete"))]
 ) -> dict[str, Any]:
     """Delete a finished or queued job and its files."""
-    await service.delete_job(ctx=job_context(request), job_id=job_id, key=key)
+    await service.delete_job(ctx=job_context(request), job_id=job_id, key=key, by="caller")
     return {"id": job_id, "object": "image.job", "deleted": True}

@@ -12,10 +12,12 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from imagegate.admin import queries
+from imagegate.admin import service as operator
 from imagegate.api.native import render_job
 from imagegate.backends.registry import BackendSet
 from imagegate.cli.common import ConfigOption, load, sessions_for, short
-from imagegate.errors import ImagegateError
+from imagegate.errors import ImagegateError, NotFound
+from imagegate.jobs import queries as job_queries
 from imagegate.jobs import service as jobs
 from imagegate.jobs.events import JobEvents
 from imagegate.jobs.models import Job, JobStatus
@@ -54,14 +56,24 @@ def run_jobs(settings: Settings, work: Callable[[JobContext], Awaitable[T]]) -> 
         raise typer.Exit(1) from None
 
 
+# A server listening on every address is reached on this machine through loopback.
+WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104 (read, never bound)
+
+
 def base_url(settings: Settings) -> str:
-    """Where the server's links point: the public URL, else the address it listens on."""
-    return (settings.public_base_url or f"http://{settings.host}:{settings.port}{settings.root_path}").rstrip("/")
+    """Where the server's links point, as the API builds them: IMAGEGATE_PUBLIC_BASE_URL (the address behind a
+    proxy), else the address the server listens on."""
+    if settings.public_base_url:
+        return settings.public_base_url
+    host = WILDCARD_HOSTS.get(settings.host, settings.host)
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{settings.port}{settings.root_path}".rstrip("/")
 
 
 def as_json(job: Job, settings: Settings) -> dict[str, Any]:
     """A job as the native API shows it, plus which key it belongs to."""
-    return {**render_job(job, base_url(settings)), "key": job.key_handle}
+    deleted = {"deleted_at": job.deleted_at.isoformat(), "deleted_by": job.deleted_by} if job.deleted_at else {}
+    return {**render_job(job, base_url(settings)), "key": job.key_handle, **deleted}
 
 
 def summary(job: Job) -> dict[str, Any]:
@@ -86,6 +98,9 @@ def summary(job: Job) -> dict[str, Any]:
     }
 
 
+DELETED_BY = {"caller": "its caller", "admin": "the operator (admin UI)", "cli": "the operator (imagegate jobs delete)"}
+
+
 def describe(job: Job, settings: Settings) -> list[str]:
     """A job for people."""
     lines = [
@@ -103,6 +118,8 @@ def describe(job: Job, settings: Settings) -> list[str]:
     ]
     if job.error_code:
         lines.append(f"error:       {job.error_code}: {job.error_message or ''}")
+    if job.deleted_at:
+        lines.append(f"deleted:     {short(job.deleted_at)} by {DELETED_BY.get(job.deleted_by or '', 'someone')}")
     base = base_url(settings)
     lines += [f"image:       {base}/generated/{image.name}" for image in job.live_images]
     return lines
@@ -157,11 +174,20 @@ def jobs_list(
         )
 
 
+async def _any_job(ctx: JobContext, job_id: str) -> Job:
+    """Any key's job, also a deleted one (as the admin job page shows it)."""
+    async with ctx.sessions() as session:
+        job = await job_queries.any_job(session, job_id)
+    if job is None:
+        raise NotFound(f"No job {job_id!r}.", param="id")
+    return job
+
+
 @jobs_app.command("show")
 def jobs_show(job_id: str, json_output: JsonOption = False, config: ConfigOption = None) -> None:
-    """Show one job (any key's): its request, status, error and image URLs."""
+    """Show one job (any key's, also a deleted one): its request, status, error and image URLs."""
     settings = load(config)
-    job = run_jobs(settings, lambda ctx: jobs.get_job(ctx=ctx, job_id=job_id, key=None))
+    job = run_jobs(settings, lambda ctx: _any_job(ctx, job_id))
     typer.echo(json.dumps(as_json(job, settings), indent=2) if json_output else "\n".join(describe(job, settings)))
 
 
@@ -186,5 +212,5 @@ def jobs_delete(
     if not yes and not typer.confirm(f"Delete {job_id} and its images for good?", default=False):
         typer.echo("Not deleted.", err=True)
         raise typer.Exit(1)
-    run_jobs(settings, lambda ctx: jobs.delete_job(ctx=ctx, job_id=job_id, key=None))
+    run_jobs(settings, lambda ctx: operator.delete_job(ctx=ctx, job_id=job_id, actor="cli"))
     typer.echo(f"Deleted {job_id}.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -26,6 +26,10 @@ class JobStatus(enum.StrEnum):
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
+
+
+# Who deleted a job: its caller (through any API surface), or the operator in the admin UI or `imagegate jobs`.
+DeletedBy = Literal["caller", "admin", "cli"]
 
 
 class JobKind(enum.StrEnum):
@@ -89,8 +93,10 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # Deleted by the caller: files gone, hidden from the API, kept for history and quotas.
+    # Deleted: files gone, hidden from the API, kept for history and quotas.
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Who deleted it (DeletedBy): its caller through an API, or the operator in the admin UI or the CLI.
+    deleted_by: Mapped[str | None] = mapped_column(String(16), default=None)
 
     images: Mapped[list[JobImage]] = relationship(
         back_populates="job", order_by="JobImage.index", cascade="all, delete-orphan", lazy="raise"

@@ -18,7 +18,7 @@ from imagegate.images import ImageHeader, ImageInfo, inspect_image, read_header
 from imagegate.jobs import idempotency, queries, quotas
 from imagegate.jobs.build import request_shape
 from imagegate.jobs.events import JobEvents
-from imagegate.jobs.models import Job, JobImage, JobInput, JobStatus
+from imagegate.jobs.models import DeletedBy, Job, JobImage, JobInput, JobStatus
 from imagegate.jobs.queries import JobPage
 from imagegate.jobs.requests import GenerationRequest, Reference, ValidRequest, require_storable_text, validate
 from imagegate.keys import audit, limits
@@ -388,10 +388,10 @@ def _rowcount(result: object) -> int:
     return count
 
 
-async def delete_job(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> None:
+async def delete_job(*, ctx: JobContext, job_id: str, key: ApiKey | None, by: DeletedBy) -> None:
     """Delete a job that is not running: its files go, its record stays hidden (history and quotas).
 
-    key None is the operator, who may delete any key's job (also one whose key was deleted).
+    key None is the operator, who may delete any key's job (also one whose key was deleted); `by` is recorded.
     """
     job = await get_job(ctx=ctx, job_id=job_id, key=key)
     if job.status == JobStatus.RUNNING:
@@ -403,6 +403,7 @@ async def delete_job(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Non
             .where(Job.id == job_id, Job.status != JobStatus.RUNNING, Job.deleted_at.is_(None))
             .values(
                 deleted_at=now,
+                deleted_by=by,
                 status=case((Job.status == JobStatus.QUEUED, JobStatus.CANCELLED.value), else_=Job.status),
                 finished_at=func.coalesce(Job.finished_at, now),
             )
