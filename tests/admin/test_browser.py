@@ -132,6 +132,7 @@ def test_an_operators_day(browser: Browser, server: ServerProcess) -> None:
     page.get_by_label("Images / month").fill("900")
     page.get_by_role("button", name="Save limits").click()
     expect(page.locator("#form-error")).to_contain_text("The expiry date is in the past.")
+    expect(page.get_by_role("alert")).to_contain_text("Not saved: The expiry date is in the past.")
     expect(page.get_by_label("Name", exact=True)).to_have_value("browser test, renamed")
     expect(page.get_by_label("Images / month")).to_have_value("900")
     expect(page.get_by_label("Images / day")).to_have_value("50")
@@ -261,6 +262,7 @@ def test_an_operators_day(browser: Browser, server: ServerProcess) -> None:
     shot(page, "06d2-history-deleted-job")
     deleted_row.get_by_role("link", name=slow_id).click()
     expect(page.locator(".flash.deleted")).to_contain_text("Deleted by the operator in the admin UI")
+    shot(page, "06d3-job-deleted")
 
     # The status page: what runs, and no secret on it.
     page.get_by_role("link", name="Status").click()

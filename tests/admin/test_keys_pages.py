@@ -153,6 +153,7 @@ async def test_a_refused_key_edit_keeps_the_navigation_and_everything_typed(harn
     for shown in NAVIGATION:
         assert shown in refused.text
     assert 'id="form-error">rate limit must be a whole number' in refused.text
+    assert 'role="alert">Not saved: rate limit must be a whole number' in refused.text  # seen without scrolling
     assert 'name="rate_limit" aria-invalid="true"' in refused.text
     assert 'value="renamed laptop"' in refused.text
     assert 'value="lots"' in refused.text
