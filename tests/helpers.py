@@ -29,6 +29,7 @@ from imagegate.jobs.models import Job, JobKind, JobStatus
 from imagegate.keys import service as keys
 from imagegate.keys.models import ApiKey
 from imagegate.keys.service import KeyLimits
+from imagegate.services import services_of
 from imagegate.settings import BackendConfig, Settings
 from tests.fakes.backends import FakeBackend
 from tests.fakes.codex import write_fake_codex
@@ -81,13 +82,13 @@ class Harness:
     @property
     def fake(self) -> FakeBackend:
         """The app's FakeBackend instance."""
-        backend = self.app.state.jobs.backends.backends["fake"]
+        backend = self.app.state.services.jobs.backends.backends["fake"]
         assert isinstance(backend, FakeBackend)
         return backend
 
     async def new_key(self, name: str = "tester", **kwargs: Any) -> tuple[ApiKey, str]:
         """Create a key; returns it and its raw token."""
-        async with self.app.state.sessions() as session, session.begin():
+        async with self.app.state.services.sessions() as session, session.begin():
             return await keys.create_key(session=session, name=name, **kwargs)
 
     async def auth(self, name: str = "tester", **limits: Any) -> dict[str, str]:
@@ -111,7 +112,8 @@ async def start(settings: Settings) -> AsyncIterator[Harness]:
 @asynccontextmanager
 async def oig_client(harness: Harness) -> AsyncIterator[httpx2.AsyncClient]:
     """A client on the second listener's app (what IMAGEGATE_OIG_LISTEN serves), sharing the harness's state."""
-    transport = httpx2.ASGITransport(app=create_oig_app(harness.app))
+    opened = services_of(harness.app)
+    transport = httpx2.ASGITransport(app=create_oig_app(harness.app, settings=opened.settings, metrics=opened.metrics))
     async with httpx2.AsyncClient(transport=transport, base_url="http://oig") as client:
         yield client
 
@@ -187,7 +189,7 @@ def job_row(
 
 async def stored_job(harness: Harness, job_id: str) -> Job:
     """The job row."""
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         job: Job | None = await session.scalar(select(Job).where(Job.id == job_id))
     assert job is not None
     return job
@@ -253,12 +255,12 @@ async def generate_on_codex(harness: Harness, prompt: str, **body: Any) -> Any:
 
 def codex_workdirs(harness: Harness) -> Path:
     """Where the codex backend keeps its job workdirs."""
-    return Path(harness.app.state.settings.data_dir) / "codex" / "codex"
+    return Path(harness.app.state.services.settings.data_dir) / "codex" / "codex"
 
 
 async def account_successes(harness: Harness) -> dict[str, int]:
     """Successful execs per account in the last 5 h."""
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         rows = await usage.stats(session, backend="codex", now=utcnow())
     return {row.subject: row.windows["5h"].successes for row in rows}
 

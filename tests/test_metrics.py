@@ -64,7 +64,7 @@ class FullDiskMetric:
 
 
 async def test_a_metric_that_cannot_be_written_loses_the_sample_not_the_request(harness: Harness) -> None:
-    metrics = harness.app.state.metrics
+    metrics = harness.app.state.services.metrics
     for guarded in (metrics.http, metrics.http_duration, metrics.jobs, metrics.duration, metrics.queue_wait):
         guarded.metric = FullDiskMetric()
     response = await harness.client.post("/v1/images/generate", json={"prompt": "x"}, headers=await harness.auth())

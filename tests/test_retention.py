@@ -23,7 +23,7 @@ async def _make_jobs(harness: Harness, count: int) -> list[dict[str, object]]:
 
 
 async def _age(harness: Harness, job_ids: list[str], days: float) -> None:
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         await session.execute(update(Job).where(Job.id.in_(job_ids)).values(expires_at=utcnow() - timedelta(days=days)))
 
 
@@ -34,17 +34,19 @@ async def test_sweep_expires_due_jobs_in_batches_until_none_is_left(
     jobs = await _make_jobs(harness, 6)
     due = [str(job["id"]) for job in jobs[:5]]
     await _age(harness, due, 1)
-    files = harness.app.state.settings.data_dir / "files"
+    files = harness.app.state.services.settings.data_dir / "files"
     assert len(list(files.rglob("*.png"))) == 12
 
     report = await retention.sweep(
-        sessions=harness.app.state.sessions, storage=harness.app.state.storage, settings=harness.app.state.settings
+        sessions=harness.app.state.services.sessions,
+        storage=harness.app.state.services.storage,
+        settings=harness.app.state.services.settings,
     )
 
     assert report.expired_jobs == 5
     assert report.deleted_files == 10
     assert len(list(files.rglob("*.png"))) == 2
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         statuses = {row.id: row.status for row in (await session.execute(select(Job.id, Job.status))).all()}
         assert await session.scalar(select(func.count()).select_from(JobImage)) == 1
         assert await session.scalar(select(func.count()).select_from(JobInput)) == 1
@@ -60,7 +62,9 @@ async def test_unfinished_jobs_never_expire(harness: Harness) -> None:
     await harness.fake.wait_started(1)
     await _age(harness, [job["id"]], 1)
     report = await retention.sweep(
-        sessions=harness.app.state.sessions, storage=harness.app.state.storage, settings=harness.app.state.settings
+        sessions=harness.app.state.services.sessions,
+        storage=harness.app.state.services.storage,
+        settings=harness.app.state.services.settings,
     )
     assert report.expired_jobs == 0
     harness.fake.open("gate:long")
@@ -68,18 +72,18 @@ async def test_unfinished_jobs_never_expire(harness: Harness) -> None:
 
 async def test_orphans_are_removed_after_the_grace_period(harness: Harness) -> None:
     (job,) = await _make_jobs(harness, 1)
-    storage = harness.app.state.storage
+    storage = harness.app.state.services.storage
     await storage.put("images/AAAAAAAAAAAAAAAAAAAAAAAA.png", tiny_png())
     await storage.put("inputs/img_gone/0.png", tiny_png())
     await storage.put("images/BBBBBBBBBBBBBBBBBBBBBBBB.png", tiny_png())
-    old = time.time() - 2 * harness.app.state.settings.orphan_grace_seconds
+    old = time.time() - 2 * harness.app.state.services.settings.orphan_grace_seconds
     for key in ["images/AAAAAAAAAAAAAAAAAAAAAAAA.png", "inputs/img_gone/0.png"]:
         os.utime(storage.path_for(key), (old, old))
     for image in job["images"]:  # type: ignore[attr-defined]
         os.utime(storage.path_for(f"images/{image['name']}"), (old, old))
 
     report = await retention.sweep(
-        sessions=harness.app.state.sessions, storage=storage, settings=harness.app.state.settings
+        sessions=harness.app.state.services.sessions, storage=storage, settings=harness.app.state.services.settings
     )
 
     assert report.orphan_files == 2

@@ -48,19 +48,21 @@ from imagegate.mcp_server.endpoint import McpEndpoint
 from imagegate.metrics import Metrics
 from imagegate.migrations import upgrade_async
 from imagegate.retention import run_periodically
+from imagegate.services import Services, find_services
 from imagegate.settings import Settings
 from imagegate.storage import storage_for
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the app; nothing is opened until its lifespan starts."""
+def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
+    """Build the app; nothing is opened until its lifespan starts (metrics: to share with a second listener)."""
+    metrics = metrics or Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running(app, settings):
-            await check_anonymous_key(app.state.sessions, settings)
+        async with running(app, settings, metrics=metrics) as opened:
+            await check_anonymous_key(sessions=opened.sessions, settings=settings)
             yield
 
     docs = settings.api_docs_enabled
@@ -75,7 +77,6 @@ def create_app(settings: Settings) -> FastAPI:
     if docs:
         api_docs.install(app)
         api_openapi.install(app, settings)
-    app.state.settings = settings
     surfaces = errors.SurfaceErrors()
     app.add_middleware(UrlGuardMiddleware, surfaces=surfaces)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, surfaces=surfaces)
@@ -83,9 +84,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(AdminHeadersMiddleware)
     app.add_middleware(WebhookHeaderMiddleware, base=request_base(settings))
-    metrics = Metrics()
-    app.state.metrics = metrics
-    app.state.key_cache = KeyCache(settings.key_cache_seconds)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     errors.install(app, surfaces)
@@ -116,36 +114,41 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 @contextlib.asynccontextmanager
-async def running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
-    """Open everything the app needs, and close it all in reverse order."""
+async def running(app: FastAPI, settings: Settings, *, metrics: Metrics | None = None) -> AsyncIterator[Services]:
+    """Open everything the app needs and put it on app.state.services; close it all in reverse order."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.auto_migrate:
         await upgrade_async(settings.database_url)
     engine = create_engine(settings.database_url)
     sessions = session_factory(engine)
     backends = BackendSet.from_settings(settings)
+    metrics = metrics or Metrics()
     ctx = JobContext(
-        metrics=app.state.metrics,
+        metrics=metrics,
         sessions=sessions,
         storage=storage_for(settings),
         backends=backends,
         settings=settings,
         events=JobEvents(),
     )
-    app.state.engine, app.state.sessions, app.state.storage, app.state.jobs = (
-        engine,
-        sessions,
-        ctx.storage,
-        ctx,
-    )
     if settings.admin_password is not None:
-        await admin_service.adopt_configured_password(sessions, settings.admin_password.get_secret_value())
-    elif (password := await ensure_admin_password(sessions, settings)) is not None:
+        await admin_service.adopt_configured_password(
+            sessions=sessions, password=settings.admin_password.get_secret_value()
+        )
+    elif (password := await ensure_admin_password(sessions=sessions, settings=settings)) is not None:
         announce_admin_password(password, admin_url(settings))
     await backends.start(sessions)
-    app.state.panels = backends.admin_panels()
     scheduler = Scheduler(ctx) if settings.run_scheduler else None
-    app.state.scheduler = scheduler
+    opened = Services(
+        settings=settings,
+        metrics=metrics,
+        engine=engine,
+        jobs=ctx,
+        scheduler=scheduler,
+        panels=backends.admin_panels(),
+        key_cache=KeyCache(settings.key_cache_seconds),
+    )
+    app.state.services = opened
     sweeper, stop_sweeping = None, asyncio.Event()
     try:
         if scheduler is not None:
@@ -156,7 +159,7 @@ async def running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
                 ),
                 name="retention",
             )
-        yield
+        yield opened
     finally:
         if sweeper is not None:
             stop_sweeping.set()
@@ -174,14 +177,13 @@ def begin_shutdown(app: FastAPI) -> None:
     Called before the server waits for its open requests, so that wait ends as soon as they have answered
     (each surface's "still running" answer) instead of timing out, and shutdown takes one grace period, not two.
     """
-    ctx: JobContext | None = getattr(app.state, "jobs", None)
-    if ctx is None:
+    opened = find_services(app)
+    if opened is None:
         return
     logger.info("shutting down: waiting requests answer with their jobs as they stand")
-    ctx.events.drain()
-    scheduler: Scheduler | None = getattr(app.state, "scheduler", None)
-    if scheduler is not None:
-        scheduler.begin_stop()
+    opened.jobs.events.drain()
+    if opened.scheduler is not None:
+        opened.scheduler.begin_stop()
 
 
 async def _to_login(request: Request, exc: Exception) -> Response:

@@ -21,7 +21,7 @@ async def submit(harness: Harness, prompt: str, auth: dict[str, str]) -> dict[st
 
 async def job_row(harness: Harness, job_id: str) -> Job:
     """The job's row as stored."""
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         job: Job | None = await session.scalar(select(Job).where(Job.id == job_id))
     assert job is not None
     return job
@@ -40,7 +40,7 @@ async def test_the_operator_cancels_a_running_job(harness: Harness) -> None:
     after = await harness.client.get(f"/admin/jobs/{job['id']}")
     assert f"Cancelled: job {job['id']}" in after.text
     assert "Cancel job" not in after.text
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         actions = (await session.scalars(select(AuditEvent.action))).all()
     assert "admin.job_cancel" in actions
 
@@ -115,9 +115,9 @@ async def test_deleting_a_key_asks_first(harness: Harness) -> None:
     asked = await harness.client.post(f"/admin/keys/{key.handle}/delete", data={"csrf": csrf})
     assert asked.status_code == 200
     assert f"Delete key laptop ({key.handle})?" in asked.text
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         assert await session.scalar(select(ApiKey).where(ApiKey.handle == key.handle)) is not None
     deleted = await harness.client.post(f"/admin/keys/{key.handle}/delete", data={"csrf": csrf, "confirm": "yes"})
     assert deleted.status_code == 303
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         assert await session.scalar(select(ApiKey).where(ApiKey.handle == key.handle)) is None

@@ -39,12 +39,12 @@ async def test_wrong_password_is_refused_and_counted(harness: Harness) -> None:
     response = await login(harness.client, "not the password")
     assert response.status_code == 401
     assert "Wrong password" in response.text
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         assert await session.scalar(select(func.count()).where(AuditEvent.action == "admin.login_failed")) == 1
 
 
 async def test_failed_logins_are_throttled_per_client(harness: Harness) -> None:
-    for _ in range(harness.app.state.settings.admin_login_max_failures):
+    for _ in range(harness.app.state.services.settings.admin_login_max_failures):
         assert (await login(harness.client, "wrong password!")).status_code == 401
     throttled = await login(harness.client)  # even the right password now waits
     assert throttled.status_code == 429
@@ -57,7 +57,7 @@ async def test_forms_without_the_csrf_token_are_refused(harness: Harness) -> Non
     assert refused.status_code == 403
     forged = await harness.client.post("/admin/keys", data={"name": "sneaky", "csrf": "guess"})
     assert forged.status_code == 403
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(ApiKey)) == 0
     no_form_token = await harness.client.post("/admin/login", data={"password": ADMIN_PASSWORD})
     assert no_form_token.status_code == 403
@@ -77,7 +77,9 @@ async def test_logout_revokes_the_session_on_the_server(harness: Harness) -> Non
 async def test_a_password_change_revokes_every_session(harness: Harness) -> None:
     await login(harness.client)
     assert (await harness.client.get("/admin")).status_code == 200
-    await service.set_password(harness.app.state.sessions, "a-brand-new-password", actor="cli")
+    await service.set_password(
+        sessions=harness.app.state.services.sessions, password="a-brand-new-password", actor="cli"
+    )
     assert (await harness.client.get("/admin")).status_code == 303
     assert (await login(harness.client)).status_code == 401
     assert (await login(harness.client, "a-brand-new-password")).status_code == 303
@@ -99,7 +101,7 @@ async def test_the_key_secret_is_shown_once(harness: Harness) -> None:
     ] == 9
     webhook_secret = re.search(r'id="new-webhook-secret">(whsec_[^<]+)<', shown.text)
     assert webhook_secret is not None
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         stored = await session.scalar(select(ApiKey.webhook_secret).where(ApiKey.name == "laptop"))
     assert stored == webhook_secret[1]
     again = await harness.client.get("/admin/keys")

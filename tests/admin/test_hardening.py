@@ -75,7 +75,7 @@ async def test_the_last_day_as_until_is_no_upper_bound(harness: Harness) -> None
 
 
 async def test_concurrent_wrong_passwords_cannot_pass_the_limit(harness: Harness) -> None:
-    limit = harness.app.state.settings.admin_login_max_failures
+    limit = harness.app.state.services.settings.admin_login_max_failures
     form = await harness.client.get("/admin/login")
     token = csrf_of(form)
 
@@ -89,14 +89,14 @@ async def test_concurrent_wrong_passwords_cannot_pass_the_limit(harness: Harness
 
 
 async def test_a_right_password_does_not_use_up_the_budget(harness: Harness) -> None:
-    for _ in range(2 * harness.app.state.settings.admin_login_max_failures):
+    for _ in range(2 * harness.app.state.services.settings.admin_login_max_failures):
         assert (await login(harness.client)).status_code == 303
 
 
 async def test_a_long_client_address_is_counted_not_a_500(harness: Harness) -> None:
     transport = httpx2.ASGITransport(app=harness.app, client=("x" * 300, 1234))
     async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        for _ in range(harness.app.state.settings.admin_login_max_failures):
+        for _ in range(harness.app.state.services.settings.admin_login_max_failures):
             assert (await login(client, "wrong password!")).status_code == 401
         assert (await login(client)).status_code == 429
 
@@ -149,7 +149,7 @@ async def test_the_playground_refuses_a_disabled_or_expired_key(harness: Harness
     await login(harness.client)
     disabled, _token = await harness.new_key("off")
     expired, _token = await harness.new_key("old")
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         (await session.get(ApiKey, disabled.id)).enabled = False
         (await session.get(ApiKey, expired.id)).expires_at = utcnow() - timedelta(minutes=1)
     assert (await playground(harness, disabled.handle)).status_code == 403
@@ -175,7 +175,7 @@ async def test_a_new_keys_secret_leaves_the_database_on_first_read(harness: Harn
     assert (await harness.client.post("/admin/keys", data={"csrf": token, "name": "laptop"})).status_code == 303
     # The next page is not the keys page: the secret is dropped, never kept for later.
     assert NEW_KEY.search((await harness.client.get("/admin/history")).text) is None
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         flashes = (await session.scalars(select(AdminSession.flash))).all()
     assert flashes == [None]
     assert NEW_KEY.search((await harness.client.get("/admin/keys")).text) is None
@@ -185,31 +185,31 @@ async def test_a_new_keys_secret_is_shown_on_the_keys_page_once(harness: Harness
     token = await logged_in_csrf(harness)
     created = await harness.client.post("/admin/keys", data={"csrf": token, "name": "laptop"}, follow_redirects=True)
     assert NEW_KEY.search(created.text) is not None
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         assert (await session.scalars(select(AdminSession.flash))).all() == [None]
 
 
 async def test_an_expired_sessions_secret_is_deleted(harness: Harness) -> None:
     token = await logged_in_csrf(harness)
     assert (await harness.client.post("/admin/keys", data={"csrf": token, "name": "laptop"})).status_code == 303
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         assert (await session.scalar(select(AdminSession.flash))) is not None
-    state = harness.app.state
+    state = harness.app.state.services
     later = utcnow() + timedelta(hours=state.settings.admin_session_hours + 1)
     await sweep(sessions=state.sessions, storage=state.storage, settings=state.settings, now=later)
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         assert (await session.scalars(select(AdminSession))).all() == []
 
 
 async def test_an_expired_session_is_deleted_when_it_is_presented(harness: Harness) -> None:
     token = await logged_in_csrf(harness)
     assert (await harness.client.post("/admin/keys", data={"csrf": token, "name": "laptop"})).status_code == 303
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         row = await session.scalar(select(AdminSession))
         assert row is not None
         row.expires_at = utcnow() - timedelta(seconds=1)
     assert (await harness.client.get("/admin/keys")).status_code == 303
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         assert (await session.scalars(select(AdminSession))).all() == []
 
 

@@ -17,7 +17,7 @@ NEW_SECRET = re.compile(r'id="new-key">(ig_[^<]+)<')
 
 async def stored_key(harness: Harness, handle: str) -> ApiKey:
     """The key's row as stored."""
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         key: ApiKey | None = await session.scalar(select(ApiKey).where(ApiKey.handle == handle))
     assert key is not None
     return key

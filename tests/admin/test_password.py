@@ -21,12 +21,15 @@ async def test_processes_starting_together_adopt_the_configured_password(databas
     try:
         factories = [session_factory(engine) for engine in engines]
         await asyncio.gather(
-            *(service.adopt_configured_password(sessions, "the-configured-password") for sessions in factories)
+            *(
+                service.adopt_configured_password(sessions=sessions, password="the-configured-password")
+                for sessions in factories
+            )
         )
         sessions = factories[0]
         async with sessions() as session:
             assert await session.scalar(select(func.count()).select_from(AdminCredential)) == 1
-        assert await service.check_password(sessions, "the-configured-password")
+        assert await service.check_password(sessions=sessions, password="the-configured-password")
     finally:
         for engine in engines:
             await engine.dispose()
@@ -58,12 +61,12 @@ async def test_apps_in_this_test_run_hash_cheaply(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
         sessions = session_factory(engine)
-        await service.set_password(sessions, "a long enough password", actor="cli")
+        await service.set_password(sessions=sessions, password="a long enough password", actor="cli")
         async with sessions() as session:
             stored = await session.scalar(select(AdminCredential.password_hash))
         assert stored is not None
         assert stored.startswith("$argon2id$v=19$m=8,t=1,p=1$")
-        assert await service.check_password(sessions, "a long enough password")
-        assert not await service.check_password(sessions, "another password")
+        assert await service.check_password(sessions=sessions, password="a long enough password")
+        assert not await service.check_password(sessions=sessions, password="another password")
     finally:
         await engine.dispose()

@@ -31,13 +31,13 @@ async def test_missing_or_unknown_key_is_401(harness: Harness, headers: dict[str
 
 async def test_disabled_key_is_403_until_enabled(harness: Harness) -> None:
     key, token = await harness.new_key()
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         await keys.set_enabled(session=session, handle=key.handle, enabled=False)
     response = await harness.client.get(JOBS, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "key_disabled"
     assert key.handle in response.json()["error"]["message"]
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         await keys.set_enabled(session=session, handle=key.handle, enabled=True)
     assert (await harness.client.get(JOBS, headers={"Authorization": f"Bearer {token}"})).status_code == 200
 
@@ -51,7 +51,7 @@ async def test_expired_key_is_403(harness: Harness) -> None:
 
 async def test_deleted_key_is_401(harness: Harness) -> None:
     key, token = await harness.new_key()
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         await keys.delete_key(session=session, handle=key.handle)
     response = await harness.client.get(JOBS, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401

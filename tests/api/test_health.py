@@ -8,7 +8,7 @@ from tests.helpers import Harness
 
 
 async def test_health_answers_without_touching_anything(harness: Harness) -> None:
-    await harness.app.state.engine.dispose()
+    await harness.app.state.services.engine.dispose()
     response = await harness.client.get("/health")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
@@ -21,7 +21,7 @@ async def test_ready_checks_database_and_storage(harness: Harness) -> None:
 
 
 async def test_not_ready_when_storage_is_unwritable(harness: Harness) -> None:
-    root = harness.app.state.storage.root
+    root = harness.app.state.services.storage.root
     shutil.rmtree(root, ignore_errors=True)
     root.parent.mkdir(parents=True, exist_ok=True)
     root.write_text("a file where the folder should be")

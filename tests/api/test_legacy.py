@@ -105,11 +105,11 @@ async def test_delete_removes_one_image_and_the_history_shows_it(original: Harne
     assert_legacy_error(await original.client.get(gone["url"], headers=headers), 404, "IMAGE_NOT_FOUND")
     assert_legacy_error(await original.client.delete(gone["url"], headers=headers), 404, "IMAGE_NOT_FOUND")
     assert (await original.client.get(kept["url"], headers=headers)).status_code == 200
-    async with original.app.state.sessions() as session:
+    async with original.app.state.services.sessions() as session:
         rows = {row.public_id: row for row in (await session.scalars(select(JobImage))).all()}
     assert rows[gone["id"]].deleted_at is not None
     assert rows[kept["id"]].deleted_at is None
-    assert not (original.app.state.settings.data_dir / rows[gone["id"]].storage_key).exists()
+    assert not (original.app.state.services.settings.data_dir / rows[gone["id"]].storage_key).exists()
     job = await original.client.get(f"/v1/images/jobs/{body['job_id']}", headers=headers)
     assert [image["name"] for image in job.json()["images"]] == [rows[kept["id"]].name]
 
@@ -135,7 +135,7 @@ async def test_each_job_records_its_surface(original: Harness) -> None:
     await original.client.post("/generate", json={"prompt": "oig"}, headers=headers)
     await original.client.post("/v1/images/generate", json={"prompt": "native"}, headers=headers)
     await original.client.post("/v1/images/generations", json={"prompt": "openai"}, headers=headers)
-    async with original.app.state.sessions() as session:
+    async with original.app.state.services.sessions() as session:
         surfaces = {job.prompt: job.surface for job in (await session.scalars(select(Job))).all()}
     assert surfaces == {"oig": "oig", "native": "native", "openai": "openai"}
 
@@ -174,7 +174,7 @@ async def test_keyless_requests_act_as_the_anonymous_key(harness_with: HarnessFa
         over = await oig.post("/generate", json={"prompt": "over quota", "count": 2})
         assert_legacy_error(over, 429, "RATE_LIMIT_EXCEEDED")
         assert int(over.headers["retry-after"]) > 0
-        async with h.app.state.sessions() as session:
+        async with h.app.state.services.sessions() as session:
             jobs = {job.prompt: job.key_handle for job in (await session.scalars(select(Job))).all()}
     assert jobs["keyless"] == anonymous.handle
     assert jobs["with key"] != anonymous.handle
@@ -201,7 +201,7 @@ async def test_an_unusable_anonymous_key_stops_the_start(harness_with: HarnessFa
         async with harness_with() as setup:
             key, _token = await setup.new_key("off")
             handle = key.handle
-            async with setup.app.state.sessions() as session, session.begin():
+            async with setup.app.state.services.sessions() as session, session.begin():
                 row = await session.get(type(key), key.id)
                 assert row is not None
                 row.enabled = False

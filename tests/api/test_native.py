@@ -35,7 +35,7 @@ async def test_generate_waits_and_returns_downloadable_images(harness: Harness) 
 
 
 async def test_urls_use_public_base_url_when_configured(harness: Harness) -> None:
-    harness.app.state.settings.public_base_url = "https://img.example.test/gate"
+    harness.app.state.services.settings.public_base_url = "https://img.example.test/gate"
     response = await post(harness, {"prompt": "x"}, await harness.auth())
     assert response.json()["images"][0]["url"].startswith("https://img.example.test/gate/generated/")
     assert response.json()["status_url"].startswith("https://img.example.test/gate/v1/images/jobs/img_")
@@ -57,7 +57,7 @@ async def test_prefer_respond_async_answers_202_and_the_job_goes_on(harness: Har
 
 
 async def test_wait_timeout_answers_202_not_an_error(harness: Harness) -> None:
-    harness.app.state.settings.wait_timeout_seconds = 0.3
+    harness.app.state.services.settings.wait_timeout_seconds = 0.3
     auth = await harness.auth()
     response = await post(harness, {"prompt": "gate:slow"}, auth)
     assert response.status_code == 202
@@ -171,7 +171,7 @@ async def test_non_json_body_is_a_400(harness: Harness) -> None:
 
 
 async def test_reference_over_the_byte_limit_is_413(harness: Harness) -> None:
-    harness.app.state.settings.max_reference_bytes = 2048
+    harness.app.state.services.settings.max_reference_bytes = 2048
     big = tiny_png(size=(300, 300), colour=(1, 2, 3)) + b"\0" * 3000
     response = await post(harness, {"prompt": "x", "reference_images_base64": [b64(big)]}, await harness.auth())
     assert response.status_code == 413
@@ -180,7 +180,7 @@ async def test_reference_over_the_byte_limit_is_413(harness: Harness) -> None:
 
 async def test_body_over_the_limit_is_refused_while_reading(harness: Harness) -> None:
     auth = await harness.auth()
-    limit = harness.app.state.settings.max_body_bytes
+    limit = harness.app.state.services.settings.max_body_bytes
     declared = await harness.client.post(
         GENERATE, content=b"x" * (limit + 1), headers={**auth, "content-type": "application/json"}
     )
@@ -213,9 +213,9 @@ async def test_references_go_to_storage_and_reach_the_backend(harness: Harness) 
     assert response.status_code == 200, response.text
     assert response.json()["reference_image_count"] == 2
     assert [r.data for r in harness.fake.requests[0].references] == refs
-    stored = sorted((harness.app.state.settings.data_dir / "files" / "inputs").rglob("*.png"))
+    stored = sorted((harness.app.state.services.settings.data_dir / "files" / "inputs").rglob("*.png"))
     assert [p.read_bytes() for p in stored] == refs
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         job = await session.get(Job, 1)
     assert job is not None
     assert "base64" not in str(job.params)
@@ -368,7 +368,7 @@ async def test_cancel_a_running_job(harness: Harness) -> None:
 async def test_delete_removes_the_job_and_its_files(harness: Harness) -> None:
     auth = await harness.auth()
     job = (await post(harness, {"prompt": "x", "reference_image_base64": b64(tiny_png())}, auth)).json()
-    files = harness.app.state.settings.data_dir / "files"
+    files = harness.app.state.services.settings.data_dir / "files"
     assert list(files.rglob("*.png"))
     deleted = await harness.client.delete(f"/v1/images/jobs/{job['id']}", headers=auth)
     assert deleted.status_code == 200

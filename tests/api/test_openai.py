@@ -93,7 +93,7 @@ async def test_edit_with_several_files_and_a_mask(sdk: AsyncOpenAI, harness: Har
     assert request.mask.data == mask
     assert request.params["input_fidelity"] == "high"
     assert request.operation == "edit"
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         roles = sorted((await session.scalars(JobInput.__table__.select().with_only_columns(JobInput.role))).all())
     assert roles == ["mask", "reference", "reference"]
 
@@ -251,14 +251,14 @@ async def test_bad_edit_requests_are_400(harness: Harness) -> None:
         "/v1/images/edits",
         headers=auth,
         data={"prompt": "x"},
-        files={"image": ("a.png", b"x" * (harness.app.state.settings.max_reference_bytes + 1))},
+        files={"image": ("a.png", b"x" * (harness.app.state.services.settings.max_reference_bytes + 1))},
     )
     assert too_big.status_code == 413
     assert too_big.json()["error"]["type"] == "invalid_request_error"
 
 
 async def test_body_over_the_limit_is_413_in_openai_shape(harness: Harness) -> None:
-    limit = harness.app.state.settings.max_body_bytes
+    limit = harness.app.state.services.settings.max_body_bytes
     response = await harness.client.post(
         "/v1/images/generations",
         content=b"x" * (limit + 1),
@@ -289,7 +289,10 @@ async def test_a_malformed_or_oversized_form_is_a_4xx(harness: Harness) -> None:
     )
     assert broken.status_code == 400
     assert broken.json()["error"]["type"] == "invalid_request_error"
-    many = {f"image[{i}]": ("a.png", tiny_png()) for i in range(harness.app.state.settings.max_reference_images + 2)}
+    many = {
+        f"image[{i}]": ("a.png", tiny_png())
+        for i in range(harness.app.state.services.settings.max_reference_images + 2)
+    }
     too_many = await harness.client.post("/v1/images/edits", data={"prompt": "x"}, files=many, headers=auth)
     assert too_many.status_code == 400
     assert "files" in too_many.json()["error"]["message"]

@@ -29,7 +29,7 @@ async def ask(harness: Harness, body: dict[str, Any], headers: dict[str, str]) -
 
 async def recorded(harness: Harness, request_id: str) -> Job:
     """The vision request's row."""
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         job: Job | None = await session.scalar(select(Job).where(Job.id == request_id))
     assert job is not None
     return job
@@ -113,7 +113,7 @@ async def test_an_empty_answer_is_a_502_never_a_200(harness: Harness) -> None:
     )
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "backend_error"
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         job = await session.scalar(select(Job).where(Job.kind == "vision"))
     assert job is not None
     assert (job.status, job.error_code) == ("failed", "backend_error")
@@ -127,7 +127,7 @@ async def test_failures_are_recorded_and_never_leak(harness: Harness) -> None:
     assert crashed.status_code == 502
     assert "secret" not in crashed.text
     assert "/srv" not in crashed.text
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         rows = (await session.scalars(select(Job).where(Job.kind == "vision"))).all()
         used = (await session.scalars(select(BackendUsage))).all()
     assert sorted(r.status for r in rows) == ["failed", "failed"]
@@ -171,14 +171,14 @@ async def test_no_free_slot_within_the_wait_timeout_is_a_503(harness_with: Harne
 
 
 async def _vision_ids(harness: Harness) -> list[str]:
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         return list((await session.scalars(select(Job.id).where(Job.kind == "vision"))).all())
 
 
 async def _wait_for_waiting_vision(harness: Harness) -> None:
     async with asyncio.timeout(10):
         while True:
-            async with harness.app.state.sessions() as session:
+            async with harness.app.state.services.sessions() as session:
                 found = await session.scalar(select(Job.id).where(Job.kind == "vision", Job.status == "queued"))
             if found is not None:
                 return

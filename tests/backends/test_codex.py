@@ -115,7 +115,7 @@ async def test_a_spent_account_hands_over_to_the_next(harness_with: HarnessFacto
         assert first.status_code == 200, first.text
         second = await generate_on_codex(gate, "second")
         assert second.status_code == 200
-        async with gate.app.state.sessions() as session:
+        async with gate.app.state.services.sessions() as session:
             stats = {s.subject: s.windows["5h"] for s in await usage.stats(session, backend="codex", now=utcnow())}
         assert stats["acct0"].requests == 1  # rested after its limit: not asked again
         assert stats["acct0"].successes == 0
@@ -219,7 +219,7 @@ async def test_retention_removes_our_codex_caches_and_old_workdirs(gate: Harness
     home = tmp_path / "home0"
     assert list((home / "sessions").rglob("rollout-*.jsonl"))
     (workdir,) = list(codex_workdirs(gate).iterdir())
-    backend = gate.app.state.jobs.backends.backends["codex"]
+    backend = gate.app.state.services.jobs.backends.backends["codex"]
     assert await backend.sweep() == 0  # young: kept
     old = time.time() - 3 * 86_400
     os.utime(workdir, (old, old))

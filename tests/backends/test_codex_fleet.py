@@ -41,7 +41,7 @@ ECHOED_LIMITS = [
 
 def backend_of(harness: Harness) -> CodexBackend:
     """The app's Codex backend."""
-    backend = harness.app.state.jobs.backends.backends["codex"]
+    backend = harness.app.state.services.jobs.backends.backends["codex"]
     assert isinstance(backend, CodexBackend)
     return backend
 

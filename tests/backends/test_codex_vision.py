@@ -21,7 +21,7 @@ async def ask(harness: Harness, prompt: str, images: int = 2, auth: dict[str, st
 
 def argv_of(harness: Harness, request_id: str) -> list[str]:
     """The argv the fake codex recorded for a vision request."""
-    workdir = Path(harness.app.state.settings.data_dir) / "codex" / "codex" / request_id
+    workdir = Path(harness.app.state.services.settings.data_dir) / "codex" / "codex" / request_id
     args: list[str] = json.loads((workdir / "argv.json").read_text())
     return args
 

@@ -99,7 +99,7 @@ async def test_gpt_image_generation_records_usage_and_revised_prompt(
         "background": "opaque",
         "output_format": "webp",
     }
-    async with gate.app.state.sessions() as session:
+    async with gate.app.state.services.sessions() as session:
         job = await session.scalar(select(Job))
     assert job is not None
     assert job.result is not None

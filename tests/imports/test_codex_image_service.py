@@ -19,9 +19,9 @@ from tests.helpers import Harness
 async def imported(harness: Harness, database: Path, files: Path | None, dry_run: bool = False) -> list[str]:
     """Run the import into the harness's database; the report's lines."""
     report = await run_import(
-        sessions=harness.app.state.sessions,
-        storage=harness.app.state.storage,
-        settings=harness.app.state.settings,
+        sessions=harness.app.state.services.sessions,
+        storage=harness.app.state.services.storage,
+        settings=harness.app.state.services.settings,
         database=database,
         files=files,
         dry_run=dry_run,
@@ -32,13 +32,13 @@ async def imported(harness: Harness, database: Path, files: Path | None, dry_run
 async def test_keys_only_and_a_taken_handle_gets_a_new_one(harness: Harness, tmp_path: Path) -> None:
     database, _generated, _files = build_original(tmp_path / "old")
     taken, _token = await harness.new_key("someone else")
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         row = await session.get(ApiKey, taken.id)
         assert row is not None
         row.handle = handle_of(ACTIVE_KEY)
     lines = await imported(harness, database, None)
     assert "4 history row(s) left behind" in lines[-1]
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         keys = {k.token_hash: k for k in (await session.scalars(select(ApiKey))).all()}
         jobs = (await session.scalars(select(Job))).all()
     active = keys[hashlib.sha256(ACTIVE_KEY.encode()).hexdigest()]
@@ -56,10 +56,10 @@ async def test_a_dry_run_writes_nothing(harness: Harness, tmp_path: Path) -> Non
     database, generated, _files = build_original(tmp_path / "old")
     lines = await imported(harness, database, generated, dry_run=True)
     assert any("would import" in line for line in lines)
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         assert (await session.scalars(select(ApiKey))).all() == []
         assert (await session.scalars(select(Job))).all() == []
-    assert not list((harness.app.state.settings.data_dir / "files").rglob("img_*"))
+    assert not list((harness.app.state.services.settings.data_dir / "files").rglob("img_*"))
 
 
 async def test_missing_files_and_past_expiry_keep_the_row_as_expired(harness: Harness, tmp_path: Path) -> None:
@@ -72,7 +72,7 @@ async def test_missing_files_and_past_expiry_keep_the_row_as_expired(harness: Ha
     connection.close()
     lines = await imported(harness, database, generated)
     assert any("not found" in line for line in lines)
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         statuses = {j.id[:6]: j.status for j in (await session.scalars(select(Job))).all()}
     assert statuses == {"img_00": "expired", "img_01": "expired", "img_02": "succeeded", "img_03": "failed"}
 

@@ -20,9 +20,9 @@ async def _lost_track(harness: Harness) -> None:
     auth = await harness.auth()
     job_id = await submit(harness, "lost", auth)
     await wait_status(harness, job_id, auth, "succeeded")
-    scheduler = harness.app.state.scheduler
+    scheduler = harness.app.state.services.scheduler
     # As a run whose record failed leaves it: running, owned by this live worker, which no longer runs it.
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         await session.execute(
             update(Job)
             .where(Job.id == job_id)

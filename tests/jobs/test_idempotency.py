@@ -17,7 +17,7 @@ from tests.helpers import GENERATE, Harness, b64
 
 async def count_jobs(harness: Harness) -> int:
     """Jobs in the database."""
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         return int(await session.scalar(select(func.count()).select_from(Job)) or 0)
 
 
@@ -54,7 +54,7 @@ async def test_same_key_with_a_different_body_is_422(harness: Harness) -> None:
 async def test_a_repeat_while_the_first_is_being_accepted_is_409(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    storage = harness.app.state.storage
+    storage = harness.app.state.services.storage
     writing, release = asyncio.Event(), asyncio.Event()
     real_put = storage.put
 
@@ -90,7 +90,7 @@ async def test_a_refused_request_does_not_use_up_the_key(harness: Harness) -> No
 async def test_a_remembered_key_is_forgotten_after_its_time(harness: Harness) -> None:
     auth = {**await harness.auth(), "Idempotency-Key": "old"}
     first = await harness.client.post(GENERATE, json={"prompt": "x"}, headers=auth)
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         await session.execute(update(IdempotencyRecord).values(expires_at=utcnow() - timedelta(seconds=1)))
     second = await harness.client.post(GENERATE, json={"prompt": "x"}, headers=auth)
     assert second.json()["id"] != first.json()["id"]

@@ -35,7 +35,7 @@ async def test_backend_concurrency_is_bounded(harness_with: HarnessFactory) -> N
         auth = await harness.auth()
         ids = [await submit(harness, f"gate:{i}", auth) for i in range(5)]
         await harness.fake.wait_started(2)
-        async with harness.app.state.sessions() as session:
+        async with harness.app.state.services.sessions() as session:
             running = await session.scalar(select(func.count()).where(Job.status == JobStatus.RUNNING))
         assert running == 2
         for i in range(5):
@@ -56,10 +56,10 @@ async def test_queue_full_is_429_and_writes_nothing(harness_with: HarnessFactory
         assert response.status_code == 429
         assert response.headers["retry-after"].isdigit()
         assert response.json()["error"]["code"] == "queue_full"
-        async with harness.app.state.sessions() as session:
+        async with harness.app.state.services.sessions() as session:
             assert await session.scalar(select(func.count()).select_from(Job)) == 3
             assert await session.scalar(select(func.count()).select_from(JobInput)) == 0
-        inputs = harness.app.state.settings.data_dir / "files" / "inputs"
+        inputs = harness.app.state.services.settings.data_dir / "files" / "inputs"
         assert not inputs.exists() or not any(inputs.rglob("*.png"))
         harness.fake.open("gate:running")
 
@@ -68,7 +68,7 @@ async def _orphan_running_job(harness: Harness, auth: dict[str, str], *, attempt
     """A job left 'running' by a worker that died (a process on this host that no longer exists)."""
     job_id = await submit(harness, "gate:orphan", auth)
     await harness.fake.wait_started(1)
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         session.add(Worker(id="wrk_dead", hostname=host_identity(), pid=_dead_pid()))
         await session.flush()
         await session.execute(update(Job).where(Job.id == job_id).values(worker_id="wrk_dead", attempts=attempts))
@@ -90,11 +90,11 @@ def _dead_pid() -> int:
 async def test_a_job_whose_worker_died_is_retried_once(harness: Harness) -> None:
     auth = await harness.auth()
     job_id = await _orphan_running_job(harness, auth, attempts=1)
-    settled = await harness.app.state.scheduler.recover()
+    settled = await harness.app.state.services.scheduler.recover()
     assert settled == [job_id]
     harness.fake.open("gate:orphan")
     await wait_status(harness, job_id, auth, "succeeded")
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         job = await session.scalar(select(Job).where(Job.id == job_id))
         assert job is not None
         assert job.attempts == 2
@@ -104,7 +104,7 @@ async def test_a_job_whose_worker_died_is_retried_once(harness: Harness) -> None
 async def test_a_job_interrupted_twice_fails_with_a_clear_reason(harness: Harness) -> None:
     auth = await harness.auth()
     job_id = await _orphan_running_job(harness, auth, attempts=2)
-    await harness.app.state.scheduler.recover()
+    await harness.app.state.services.scheduler.recover()
     response = await harness.client.get(f"/v1/images/jobs/{job_id}", headers=auth)
     assert response.json()["status"] == "failed"
     assert response.json()["error_code"] == "interrupted"
@@ -116,7 +116,7 @@ async def test_fail_policy_fails_interrupted_jobs_at_once(harness_with: HarnessF
     async with harness_with(interrupted_jobs="fail") as harness:
         auth = await harness.auth()
         job_id = await _orphan_running_job(harness, auth, attempts=1)
-        await harness.app.state.scheduler.recover()
+        await harness.app.state.services.scheduler.recover()
         response = await harness.client.get(f"/v1/images/jobs/{job_id}", headers=auth)
         assert response.json()["status"] == "failed"
         harness.fake.open("gate:orphan")
@@ -125,13 +125,13 @@ async def test_fail_policy_fails_interrupted_jobs_at_once(harness_with: HarnessF
 async def test_a_live_workers_jobs_are_left_alone(harness: Harness) -> None:
     auth = await harness.auth()
     job_id = await _orphan_running_job(harness, auth, attempts=1)
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         await session.execute(update(Worker).where(Worker.id == "wrk_dead").values(hostname="another-host"))
-    assert await harness.app.state.scheduler.recover() == []
-    async with harness.app.state.sessions() as session, session.begin():
-        stale = utcnow() - timedelta(seconds=harness.app.state.settings.worker_stale_seconds + 1)
+    assert await harness.app.state.services.scheduler.recover() == []
+    async with harness.app.state.services.sessions() as session, session.begin():
+        stale = utcnow() - timedelta(seconds=harness.app.state.services.settings.worker_stale_seconds + 1)
         await session.execute(update(Worker).where(Worker.id == "wrk_dead").values(heartbeat_at=stale))
-    assert await harness.app.state.scheduler.recover() == [job_id]
+    assert await harness.app.state.services.scheduler.recover() == [job_id]
     harness.fake.open("gate:orphan")
 
 
@@ -140,7 +140,7 @@ async def test_shutdown_requeues_running_jobs_after_the_grace_period(harness_wit
         auth = await harness.auth()
         job_id = await submit(harness, "gate:never", auth)
         await harness.fake.wait_started(1)
-        sessions = harness.app.state.sessions
+        sessions = harness.app.state.services.sessions
     async with sessions() as session:
         job = await session.scalar(select(Job).where(Job.id == job_id))
         assert job is not None
@@ -154,7 +154,7 @@ async def test_shutdown_lets_running_jobs_finish_within_the_grace(harness_with: 
         auth = await harness.auth()
         job_id = await submit(harness, "gate:finishing", auth)
         await harness.fake.wait_started(1)
-        sessions = harness.app.state.sessions
+        sessions = harness.app.state.services.sessions
         asyncio.get_running_loop().call_soon(harness.fake.open, "gate:finishing")
     async with sessions() as session:
         job = await session.scalar(select(Job).where(Job.id == job_id))
@@ -175,11 +175,14 @@ async def test_many_parallel_requests_all_succeed(harness: Harness) -> None:
         response = await harness.client.post(GENERATE, json=body, headers={**keys[i % 4], **ASYNC})
         assert response.status_code == 202, response.text
         job = await service.wait_until_finished(
-            ctx=harness.app.state.jobs, job_id=response.json()["id"], key=None, timeout=PARALLEL_DEADLINE_SECONDS
+            ctx=harness.app.state.services.jobs,
+            job_id=response.json()["id"],
+            key=None,
+            timeout=PARALLEL_DEADLINE_SECONDS,
         )
         return job.status
 
     statuses = await asyncio.gather(*(one(i) for i in range(60)))
     assert statuses == [JobStatus.SUCCEEDED] * 60
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         assert await session.scalar(select(func.count()).where(Job.status == JobStatus.SUCCEEDED)) == 60

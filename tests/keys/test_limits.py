@@ -22,7 +22,7 @@ async def generate(harness: Harness, auth: dict[str, str], **body: object) -> ht
 
 async def refusals(harness: Harness, action: str) -> int:
     """How many refusals of this kind the audit log holds."""
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         count = await session.scalar(select(func.count()).where(AuditEvent.action == action))
     return int(count or 0)
 
@@ -82,7 +82,7 @@ async def test_rate_limit_at_its_boundary_with_headers_on_every_response(harness
 
 async def test_the_rate_window_slides(harness: Harness) -> None:
     key, token = await harness.new_key()
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(rate_limit_per_minute=2))
         now = utcnow()
         session.add_all(
@@ -114,7 +114,7 @@ async def test_daily_quota_at_its_boundary_counts_images_not_requests(harness: H
     assert int(over.headers["retry-after"]) <= 86_400
     assert (await generate(harness, auth, count=1)).status_code == 200
     assert (await generate(harness, auth, count=1)).status_code == 429
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Job)) == 2
 
 
@@ -158,7 +158,7 @@ async def test_parallel_requests_never_overrun_a_small_quota(harness: Harness) -
     statuses = await asyncio.gather(*(one(i) for i in range(30)))
     assert sorted(statuses).count(202) == 5
     assert statuses.count(429) == 25
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         assert await session.scalar(select(func.sum(Job.count))) == 5
 
 

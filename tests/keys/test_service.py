@@ -16,7 +16,7 @@ async def test_tokens_are_random_and_stored_only_as_a_hash(harness: Harness) -> 
     assert token.startswith("ig_")
     assert len(token) >= 3 + 43
     assert token != other_token
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         stored = await session.scalar(select(ApiKey).where(ApiKey.id == key.id))
     assert stored is not None
     assert stored.token_hash == keys.hash_token(token) != token
@@ -27,7 +27,7 @@ async def test_tokens_are_random_and_stored_only_as_a_hash(harness: Harness) -> 
 async def test_verify_records_last_use(harness: Harness) -> None:
     key, token = await harness.new_key()
     assert key.last_used_at is None
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         verified = await keys.verify(session=session, token=token)
     assert verified.id == key.id
     assert verified.last_used_at is not None
@@ -39,9 +39,9 @@ async def test_deleting_a_key_keeps_its_jobs_marked_with_the_handle(harness: Har
         "/v1/images/generate", json={"prompt": "keep me"}, headers={"Authorization": f"Bearer {token}"}
     )
     assert response.status_code == 200
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         await keys.delete_key(session=session, handle=key.handle)
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         job = await session.scalar(select(Job).where(Job.id == response.json()["id"]))
     assert job is not None
     assert job.key_id is None

@@ -133,7 +133,7 @@ async def test_no_key_is_a_401(harness: Harness) -> None:
 
 
 async def test_a_wait_that_runs_out_returns_the_job_id_and_get_job_finds_it_later(harness: Harness) -> None:
-    harness.app.state.settings.mcp_wait_seconds = 0.5
+    harness.app.state.services.settings.mcp_wait_seconds = 0.5
     async with mcp_session(harness, await harness.auth()) as session:
         reported: list[str | None] = []
 
@@ -157,7 +157,7 @@ async def test_a_wait_that_runs_out_returns_the_job_id_and_get_job_finds_it_late
 
 
 async def test_an_image_over_the_inline_limit_comes_as_a_preview_and_its_link(harness: Harness) -> None:
-    harness.app.state.settings.mcp_inline_max_bytes = 1024
+    harness.app.state.services.settings.mcp_inline_max_bytes = 1024
     async with mcp_session(harness, await harness.auth()) as session:
         result = await session.call_tool("generate_image", {"prompt": "big", "size": "1024x1024", "model": "demo"})
     assert not result.is_error, result.content

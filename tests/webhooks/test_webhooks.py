@@ -185,7 +185,7 @@ async def test_the_header_asks_for_webhooks_on_the_openai_image_gen_surface_on_b
         payload = deliveries[1].verified(secret)
         assert payload["type"] == "image.job.succeeded"
         # The links are the native API's, served on the main listener's port.
-        port = harness.app.state.settings.port
+        port = harness.app.state.services.settings.port
         assert payload["data"]["status_url"].startswith(f"http://oig:{port}/v1/images/jobs/img_")
 
 
@@ -257,7 +257,7 @@ async def test_an_address_that_turned_private_is_refused_at_send_time(
             GENERATE, json={"prompt": "gate:rebind", "webhook_url": hook.url}, headers={**auth, **ASYNC}
         )
         await harness.fake.wait_started(1)
-        harness.app.state.settings.webhook_allow_private = False  # as if the name now pointed inside
+        harness.app.state.services.settings.webhook_allow_private = False  # as if the name now pointed inside
         harness.fake.open("gate:rebind")
         shown = await poll_webhooks(harness, response.json()["id"], auth, lambda h: h and h[0]["status"] == "failed")
         assert "internal address" in shown[0]["attempts"][0]["error"]
@@ -285,14 +285,16 @@ async def test_retention_forgets_the_deliveries_of_expired_jobs_once_they_are_se
             response = await harness.client.post(GENERATE, json={"prompt": "x", "webhook_url": hook.url}, headers=auth)
             jobs.append(response.json()["id"])
             await poll_webhooks(harness, jobs[-1], auth, lambda h: h and h[0]["attempts"])
-        sessions = harness.app.state.sessions
+        sessions = harness.app.state.services.sessions
         async with sessions() as session, session.begin():
             past = utcnow() - timedelta(days=1)
             await session.execute(update(Job).where(Job.id.in_(jobs)).values(expires_at=past))
 
         async def sweep_and_count() -> tuple[dict[str, str], int]:
             await retention.sweep(
-                sessions=sessions, storage=harness.app.state.storage, settings=harness.app.state.settings
+                sessions=sessions,
+                storage=harness.app.state.services.storage,
+                settings=harness.app.state.services.settings,
             )
             async with sessions() as session:
                 rows = (await session.execute(select(WebhookDelivery.job_id, WebhookDelivery.state))).all()

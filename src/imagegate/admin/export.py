@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -16,6 +16,7 @@ from imagegate.admin import queries
 from imagegate.admin.web import Admin
 from imagegate.db import utcnow
 from imagegate.jobs.models import Job
+from imagegate.services import AppServices
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 BATCH = 500
@@ -81,7 +82,9 @@ def _row(job: Job, names: dict[str, str]) -> list[str]:
     return [_cell(value) for value in values]
 
 
-async def history_csv(sessions: async_sessionmaker[AsyncSession], filters: queries.HistoryFilter) -> AsyncIterator[str]:
+async def history_csv(
+    *, sessions: async_sessionmaker[AsyncSession], filters: queries.HistoryFilter
+) -> AsyncIterator[str]:
     """The header, then every selected job newest first, one short transaction per batch."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -103,8 +106,8 @@ async def history_csv(sessions: async_sessionmaker[AsyncSession], filters: queri
 
 @router.get("/history.csv")
 async def export_history(
-    request: Request,
     admin: Admin,
+    svc: AppServices,
     key: str = "",
     status: str = "",
     model: str = "",
@@ -115,11 +118,11 @@ async def export_history(
 ) -> StreamingResponse:
     """The filtered history as a CSV download."""
     filters = queries.HistoryFilter(key.strip(), status, model, backend, since, until, q.strip())
-    async with request.app.state.sessions() as session:
+    async with svc.sessions() as session:
         await queries.history(session, filters, None, limit=1)  # a bad filter is a 400 page, not a broken download
     name = f"imagegate-history-{utcnow():%Y%m%d-%H%M%S}.csv"
     return StreamingResponse(
-        history_csv(request.app.state.sessions, filters),
+        history_csv(sessions=svc.sessions, filters=filters),
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{name}"'},
     )

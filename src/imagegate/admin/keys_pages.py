@@ -34,6 +34,7 @@ from imagegate.keys import service as keys
 from imagegate.keys.auth import admit_by_handle
 from imagegate.keys.limits import Periods
 from imagegate.keys.models import SCOPES, ApiKey
+from imagegate.services import services
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 # How long a rotated key's old secret keeps working; a day by default, as `imagegate keys rotate`.
@@ -52,7 +53,7 @@ def _revealed(flash: str | None) -> tuple[dict[str, str] | None, str | None]:
 async def _reveal(request: Request, admin: Admin, name: str, token: str, webhook_secret: str = "") -> None:
     # The secrets travel only through this session's one-time message, never in a URL.
     message = f"newkey:{name.replace(':', ' ')}:{token}:{webhook_secret}"
-    await service.set_flash(request.app.state.sessions, admin, message)
+    await service.set_flash(sessions=services(request).sessions, admin=admin, message=message)
 
 
 def _status(key: ApiKey, now: datetime) -> str:
@@ -64,7 +65,7 @@ def _status(key: ApiKey, now: datetime) -> str:
 @router.get("/keys")
 async def keys_page(request: Request, admin: Admin, name: Annotated[str, Query(max_length=200)] = "") -> Response:
     """Every key with its status and use; a new key's secret once, right after creating it."""
-    revealed, flash = _revealed(await service.take_flash(request.app.state.sessions, admin))
+    revealed, flash = _revealed(await service.take_flash(admin=admin))
     return await _keys_listing(request, admin, name_filter=name.strip(), revealed=revealed, flash=flash)
 
 
@@ -79,7 +80,7 @@ async def _keys_listing(
     flash: str | None = None,
 ) -> Response:
     """The keys page; after a refused create, with what was posted and why it was refused."""
-    async with request.app.state.sessions() as session:
+    async with services(request).sessions() as session:
         rows = await keys.list_keys(session=session)
         totals = await job_queries.key_totals(session)
     now = utcnow()
@@ -147,14 +148,14 @@ async def _create(request: Request, form: FormData) -> tuple[ApiKey, str]:
         raise InvalidRequest("A key needs a name.", param="name")
     expires_at = expiry_from(form)
     limits = limits_from(form)
-    async with request.app.state.sessions() as session, session.begin():
+    async with services(request).sessions() as session, session.begin():
         return await keys.create_key(session=session, name=name, expires_at=expires_at, limits=limits, actor="admin")
 
 
 @router.get("/keys/{handle}")
 async def key_page(handle: str, request: Request, admin: Admin) -> Response:
     """One key: its use against its quotas, its requests over 14 days, rotation, expiry and limits."""
-    revealed, flash = _revealed(await service.take_flash(request.app.state.sessions, admin))
+    revealed, flash = _revealed(await service.take_flash(admin=admin))
     return await _key_detail(request, admin, handle, revealed=revealed, flash=flash)
 
 
@@ -170,8 +171,8 @@ async def _key_detail(
 ) -> Response:
     """A key's page; after a refused change, with what was posted and why it was refused."""
     now = utcnow()
-    prices = request.app.state.settings.prices
-    async with request.app.state.sessions() as session:
+    prices = services(request).settings.prices
+    async with services(request).sessions() as session:
         key = await keys.get_by_handle(session=session, handle=handle)
         usage = await queries.key_usage(session, key, now)
         spend_days = await spend.cost_per_day(session, prices, now=now, days=queries.CHART_DAYS, key_id=key.id)
@@ -217,7 +218,7 @@ async def rotate_key(handle: str, request: Request, admin: Admin) -> Response:
     if seconds is None:
         refused = InvalidRequest("Choose one of the offered grace periods.", param="grace")
         return await _key_detail(request, admin, handle, error=refused)
-    async with request.app.state.sessions() as session, session.begin():
+    async with services(request).sessions() as session, session.begin():
         key, token = await keys.rotate_key(
             session=session, handle=handle, grace=timedelta(seconds=seconds), actor="admin"
         )
@@ -237,7 +238,7 @@ async def update_key(handle: str, request: Request, admin: Admin) -> Response:
         if not _shown_again(error) or isinstance(error, NotFound):
             raise
         return await _key_detail(request, admin, handle, fields=fields_from(form), error=error)
-    await service.set_flash(request.app.state.sessions, admin, f"Saved {handle}.")
+    await service.set_flash(sessions=services(request).sessions, admin=admin, message=f"Saved {handle}.")
     return redirect(request, f"/admin/keys/{handle}")
 
 
@@ -246,7 +247,7 @@ async def _update(request: Request, handle: str, form: FormData) -> None:
     limits.name = form_value(form, "name") or handle
     if "expires" in form:
         limits.expires_at = expiry_from(form)
-    async with request.app.state.sessions() as session, session.begin():
+    async with services(request).sessions() as session, session.begin():
         await keys.update_key(session=session, handle=handle, limits=limits, actor="admin")
 
 
@@ -257,7 +258,7 @@ async def key_action(handle: str, action: str, request: Request, admin: Admin) -
     if not csrf_ok(admin, form):
         return forbidden_csrf(request, admin)
     if action == "delete" and not confirmed(form):
-        async with request.app.state.sessions() as session:
+        async with services(request).sessions() as session:
             key = await keys.get_by_handle(session=session, handle=handle)
         return confirm_page(
             request,
@@ -269,14 +270,16 @@ async def key_action(handle: str, action: str, request: Request, admin: Admin) -
             button="Delete key",
             back="/admin/keys",
         )
-    async with request.app.state.sessions() as session, session.begin():
+    async with services(request).sessions() as session, session.begin():
         if action in ("enable", "disable"):
             await keys.set_enabled(session=session, handle=handle, enabled=action == "enable", actor="admin")
         elif action == "delete":
             await keys.delete_key(session=session, handle=handle, actor="admin")
         else:
             raise NotFound(f"No such action: {action}.")
-    await service.set_flash(request.app.state.sessions, admin, f"{action.capitalize()}d {handle}.")
+    await service.set_flash(
+        sessions=services(request).sessions, admin=admin, message=f"{action.capitalize()}d {handle}."
+    )
     return redirect(request, "/admin/keys")
 
 
@@ -304,7 +307,7 @@ async def playground(request: Request, admin: Admin, from_: Annotated[str, Query
 
 
 async def _source_job(request: Request, job_id: str) -> Job:
-    async with request.app.state.sessions() as session:
+    async with services(request).sessions() as session:
         job = await job_queries.any_job(session, job_id)
     if job is None:
         raise NotFound(f"No job {job_id}.")
@@ -321,10 +324,10 @@ async def _playground(
     dropped_references: int = 0,
 ) -> Response:
     """The playground form with these values (a re-run's, or what was posted when it was refused)."""
-    async with request.app.state.sessions() as session:
+    async with services(request).sessions() as session:
         now = utcnow()
         enabled = [k for k in await keys.list_keys(session=session) if k.enabled and not _expired(k, now)]
-    backend_set = request.app.state.jobs.backends
+    backend_set = services(request).jobs.backends
     models = [backend_set.default_model, *sorted(m for m in backend_set.models if m != backend_set.default_model)]
     defaults = {"size": "512x512", "quality": "auto", "count": "1", "output_format": "png", "prompt": ""}
     response = page(
@@ -386,4 +389,4 @@ async def _submit_playground(request: Request, form: FormData) -> Job:
         output_format=form_value(form, "output_format") or "png",
         references=tuple(references),
     )
-    return await jobs.submit(ctx=request.app.state.jobs, request=request_, key=key)
+    return await jobs.submit(ctx=services(request).jobs, request=request_, key=key)

@@ -9,12 +9,13 @@ from imagegate.admin import service
 from imagegate.admin.web import Admin, csrf_ok, forbidden_csrf, page, prefix, read_form, redirect
 from imagegate.backends.base import AdminPanel, PanelRequest
 from imagegate.errors import NotFound
+from imagegate.services import services
 
 router = APIRouter(prefix="/admin/backends", include_in_schema=False)
 
 
 def _panel(request: Request, name: str) -> AdminPanel:
-    panels: dict[str, AdminPanel] = getattr(request.app.state, "panels", {})
+    panels = services(request).panels
     if name not in panels:
         raise NotFound(f"No admin page for a backend named {name!r}.")
     return panels[name]
@@ -42,7 +43,7 @@ async def panel_page(name: str, request: Request, admin: Admin) -> Response:
         title=panel.title,
         active=f"/admin/backends/{name}",
         body=Markup(body),  # noqa: S704 - the backend renders (and escapes) its own HTML
-        flash=await service.take_flash(request.app.state.sessions, admin),
+        flash=await service.take_flash(admin=admin),
     )
 
 
@@ -58,5 +59,5 @@ async def panel_action(name: str, action: str, request: Request, admin: Admin) -
         raise NotFound(f"No action {action!r} on this page.")
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     message = await handler(_panel_request(request, admin, name, fields))
-    await service.set_flash(request.app.state.sessions, admin, message)
+    await service.set_flash(sessions=services(request).sessions, admin=admin, message=message)
     return redirect(request, f"/admin/backends/{name}")

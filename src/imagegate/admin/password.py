@@ -27,7 +27,7 @@ async def _hash(password: str) -> str:
     return await asyncio.to_thread(password_hasher().hash, password)  # CPU work, slow on purpose: off the loop
 
 
-async def ensure_admin_password(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> str | None:
+async def ensure_admin_password(*, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> str | None:
     """On first start with no configured password, make one and store its hash; return it to show once."""
     if settings.admin_password is not None:
         return None

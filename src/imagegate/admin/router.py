@@ -36,6 +36,7 @@ from imagegate.jobs import spend
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.keys import audit
 from imagegate.retention import sweep
+from imagegate.services import AppServices, Services
 from imagegate.webhooks import service as webhooks
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -59,10 +60,9 @@ def _safe_next(value: str) -> str:
 
 
 @router.post("/login")
-async def login(request: Request) -> Response:
+async def login(request: Request, svc: AppServices) -> Response:
     """Check the password (throttled per client) and open a server-side session."""
-    settings = request.app.state.settings
-    sessions = request.app.state.sessions
+    settings, sessions = svc.settings, svc.sessions
     form = await read_form(request)
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not secrets.compare_digest(expected, form_value(form, "csrf")):
@@ -70,7 +70,7 @@ async def login(request: Request) -> Response:
     window = timedelta(seconds=settings.admin_login_window_seconds)
     client = service.client_label(request.client.host if request.client else "unknown")
     attempt = await service.begin_attempt(
-        sessions, client, max_failures=settings.admin_login_max_failures, window=window
+        sessions=sessions, client=client, max_failures=settings.admin_login_max_failures, window=window
     )
     if attempt is None:
         return page(
@@ -83,8 +83,8 @@ async def login(request: Request) -> Response:
             next=_safe_next(form_value(form, "next")),
             error="Too many failed logins from here; wait a few minutes and try again.",
         )
-    ok = await service.check_password(sessions, form_value(form, "password"))
-    await service.finish_attempt(sessions, attempt, client=client, ok=ok)
+    ok = await service.check_password(sessions=sessions, password=form_value(form, "password"))
+    await service.finish_attempt(sessions=sessions, attempt=attempt, client=client, ok=ok)
     if not ok:
         return page(
             request,
@@ -96,7 +96,7 @@ async def login(request: Request) -> Response:
             next=_safe_next(form_value(form, "next")),
             error="Wrong password.",
         )
-    opened = await service.open_session(sessions, hours=settings.admin_session_hours)
+    opened = await service.open_session(sessions=sessions, hours=settings.admin_session_hours)
     response = redirect(request, _safe_next(form_value(form, "next")))
     response.set_cookie(
         COOKIE, opened.cookie, max_age=int(settings.admin_session_hours * 3600), **cookie_options(request)
@@ -106,12 +106,12 @@ async def login(request: Request) -> Response:
 
 
 @router.post("/logout")
-async def logout(request: Request, admin: Admin) -> Response:
+async def logout(request: Request, admin: Admin, svc: AppServices) -> Response:
     """End this session on the server; its cookie no longer opens anything."""
     form = await read_form(request)
     if not csrf_ok(admin, form):
         return forbidden_csrf(request, admin)
-    await service.close_session(request.app.state.sessions, request.cookies.get(COOKIE, ""))
+    await service.close_session(sessions=svc.sessions, cookie=request.cookies.get(COOKIE, ""))
     response = redirect(request, "/admin/login")
     response.delete_cookie(COOKIE, path=prefix(request) + "/admin")
     return response
@@ -121,16 +121,13 @@ async def logout(request: Request, admin: Admin) -> Response:
 
 
 @router.get("")
-async def overview(request: Request, admin: Admin) -> Response:
+async def overview(request: Request, admin: Admin, svc: AppServices) -> Response:
     """Queue, last 24 hours, images per day, backends, storage, recent jobs."""
-    async with request.app.state.sessions() as session:
-        spend_days = await spend.cost_per_day(
-            session, request.app.state.settings.prices, now=utcnow(), days=queries.CHART_DAYS
-        )
+    async with svc.sessions() as session:
+        spend_days = await spend.cost_per_day(session, svc.settings.prices, now=utcnow(), days=queries.CHART_DAYS)
         figures = await queries.overview(session, utcnow())
         names = await queries.key_names(session, (job.key_handle for job in figures.recent))
-    backend_set = request.app.state.jobs.backends
-    settings = request.app.state.settings
+    backend_set, settings = svc.backends, svc.settings
     rows = [
         {
             "name": name,
@@ -153,7 +150,7 @@ async def overview(request: Request, admin: Admin) -> Response:
         spend_per_day=spend_days,
         backends=rows,
         names=names,
-        flash=await service.take_flash(request.app.state.sessions, admin),
+        flash=await service.take_flash(admin=admin),
     )
 
 
@@ -164,6 +161,7 @@ async def overview(request: Request, admin: Admin) -> Response:
 async def history(
     request: Request,
     admin: Admin,
+    svc: AppServices,
     key: str = "",
     status: str = "",
     model: str = "",
@@ -176,13 +174,13 @@ async def history(
     """Jobs newest first, filtered, one page at a time."""
     filters = queries.HistoryFilter(key.strip(), status, model, backend, since, until, q.strip())
     refused: InvalidRequest | None = None
-    async with request.app.state.sessions() as session:
+    async with svc.sessions() as session:
         try:
             result = await queries.history(session, filters, cursor)
         except InvalidRequest as error:  # a bad date: the filters stay as typed, with what to fix
             result, refused = queries.HistoryPage([], None, filters), error
         names = await queries.key_names(session, (job.key_handle for job in result.jobs))
-    backend_set = request.app.state.jobs.backends
+    backend_set = svc.backends
     next_link = None
     if result.next_cursor:
         query = urlencode({**filters.as_query(), "cursor": result.next_cursor})
@@ -203,12 +201,12 @@ async def history(
         next_link=next_link,
         csv_link=csv_link,
         names=names,
-        flash=await service.take_flash(request.app.state.sessions, admin),
+        flash=await service.take_flash(admin=admin),
     )
 
 
-async def _job(request: Request, job_id: str) -> Job:
-    async with request.app.state.sessions() as session:
+async def _job(svc: Services, job_id: str) -> Job:
+    async with svc.sessions() as session:
         job = await job_queries.any_job(session, job_id)
     if job is None:
         raise NotFound(f"No job {job_id}.")
@@ -216,10 +214,10 @@ async def _job(request: Request, job_id: str) -> Job:
 
 
 @router.get("/jobs/{job_id}")
-async def job_page(job_id: str, request: Request, admin: Admin) -> Response:
+async def job_page(job_id: str, request: Request, admin: Admin, svc: AppServices) -> Response:
     """Everything about one job; reloads itself while it runs."""
-    job = await _job(request, job_id)
-    async with request.app.state.sessions() as session:
+    job = await _job(svc, job_id)
+    async with svc.sessions() as session:
         deliveries = await webhooks.deliveries_of(session, job.id)
         names = await queries.key_names(session, [job.key_handle])
     return page(
@@ -229,45 +227,45 @@ async def job_page(job_id: str, request: Request, admin: Admin) -> Response:
         title=job_id,
         active="/admin/history",
         job=job,
-        cost=spend.job_cost(job, request.app.state.settings.prices),
+        cost=spend.job_cost(job, svc.settings.prices),
         deliveries=deliveries,
         names=names,
         refresh=None if job.is_finished else 2,
-        flash=await service.take_flash(request.app.state.sessions, admin),
+        flash=await service.take_flash(admin=admin),
     )
 
 
 @router.get("/jobs/{job_id}/inputs/{index}")
-async def job_input(job_id: str, index: int, request: Request, admin: Admin) -> Response:
+async def job_input(job_id: str, index: int, admin: Admin, svc: AppServices) -> Response:
     """A job's input image (admins only: inputs have no public URL)."""
-    job = await _job(request, job_id)
+    job = await _job(svc, job_id)
     item = next((i for i in job.inputs if i.index == index), None)
     if item is None:
         raise NotFound("No such input.")
-    data = await request.app.state.storage.get(item.storage_key)
+    data = await svc.storage.get(item.storage_key)
     return Response(data, media_type=f"image/{item.format}")
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel_job(job_id: str, request: Request, admin: Admin) -> Response:
+async def cancel_job(job_id: str, request: Request, admin: Admin, svc: AppServices) -> Response:
     """Cancel a queued or running job (any key's)."""
     form = await read_form(request)
     if not csrf_ok(admin, form):
         return forbidden_csrf(request, admin)
-    job = await service.cancel_job(ctx=request.app.state.jobs, job_id=job_id)
+    job = await service.cancel_job(ctx=svc.jobs, job_id=job_id)
     said = "Cancelled" if job.status == JobStatus.CANCELLED else f"Asked to cancel; it is {job.status}"
-    await service.set_flash(request.app.state.sessions, admin, f"{said}: job {job_id}.")
+    await service.set_flash(sessions=svc.sessions, admin=admin, message=f"{said}: job {job_id}.")
     return redirect(request, f"/admin/jobs/{job_id}")
 
 
 @router.post("/jobs/{job_id}/delete")
-async def delete_job(job_id: str, request: Request, admin: Admin) -> Response:
+async def delete_job(job_id: str, request: Request, admin: Admin, svc: AppServices) -> Response:
     """Delete a job's files and hide it, after a confirmation step."""
     form = await read_form(request)
     if not csrf_ok(admin, form):
         return forbidden_csrf(request, admin)
     if not confirmed(form):
-        job = await _job(request, job_id)
+        job = await _job(svc, job_id)
         files = len(job.images) + len(job.inputs)
         return confirm_page(
             request,
@@ -278,8 +276,8 @@ async def delete_job(job_id: str, request: Request, admin: Admin) -> Response:
             button="Delete job and files",
             back=f"/admin/jobs/{job_id}",
         )
-    await service.delete_job(ctx=request.app.state.jobs, job_id=job_id)
-    await service.set_flash(request.app.state.sessions, admin, f"Deleted job {job_id}.")
+    await service.delete_job(ctx=svc.jobs, job_id=job_id)
+    await service.set_flash(sessions=svc.sessions, admin=admin, message=f"Deleted job {job_id}.")
     return redirect(request, "/admin/history")
 
 
@@ -287,11 +285,11 @@ async def delete_job(job_id: str, request: Request, admin: Admin) -> Response:
 
 
 @router.get("/maintenance")
-async def maintenance(request: Request, admin: Admin) -> Response:
+async def maintenance(request: Request, admin: Admin, svc: AppServices) -> Response:
     """Storage figures and the cleanup button."""
-    async with request.app.state.sessions() as session:
+    async with svc.sessions() as session:
         figures = await queries.overview(session, utcnow())
-    on_disk = await request.app.state.storage.usage_bytes()
+    on_disk = await svc.storage.usage_bytes()
     return page(
         request,
         "maintenance.html",
@@ -300,26 +298,23 @@ async def maintenance(request: Request, admin: Admin) -> Response:
         active="/admin/maintenance",
         stored=figures.stored_bytes,
         on_disk=on_disk,
-        interval=duration(request.app.state.settings.cleanup_interval_seconds),
-        flash=await service.take_flash(request.app.state.sessions, admin),
+        interval=duration(svc.settings.cleanup_interval_seconds),
+        flash=await service.take_flash(admin=admin),
     )
 
 
 @router.post("/maintenance/cleanup")
-async def cleanup(request: Request, admin: Admin) -> Response:
+async def cleanup(request: Request, admin: Admin, svc: AppServices) -> Response:
     """Run the retention sweep now and say what it removed."""
     form = await read_form(request)
     if not csrf_ok(admin, form):
         return forbidden_csrf(request, admin)
-    state = request.app.state
-    report = await sweep(
-        sessions=state.sessions, storage=state.storage, settings=state.settings, backends=state.jobs.backends
-    )
+    report = await sweep(sessions=svc.sessions, storage=svc.storage, settings=svc.settings, backends=svc.backends)
     summary = (
         f"Cleanup: expired {report.expired_jobs} job(s), removed {report.deleted_files} file(s), "
         f"{report.orphan_files} orphan file(s) and {report.backend_items} backend cache item(s)."
     )
-    async with state.sessions() as session, session.begin():
+    async with svc.sessions() as session, session.begin():
         audit.record(
             session=session,
             actor="admin",
@@ -329,7 +324,7 @@ async def cleanup(request: Request, admin: Admin) -> Response:
             deleted_files=report.deleted_files,
             orphan_files=report.orphan_files,
         )
-    await service.set_flash(state.sessions, admin, summary)
+    await service.set_flash(sessions=svc.sessions, admin=admin, message=summary)
     return redirect(request, "/admin/maintenance")
 
 
@@ -337,13 +332,14 @@ async def cleanup(request: Request, admin: Admin) -> Response:
 async def audit_page(
     request: Request,
     admin: Admin,
+    svc: AppServices,
     action: Annotated[str, Query(max_length=40)] = "",
     actor: Annotated[str, Query(max_length=16)] = "",
     key: Annotated[str, Query(max_length=200)] = "",
 ) -> Response:
     """The newest audit events (admin actions, key changes, refusals), filtered by action, actor and key."""
     filters = queries.AuditFilter(action.strip(), actor.strip(), key.strip())
-    async with request.app.state.sessions() as session:
+    async with svc.sessions() as session:
         events = await queries.audit_events(session, filters, limit=200)
         names = await queries.key_names(session, (e.key_handle for e in events if e.key_handle))
     return page(

@@ -31,7 +31,7 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-async def check_password(sessions: async_sessionmaker[AsyncSession], password: str) -> bool:
+async def check_password(*, sessions: async_sessionmaker[AsyncSession], password: str) -> bool:
     """True when the password matches the stored argon2 hash (verified in a thread: it is slow on purpose)."""
     async with sessions() as session:
         stored = await session.scalar(select(AdminCredential.password_hash).where(AdminCredential.id == ADMIN_ROW_ID))
@@ -43,7 +43,7 @@ async def check_password(sessions: async_sessionmaker[AsyncSession], password: s
         return False
 
 
-async def set_password(sessions: async_sessionmaker[AsyncSession], password: str, *, actor: audit.Actor) -> None:
+async def set_password(*, sessions: async_sessionmaker[AsyncSession], password: str, actor: audit.Actor) -> None:
     """Store a new password's hash and log every admin session out."""
     if len(password) < MIN_PASSWORD_CHARS:
         raise ValueError(f"the admin password needs at least {MIN_PASSWORD_CHARS} characters")
@@ -64,10 +64,10 @@ def _upsert_credential(dialect: str, hashed: str) -> Insert:
     )
 
 
-async def adopt_configured_password(sessions: async_sessionmaker[AsyncSession], password: str) -> None:
+async def adopt_configured_password(*, sessions: async_sessionmaker[AsyncSession], password: str) -> None:
     """Make a password given in the settings the one logins check (only its hash is stored)."""
-    if not await check_password(sessions, password):
-        await set_password(sessions, password, actor="cli")
+    if not await check_password(sessions=sessions, password=password):
+        await set_password(sessions=sessions, password=password, actor="cli")
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class NewSession:
     csrf_token: str
 
 
-async def open_session(sessions: async_sessionmaker[AsyncSession], *, hours: float) -> NewSession:
+async def open_session(*, sessions: async_sessionmaker[AsyncSession], hours: float) -> NewSession:
     """A new admin session."""
     cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
     now = utcnow()
@@ -91,7 +91,7 @@ async def open_session(sessions: async_sessionmaker[AsyncSession], *, hours: flo
     return NewSession(cookie, csrf)
 
 
-async def find_session(sessions: async_sessionmaker[AsyncSession], cookie: str | None) -> AdminSession | None:
+async def find_session(*, sessions: async_sessionmaker[AsyncSession], cookie: str | None) -> AdminSession | None:
     """The live session for a cookie, or None (unknown, logged out, revoked or expired).
 
     Its one-time message is taken as the session is found: whatever page comes next shows it or drops it,
@@ -112,7 +112,7 @@ async def find_session(sessions: async_sessionmaker[AsyncSession], cookie: str |
     return found
 
 
-async def close_session(sessions: async_sessionmaker[AsyncSession], cookie: str) -> None:
+async def close_session(*, sessions: async_sessionmaker[AsyncSession], cookie: str) -> None:
     """Log a session out: its cookie stops working everywhere at once."""
     async with sessions() as session, session.begin():
         await session.execute(delete(AdminSession).where(AdminSession.id == _digest(cookie)))
@@ -124,7 +124,7 @@ def csrf_ok(admin: AdminSession, submitted: str | None) -> bool:
     return bool(submitted) and hmac.compare_digest(admin.csrf_token, submitted or "")
 
 
-async def set_flash(sessions: async_sessionmaker[AsyncSession], admin: AdminSession, message: str | None) -> None:
+async def set_flash(*, sessions: async_sessionmaker[AsyncSession], admin: AdminSession, message: str | None) -> None:
     """Keep a message for the next page of this session only."""
     async with sessions() as session, session.begin():
         row = await session.get(AdminSession, admin.id)
@@ -132,7 +132,7 @@ async def set_flash(sessions: async_sessionmaker[AsyncSession], admin: AdminSess
             row.flash = message
 
 
-async def take_flash(sessions: async_sessionmaker[AsyncSession], admin: AdminSession) -> str | None:
+async def take_flash(*, admin: AdminSession) -> str | None:
     """The pending message (already removed from the database when the session was found)."""
     return admin.flash
 
@@ -148,7 +148,7 @@ def client_label(host: str) -> str:
 
 
 async def begin_attempt(
-    sessions: async_sessionmaker[AsyncSession], client: str, *, max_failures: int, window: timedelta
+    *, sessions: async_sessionmaker[AsyncSession], client: str, max_failures: int, window: timedelta
 ) -> int | None:
     """Count a login attempt before its password is checked; None (not counted) when the client is throttled.
 
@@ -171,7 +171,7 @@ async def begin_attempt(
         return attempt.id
 
 
-async def finish_attempt(sessions: async_sessionmaker[AsyncSession], attempt: int, *, client: str, ok: bool) -> None:
+async def finish_attempt(*, sessions: async_sessionmaker[AsyncSession], attempt: int, client: str, ok: bool) -> None:
     """A right password un-counts its attempt; a wrong one stays counted and is audited."""
     async with sessions() as session, session.begin():
         if ok:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagegate import __version__
 from imagegate.admin.web import Admin, duration, page
 from imagegate.jobs import queries
+from imagegate.services import AppServices
 from imagegate.settings import Settings
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -72,13 +73,11 @@ def effective_configuration(settings: Settings) -> dict[str, Any]:
 
 
 @router.get("/status")
-async def status_page(request: Request, admin: Admin) -> Response:
+async def status_page(request: Request, admin: Admin, svc: AppServices) -> Response:
     """What runs and how it is configured."""
-    state = request.app.state
-    settings: Settings = state.settings
-    backend_set = state.jobs.backends
+    settings, backend_set = svc.settings, svc.backends
     names = sorted(backend_set.backends)
-    async with state.sessions() as session:
+    async with svc.sessions() as session:
         errors = await last_errors(session, names)
     backends = [
         {
@@ -100,7 +99,7 @@ async def status_page(request: Request, admin: Admin) -> Response:
         database=masked_database_url(settings.database_url),
         dialect="SQLite" if settings.is_sqlite else "PostgreSQL",
         storage_root=str(settings.data_dir / "files"),
-        on_disk=await state.storage.usage_bytes(),
+        on_disk=await svc.storage.usage_bytes(),
         backends=backends,
         default_model=backend_set.default_model,
         retention=duration(settings.retention_days * 86400),

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from imagegate.admin import service
 from imagegate.admin.models import AdminSession
 from imagegate.errors import ImagegateError
+from imagegate.services import find_services, services
 
 HERE = Path(__file__).parent
 COOKIE = "imagegate_admin"
@@ -137,7 +138,7 @@ def is_https(request: Request) -> bool:
 
 async def require_admin(request: Request) -> AdminSession:
     """The live admin session of this browser, or a redirect to the login page."""
-    found = await service.find_session(request.app.state.sessions, request.cookies.get(COOKIE))
+    found = await service.find_session(sessions=services(request).sessions, cookie=request.cookies.get(COOKIE))
     if found is None:
         raise LoginRequired(request.url.path[len(prefix(request)) :] or "/admin")
     request.state.admin = found  # an error page for this request keeps the navigation
@@ -150,7 +151,8 @@ Admin = Annotated[AdminSession, Depends(require_admin)]
 def page(request: Request, template: str, *, admin: AdminSession | None, status: int = 200, **context: Any) -> Response:
     """Render a page with the layout's context."""
     nav = list(NAV)
-    for name, panel in getattr(request.app.state, "panels", {}).items():  # pages backends contribute
+    opened = find_services(request.app)
+    for name, panel in (opened.panels if opened else {}).items():  # pages backends contribute
         nav.insert(-1, (f"/admin/backends/{name}", panel.title))
     root = prefix(request)
     base: dict[str, Any] = {

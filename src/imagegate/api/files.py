@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 
 from imagegate.errors import NotFound
 from imagegate.images import CONTENT_TYPES, SERVED_NAME
-from imagegate.storage import Storage
+from imagegate.services import AppServices
 
 router = APIRouter(tags=["files"])
 
@@ -20,14 +20,14 @@ CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 @router.get("/generated/{name}", response_model=None)
 @router.head("/generated/{name}", response_model=None, include_in_schema=False)
-async def generated(name: str, request: Request) -> Response:
+async def generated(name: str, request: Request, svc: AppServices) -> Response:
     """Serve one stored image; anything that is not exactly one of our names is a 404."""
     match = SERVED_NAME.match(name)
     if match is None:
         raise NotFound("No such image.")
     etag = f'"{name.rsplit(".", 1)[0]}"'
     headers = {"Cache-Control": CACHE_CONTROL, "ETag": etag}
-    storage: Storage = request.app.state.storage
+    storage = svc.storage
     key = f"images/{name}"
     path = storage.local_path(key)
     if path is not None:

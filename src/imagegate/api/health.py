@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from imagegate import __version__
 from imagegate.jobs.scheduler import Scheduler
+from imagegate.services import AppServices
 
 router = APIRouter(tags=["health"])
 logger = logging.getLogger(__name__)
@@ -33,11 +34,11 @@ async def health() -> dict[str, Any]:
 
 
 @router.get("/ready", response_model=None)
-async def ready(request: Request) -> JSONResponse:
+async def ready(svc: AppServices) -> JSONResponse:
     """200 when the database and storage answer and no backend is wedged, else 503 naming what is wrong."""
     checks: dict[str, str] = {}
     try:
-        async with asyncio.timeout(READY_TIMEOUT_SECONDS), request.app.state.engine.connect() as connection:
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS), svc.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception:
@@ -45,13 +46,13 @@ async def ready(request: Request) -> JSONResponse:
         checks["database"] = "unreachable"
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
-            await request.app.state.storage.check()
+            await svc.storage.check()
         checks["storage"] = "ok"
     except Exception:
         logger.exception("readiness: storage check failed")
         checks["storage"] = "unwritable"
     details: dict[str, Any] = {}
-    scheduler = getattr(request.app.state, "scheduler", None)
+    scheduler = svc.scheduler
     if scheduler is not None and checks["database"] == "ok":
         wedged = await _wedged(scheduler)
         checks["backends"] = "wedged" if wedged else "ok"

@@ -40,6 +40,7 @@ from imagegate.jobs.service import JobContext
 from imagegate.keys import service as keys_service
 from imagegate.keys.auth import BEARER_SCHEME, admit, require_key, scoped
 from imagegate.keys.models import ApiKey
+from imagegate.services import services
 
 router = APIRouter(tags=["openai-image-gen"])
 # Where errors are rendered in this surface's envelope on the main listener ("/generated/" stays native).
@@ -52,7 +53,7 @@ async def caller_key(
     request: Request, _documented: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER_SCHEME)] = None
 ) -> ApiKey:
     """The bearer key when one is sent; otherwise the configured anonymous key, or 401 when there is none."""
-    handle: str | None = request.app.state.settings.oig_anonymous_key
+    handle = services(request).settings.oig_anonymous_key
     if handle is None or "authorization" in request.headers:
         return await require_key(request)
     return await admit(request, lambda session: keys_service.verify_handle(session=session, handle=handle))

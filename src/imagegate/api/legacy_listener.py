@@ -10,7 +10,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -27,15 +27,19 @@ from imagegate.api.limits import BodyLimitMiddleware
 from imagegate.api.observe import ObserveMiddleware
 from imagegate.errors import ImagegateError, InvalidApiKey
 from imagegate.keys import service as keys_service
+from imagegate.metrics import Metrics
+from imagegate.services import AppServices
 from imagegate.settings import Settings
 
 logger = logging.getLogger(__name__)
 ANONYMOUS_SETTING = "IMAGEGATE_OIG_ANONYMOUS_KEY"
 
 
-def create_oig_app(main: FastAPI) -> FastAPI:
-    """The app of the second listener: /health in the original's shape, /generate and /images/<id>."""
-    settings: Settings = main.state.settings
+def create_oig_app(main: FastAPI, *, settings: Settings, metrics: Metrics) -> FastAPI:
+    """The app of the second listener: /health in the original's shape, /generate and /images/<id>.
+
+    It is given the main app's settings and metrics; its requests find the services the main app's lifespan opens.
+    """
     app = FastAPI(title="ImageGate (openai-image-gen API)", openapi_url=None, docs_url=None, redoc_url=None)
     app.state = main.state  # one lifespan opens everything, for both listeners
     surfaces = errors.SurfaceErrors()
@@ -44,7 +48,7 @@ def create_oig_app(main: FastAPI) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, surfaces=surfaces)
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(WebhookHeaderMiddleware, base=main_listener_base(settings))
-    app.add_middleware(ObserveMiddleware, metrics=main.state.metrics)
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     errors.install(app, surfaces)
     app.add_api_route("/health", health, methods=["GET"])
@@ -52,9 +56,9 @@ def create_oig_app(main: FastAPI) -> FastAPI:
     return app
 
 
-async def health(request: Request) -> dict[str, Any]:
+async def health(svc: AppServices) -> dict[str, Any]:
     """The original's /health: api_key_configured says whether its default model is routed to a backend."""
-    configured = DEFAULT_MODEL in request.app.state.settings.models
+    configured = DEFAULT_MODEL in svc.settings.models
     timestamp = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
     return {"status": "healthy", "api_key_configured": configured, "timestamp": timestamp}
 
@@ -90,7 +94,7 @@ def _at_root(scope: Scope) -> Scope:
     }
 
 
-async def check_anonymous_key(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+async def check_anonymous_key(*, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
     """Refuse to start when IMAGEGATE_OIG_ANONYMOUS_KEY names no usable key (a typo must not open 401s to all)."""
     handle = settings.oig_anonymous_key
     if handle is None:

@@ -11,22 +11,22 @@ from fastapi import APIRouter, Request, Response
 from imagegate.errors import Forbidden, InvalidApiKey, MissingApiKey, NotFound
 from imagegate.jobs import queries
 from imagegate.jobs.models import JobStatus
-from imagegate.metrics import CONTENT_TYPE, LiveFigures, Metrics
+from imagegate.metrics import CONTENT_TYPE, LiveFigures
+from imagegate.services import AppServices, Services
 from imagegate.settings import Settings
 
 router = APIRouter(tags=["metrics"])
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, svc: AppServices) -> Response:
     """Counters, histograms and live gauges for Prometheus."""
-    settings = request.app.state.settings
+    settings = svc.settings
     if not settings.metrics_enabled:
         raise NotFound("Metrics are turned off (IMAGEGATE_METRICS_ENABLED).")
     _require_scraper(request, settings)
-    live = await _live_figures(request)
-    collected: Metrics = request.app.state.metrics
-    body = await asyncio.to_thread(collected.render, live)
+    live = await _live_figures(svc)
+    body = await asyncio.to_thread(svc.metrics.render, live)
     return Response(body, media_type=CONTENT_TYPE)
 
 
@@ -54,13 +54,13 @@ def _allowed(host: str, settings: Settings) -> bool:
     return any(address in network for network in settings.metrics_networks())
 
 
-async def _live_figures(request: Request) -> LiveFigures:
-    async with request.app.state.sessions() as session:
+async def _live_figures(svc: Services) -> LiveFigures:
+    async with svc.sessions() as session:
         active = await queries.active_by_backend(session)
         stored = await queries.stored_bytes(session)
     queued = {backend: counts[JobStatus.QUEUED] for backend, counts in active.items() if JobStatus.QUEUED in counts}
     running = {backend: counts[JobStatus.RUNNING] for backend, counts in active.items() if JobStatus.RUNNING in counts}
-    for backend in request.app.state.jobs.backends.backends:
+    for backend in svc.backends.backends:
         queued.setdefault(backend, 0)
         running.setdefault(backend, 0)
     return LiveFigures(queued, running, stored)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from imagegate.db import utcnow
 from imagegate.jobs import queries, spend
 from imagegate.keys import limits
 from imagegate.keys.auth import CallerKey
 from imagegate.keys.models import ApiKey
+from imagegate.services import AppServices
 
 router = APIRouter(tags=["usage"])
 
@@ -26,18 +27,16 @@ def _period(used: int, quota: int | None, resets_at: datetime) -> dict[str, Any]
 
 
 @router.get("/v1/usage")
-async def usage(request: Request, key: CallerKey) -> dict[str, Any]:
+async def usage(key: CallerKey, svc: AppServices) -> dict[str, Any]:
     """Images today and this month, the key's limits, this month's estimated spend, and what is left of each."""
     now = utcnow()
     periods = limits.Periods.at(now)
-    async with request.app.state.sessions() as session:
+    async with svc.sessions() as session:
         today = await queries.images_used(session, key.id, periods.day_start)
         month = await queries.images_used(session, key.id, periods.month_start)
         active = await queries.active_jobs(session, key.id)
         in_window = await limits.requests_in_window(session, key.id, now)
-        spent = await spend.known_cost_since(
-            session, request.app.state.settings.prices, since=periods.month_start, key_id=key.id
-        )
+        spent = await spend.known_cost_since(session, svc.settings.prices, since=periods.month_start, key_id=key.id)
     return {
         "object": "usage",
         "key": {"handle": key.handle, "name": key.name, "expires_at": _iso(key.expires_at)},

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
 
+    from imagegate.metrics import Metrics
     from imagegate.settings import Settings
 
 app = typer.Typer(help="ImageGate: a self-hosted image-generation gateway.", no_args_is_help=True)
@@ -80,9 +81,11 @@ def serve(
     import uvicorn
 
     from imagegate.app import create_app
+    from imagegate.metrics import Metrics
     from imagegate.serving import DrainingServer, shutdown_options
 
-    application = create_app(settings)
+    metrics = Metrics()  # one set for both listeners
+    application = create_app(settings, metrics=metrics)
     listening = uvicorn.Config(
         application,
         host=settings.host,
@@ -96,14 +99,16 @@ def serve(
         log_config=None,  # keep configure_logging's handler: uvicorn's lines are escaped and formatted alike
         **shutdown_options(settings),
     )
-    sockets = _with_oig_listener(listening, application, settings)
+    sockets = _with_oig_listener(listening, application, settings, metrics)
     server = DrainingServer(listening, application, on_listening=lambda: _say_listening(settings))
     server.run(sockets=sockets)
     if not server.started:
         raise typer.Exit(3)
 
 
-def _with_oig_listener(config: uvicorn.Config, application: FastAPI, settings: Settings) -> list[socket.socket] | None:
+def _with_oig_listener(
+    config: uvicorn.Config, application: FastAPI, settings: Settings, metrics: Metrics
+) -> list[socket.socket] | None:
     """With IMAGEGATE_OIG_LISTEN: both listeners' sockets, and the app that tells their requests apart."""
     address = settings.oig_address
     if address is None:
@@ -112,7 +117,8 @@ def _with_oig_listener(config: uvicorn.Config, application: FastAPI, settings: S
 
     from imagegate.api.legacy_listener import ListenerDispatch, create_oig_app
 
-    config.app = ListenerDispatch(application, create_oig_app(application), address[1])
+    oig = create_oig_app(application, settings=settings, metrics=metrics)
+    config.app = ListenerDispatch(application, oig, address[1])
     return [config.bind_socket(), uvicorn.Config(config.app, host=address[0], port=address[1]).bind_socket()]
 
 
@@ -196,7 +202,7 @@ def admin_set_password(
 
     async def main() -> None:
         async with sessions_for(settings) as sessions:
-            await admin_service.set_password(sessions, password, actor="cli")
+            await admin_service.set_password(sessions=sessions, password=password, actor="cli")
 
     try:
         asyncio.run(main())

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagegate.db import utcnow
 from imagegate.errors import InsufficientScope, InvalidApiKey, MissingApiKey, RateLimited
 from imagegate.keys import audit, limits, service
-from imagegate.keys.cache import KeyCache
 from imagegate.keys.models import ApiKey
+from imagegate.services import services
 
 BEARER_HEADERS = {"WWW-Authenticate": 'Bearer realm="imagegate"'}
 RATE_STATE = "ratelimit_headers"
@@ -43,7 +43,7 @@ async def require_key(
 ) -> ApiKey:
     """The caller's verified key (401 missing/unknown, 403 disabled/expired, 429 over its rate limit)."""
     token = bearer_token(request)  # read here, not from the scheme: our 401s say what was wrong with the header
-    cache: KeyCache = request.app.state.key_cache
+    cache = services(request).key_cache
     digest = service.hash_token(token)
     cached = cache.get(digest)
     if cached is not None:
@@ -75,7 +75,7 @@ async def _admit_cached(request: Request, key: ApiKey, digest: str) -> ApiKey:
 
 async def admit(request: Request, find: Callable[[AsyncSession], Awaitable[ApiKey]]) -> ApiKey:
     """The key find() verifies, after taking a token from its rate limit (429 when it is at its limit)."""
-    sessions = request.app.state.sessions
+    sessions = services(request).sessions
     handle = None
     try:
         async with sessions() as session, session.begin():
@@ -97,7 +97,7 @@ async def admit(request: Request, find: Callable[[AsyncSession], Awaitable[ApiKe
 
 async def admit_by_handle(request: Request, handle: str) -> ApiKey:
     """A key chosen by an admin (the playground), held to what its own caller would be: state and rate limit."""
-    sessions = request.app.state.sessions
+    sessions = services(request).sessions
     try:
         async with sessions() as session, session.begin():
             key = await service.get_by_handle(session=session, handle=handle)
@@ -120,7 +120,7 @@ def scoped(scope: str) -> Callable[[Request, ApiKey], Awaitable[ApiKey]]:
             limits.require_scope(key, scope)
         except InsufficientScope as refusal:
             await audit.record_refusal(
-                sessions=request.app.state.sessions, handle=key.handle, refusal=refusal, path=request.url.path
+                sessions=services(request).sessions, handle=key.handle, refusal=refusal, path=request.url.path
             )
             raise
         return key
