@@ -1,4 +1,14 @@
-"""Engine and session factory, the declarative Base, and the UTC timestamp type."""
+"""Engine and session factory, the declarative Base, and the UTC timestamp type.
+
+How verbs are given the database (every service verb in jobs/, keys/, admin/ and retention), always keyword-only,
+so that a signature says who owns the transaction:
+
+- `session: AsyncSession` — the verb runs inside the caller's transaction and never commits; the caller opens it
+  (`async with sessions() as session, session.begin():`) and may group several verbs in it.
+- `sessions: async_sessionmaker[AsyncSession]` — the verb opens, commits and closes its own transaction(s).
+- `ctx: JobContext` — a job verb that also needs storage, backends or events; it carries `sessions` and opens
+  its own transactions like the line above.
+"""
 
 from __future__ import annotations
 
