@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from imagegate.db import utcnow
 from imagegate.jobs.models import Job
 from imagegate.keys.models import ApiKey, AuditEvent
 from tests.helpers import Harness, HarnessFactory, admin_csrf, fake_backends, login
@@ -121,3 +123,21 @@ async def test_deleting_a_key_asks_first(harness: Harness) -> None:
     assert deleted.status_code == 303
     async with harness.app.state.services.sessions() as session:
         assert await session.scalar(select(ApiKey).where(ApiKey.handle == key.handle)) is None
+
+
+async def test_a_cleanup_from_the_admin_pages_is_audited_with_what_it_removed(harness: Harness) -> None:
+    auth = await harness.auth()
+    job = (await harness.client.post("/v1/images/generate", json={"prompt": "a fox"}, headers=auth)).json()
+    image = harness.app.state.services.settings.data_dir / "files" / "images" / job["images"][0]["name"]
+    assert image.exists()
+    async with harness.app.state.services.sessions() as session, session.begin():
+        await session.execute(update(Job).where(Job.id == job["id"]).values(expires_at=utcnow() - timedelta(1)))
+    csrf = await admin_csrf(harness, "/admin/maintenance")
+    cleaned = await harness.client.post("/admin/maintenance/cleanup", data={"csrf": csrf})
+    assert cleaned.status_code == 303
+    assert not image.exists()
+    assert (await job_row(harness, job["id"])).status == "expired"
+    async with harness.app.state.services.sessions() as session:
+        event = await session.scalar(select(AuditEvent).where(AuditEvent.action == "admin.cleanup"))
+    assert event is not None
+    assert (event.actor, event.detail) == ("admin", {"expired_jobs": 1, "deleted_files": 1, "orphan_files": 0})

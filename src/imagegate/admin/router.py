@@ -35,7 +35,6 @@ from imagegate.jobs import queries as job_queries
 from imagegate.jobs import spend
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.keys import audit
-from imagegate.retention import sweep
 from imagegate.services import AppServices, Services
 from imagegate.webhooks import service as webhooks
 
@@ -309,21 +308,11 @@ async def cleanup(request: Request, admin: Admin, svc: AppServices) -> Response:
     form = await read_form(request)
     if not csrf_ok(admin, form):
         return forbidden_csrf(request, admin)
-    report = await sweep(sessions=svc.sessions, storage=svc.storage, settings=svc.settings, backends=svc.backends)
+    report = await service.cleanup(ctx=svc.jobs)
     summary = (
         f"Cleanup: expired {report.expired_jobs} job(s), removed {report.deleted_files} file(s), "
         f"{report.orphan_files} orphan file(s) and {report.backend_items} backend cache item(s)."
     )
-    async with svc.sessions() as session, session.begin():
-        audit.record(
-            session=session,
-            actor="admin",
-            action="admin.cleanup",
-            handle=None,
-            expired_jobs=report.expired_jobs,
-            deleted_files=report.deleted_files,
-            orphan_files=report.orphan_files,
-        )
     await service.set_flash(sessions=svc.sessions, admin=admin, message=summary)
     return redirect(request, "/admin/maintenance")
 

@@ -23,6 +23,7 @@ from imagegate.jobs import service as jobs
 from imagegate.jobs.models import Job
 from imagegate.jobs.service import JobContext
 from imagegate.keys import audit
+from imagegate.retention import SweepReport, sweep
 
 MIN_PASSWORD_CHARS = 12
 
@@ -180,7 +181,7 @@ async def finish_attempt(*, sessions: async_sessionmaker[AsyncSession], attempt:
             audit.record(session=session, actor="admin", action="admin.login_failed", handle=None, client=client)
 
 
-# What the operator does to jobs: any key's job, each action audited.
+# What the operator does to jobs and storage: any key's job, each action audited.
 
 
 async def cancel_job(*, ctx: JobContext, job_id: str) -> Job:
@@ -198,3 +199,19 @@ async def delete_job(*, ctx: JobContext, job_id: str, actor: Literal["admin", "c
     await jobs.delete_job(ctx=ctx, job_id=job_id, key=None, by=actor)
     async with ctx.sessions() as session, session.begin():
         audit.record(session=session, actor=actor, action="admin.job_delete", handle=job.key_handle, job=job_id)
+
+
+async def cleanup(*, ctx: JobContext) -> SweepReport:
+    """Run the retention sweep now, and audit what it removed."""
+    report = await sweep(sessions=ctx.sessions, storage=ctx.storage, settings=ctx.settings, backends=ctx.backends)
+    async with ctx.sessions() as session, session.begin():
+        audit.record(
+            session=session,
+            actor="admin",
+            action="admin.cleanup",
+            handle=None,
+            expired_jobs=report.expired_jobs,
+            deleted_files=report.deleted_files,
+            orphan_files=report.orphan_files,
+        )
+    return report
