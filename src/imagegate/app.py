@@ -62,8 +62,11 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with running(app, settings, metrics=metrics) as opened:
-            await check_anonymous_key(sessions=opened.sessions, settings=settings)
-            yield
+            try:
+                await check_anonymous_key(sessions=opened.sessions, settings=settings)
+                yield
+            finally:
+                await mcp.aclose()  # its sessions call this app back: closed before the app's services
 
     docs = settings.api_docs_enabled
     app = FastAPI(
@@ -105,8 +108,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.mount("/admin/static", admin_router.static, name="admin-static")
     app.include_router(admin_router.router)
     app.include_router(admin_keys_pages.router)
-    app.state.mcp = McpEndpoint(app, settings)
-    app.router.routes.append(Route(MCP_ENDPOINT, app.state.mcp, methods=["GET", "POST", "DELETE"]))
+    mcp = McpEndpoint(app, settings)
+    app.router.routes.append(Route(MCP_ENDPOINT, mcp, methods=["GET", "POST", "DELETE"]))
     app.include_router(admin_panels.router)
     app.include_router(admin_status.router)
     app.include_router(admin_export.router)
@@ -164,7 +167,6 @@ async def running(app: FastAPI, settings: Settings, *, metrics: Metrics | None =
         if sweeper is not None:
             stop_sweeping.set()
             await asyncio.gather(sweeper, return_exceptions=True)
-        await app.state.mcp.aclose()
         if scheduler is not None:
             await scheduler.stop()
         await backends.aclose()

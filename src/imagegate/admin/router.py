@@ -34,7 +34,6 @@ from imagegate.errors import InvalidRequest, NotFound
 from imagegate.jobs import queries as job_queries
 from imagegate.jobs import spend
 from imagegate.jobs.models import Job, JobStatus
-from imagegate.keys import audit
 from imagegate.services import AppServices, Services
 from imagegate.webhooks import service as webhooks
 

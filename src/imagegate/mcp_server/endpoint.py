@@ -14,6 +14,7 @@ from imagegate.api.errors import native_error
 from imagegate.errors import ImagegateError
 from imagegate.keys import service as keys
 from imagegate.keys.auth import bearer_token
+from imagegate.services import services
 from imagegate.settings import Settings
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class McpEndpoint:
         request = Request(scope)
         try:
             token = bearer_token(request)
-            async with request.app.state.sessions() as session, session.begin():
+            async with services(request).sessions() as session, session.begin():
                 key = await keys.verify(session=session, token=token)
             request.state.key_handle = key.handle  # logged beside the request, as on the HTTP API
         except ImagegateError as error:
