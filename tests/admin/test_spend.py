@@ -18,7 +18,7 @@ async def _job_with_usage(harness: Harness, token: str) -> str:
     """A finished job whose backend reported token usage, as the OpenAI backend records it."""
     answer = await harness.client.post("/v1/images/generate", json={"prompt": "a lamp"}, headers=bearer(token))
     job_id: str = answer.json()["id"]
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         job = await session.scalar(select(Job).where(Job.id == job_id))
         assert job is not None
         job.result = {**(job.result or {}), "usage": USAGE}

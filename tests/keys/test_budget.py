@@ -15,7 +15,7 @@ USAGE = {"input_tokens": 0, "output_tokens": 5_000}
 
 async def _record_usage(harness: Harness, job_id: str) -> None:
     """Give the finished job the token usage an OpenAI-style backend reports."""
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         job = await session.scalar(select(Job).where(Job.id == job_id))
         assert job is not None
         job.result = {**(job.result or {}), "usage": USAGE}
