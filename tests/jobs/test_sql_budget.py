@@ -69,10 +69,10 @@ async def test_a_synchronous_job_stays_within_its_sql_budget(harness_with: Harne
         auth = await harness.auth()
         await _generate(harness, auth, -1)  # the first request warms caches that later ones reuse
         await _scheduler_idle(harness)
-        with counting(harness.app.state.engine) as counts:
+        with counting(harness.app.state.services.engine) as counts:
             for i in range(JOBS):
                 await _generate(harness, auth, i)
             await _scheduler_idle(harness)
-        dialect = harness.app.state.engine.dialect.name
+        dialect = harness.app.state.services.engine.dialect.name
     assert len(counts.statements) / JOBS <= STATEMENTS_PER_JOB[dialect], "\n".join(counts.statements)
     assert counts.transactions / JOBS <= TRANSACTIONS_PER_JOB

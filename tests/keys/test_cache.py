@@ -63,7 +63,7 @@ async def test_a_cached_key_is_not_read_again(harness: Harness) -> None:
     def seen(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
         statements.append(sql)
 
-    engine = harness.app.state.engine
+    engine = harness.app.state.services.engine
     event.listen(engine.sync_engine, "before_cursor_execute", seen)
     try:
         assert (await harness.client.get(MODELS, headers=auth)).status_code == 200
@@ -76,7 +76,7 @@ async def test_a_key_disabled_by_another_process_is_refused_soon(harness: Harnes
     key, token = await harness.new_key()
     auth = {"Authorization": f"Bearer {token}"}
     assert (await harness.client.get(JOBS, headers=auth)).status_code == 200  # now cached here
-    other = create_engine(harness.app.state.settings.database_url)  # another process's connection
+    other = create_engine(harness.app.state.services.settings.database_url)  # another process's connection
     try:
         async with session_factory(other)() as session, session.begin():
             await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(enabled=False))
@@ -93,7 +93,7 @@ async def test_a_key_disabled_here_is_refused_at_once(harness: Harness) -> None:
     key, token = await harness.new_key()
     auth = {"Authorization": f"Bearer {token}"}
     assert (await harness.client.get(JOBS, headers=auth)).status_code == 200
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         await keys.set_enabled(session=session, handle=key.handle, enabled=False)
     assert (await harness.client.get(JOBS, headers=auth)).status_code == 403
 
