@@ -16,7 +16,7 @@ USAGE = {"input_tokens": 300, "output_tokens": 4160, "input_tokens_details": {"t
 
 async def _report_usage(harness: Harness, job_id: str) -> None:
     """Record token usage on a finished job, as the OpenAI backend reports it."""
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         job = await session.scalar(select(Job).where(Job.id == job_id))
         assert job is not None
         job.result = {**(job.result or {}), "usage": USAGE}

@@ -57,7 +57,7 @@ async def _generate(harness: Harness, auth: dict[str, str], i: int) -> None:
 
 async def _scheduler_idle(harness: Harness) -> None:
     """Until the scheduler has no job running and no claim in flight (its last look at the queue is counted)."""
-    scheduler = harness.app.state.scheduler
+    scheduler = harness.app.state.services.scheduler
     async with asyncio.timeout(30):
         while scheduler._running or scheduler._claims_in_flight:
             await asyncio.sleep(0.01)
