@@ -61,3 +61,15 @@ def test_only_the_backends_package_imports_a_built_in_backend() -> None:
     offenders = {str(p.relative_to(SOURCE)): _imports_a_built_in_backend(p) for p in outside}
     assert {path: names for path, names in offenders.items() if names} == {}
     assert _imports_a_built_in_backend(SOURCE / "backends" / "builtin.py")  # the rule sees real imports
+
+
+# Reads of app.state other than the typed Services (and the MCP endpoint, which exists before the lifespan).
+READS_APP_STATE = re.compile(r"\bapp\.state\.(?!services\b|mcp\b)[a-z_]+")
+# Where app.state is set up: the app, the second listener sharing it, and the accessor itself.
+OPENS_APP_STATE = {"app.py", "api/legacy_listener.py", "services.py"}
+
+
+def test_route_code_reads_the_app_through_its_typed_services() -> None:
+    outside = [p for p in _modules(SOURCE) if str(p.relative_to(SOURCE)) not in OPENS_APP_STATE]
+    offenders = [str(p.relative_to(SOURCE)) for p in outside if READS_APP_STATE.search(p.read_text())]
+    assert offenders == [], "use imagegate.services.services(request) (or the AppServices dependency)"
