@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from imagegate.storage.location import S3Location, parse_storage_url
+
 ENV_PREFIX = "IMAGEGATE_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 
@@ -119,6 +121,12 @@ class Settings(BaseSettings):
     # Idempotency.
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
 
+    # Storage: where image bytes live ("" for <data_dir>/files; file:///path or s3://bucket/prefix?endpoint=…).
+    storage_url: str = ""
+    # Downloads of an s3:// store answer a redirect to a presigned URL that lives this long.
+    storage_presign: bool = False
+    storage_presign_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+
     # Retention.
     retention_days: float = Field(default=7.0, gt=0)
     cleanup_interval_seconds: float = Field(default=3600.0, gt=0)
@@ -170,6 +178,12 @@ class Settings(BaseSettings):
         value = value.strip().rstrip("/")
         return value if not value or value.startswith("/") else "/" + value
 
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str) -> str:
+        parse_storage_url(value)  # StorageUrlError names the setting and what is wrong
+        return value.strip()
+
     @field_validator("oig_listen")
     @classmethod
     def _check_listen(cls, value: str | None) -> str | None:
@@ -211,6 +225,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"model {model!r} routes to backend {backend!r}, which is not configured")
         if self.default_model not in self.models:
             raise ValueError(f"default_model {self.default_model!r} is not one of the routed models")
+        if self.storage_presign and not isinstance(parse_storage_url(self.storage_url), S3Location):
+            raise ValueError("IMAGEGATE_STORAGE_PRESIGN needs an s3:// IMAGEGATE_STORAGE_URL (local files have no URL)")
         if self.oig_address is not None and self.oig_address[1] == self.port:
             raise ValueError(f"oig_listen uses port {self.port}, the main listener's port; give it its own port")
         return self

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+from imagegate.errors import StorageUnavailable
 
 
 @dataclass(frozen=True)
@@ -16,6 +18,14 @@ class StoredObject:
     key: str
     size: int
     modified_at: datetime
+
+
+@dataclass(frozen=True)
+class Download:
+    """An object being read: its size (known before the first byte) and its bytes a chunk at a time."""
+
+    size: int
+    chunks: AsyncIterator[bytes]
 
 
 class Storage(Protocol):
@@ -29,8 +39,21 @@ class Storage(Protocol):
         """Read the object; FileNotFoundError when it does not exist."""
         ...
 
+    async def stat(self, key: str) -> StoredObject:
+        """The object's size and time, without its bytes; FileNotFoundError when it does not exist."""
+        ...
+
+    async def open(self, key: str) -> Download:
+        """Start reading the object a chunk at a time; FileNotFoundError when it does not exist."""
+        ...
+
     async def delete(self, key: str) -> bool:
         """Remove the object; True when something was removed."""
+        ...
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        """Remove objects in as few calls as the store allows; how many were removed (an object store, which
+        cannot tell, counts every key)."""
         ...
 
     def list(self, prefix: str) -> AsyncIterator[StoredObject]:
@@ -42,9 +65,44 @@ class Storage(Protocol):
         ...
 
     async def check(self) -> None:
-        """Raise when the storage cannot be written (readiness)."""
+        """Write, read back and remove a probe object; raise when any of it fails (readiness)."""
+        ...
+
+    async def presign(self, key: str, expires_in: timedelta) -> str | None:
+        """A URL that serves the object without ImageGate until it expires; None when the store has none."""
+        ...
+
+    def describe(self) -> str:
+        """Which store this is, for operators (never a secret)."""
         ...
 
     def local_path(self, key: str) -> Path | None:
         """The object's file on local disk, when there is one (served without a copy)."""
         ...
+
+
+def check_key(key: str) -> list[str]:
+    """The key's parts; ValueError for keys that are absolute, empty or climb out of the store."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in key:
+        raise ValueError(f"invalid storage key: {key!r}")
+    return parts
+
+
+def check_prefix(prefix: str) -> str:
+    """A listing prefix: '' for everything, else the parts of a key with a trailing '/' kept."""
+    stripped = prefix.strip("/")
+    if stripped:
+        check_key(stripped)
+    return prefix
+
+
+async def probe(storage: Storage, key: str) -> None:
+    """Write a probe object, read it back and remove it: what check() does on every store."""
+    payload = key.encode()
+    await storage.put(key, payload)
+    try:
+        if await storage.get(key) != payload:
+            raise StorageUnavailable("The storage returned something other than what was written to it.")
+    finally:
+        await storage.delete(key)

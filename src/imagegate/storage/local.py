@@ -8,13 +8,13 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
 from imagegate.errors import ImagegateError, StorageFull, StorageUnavailable
-from imagegate.storage.base import StoredObject
+from imagegate.storage.base import Download, StoredObject, check_key, probe
 
 logger = logging.getLogger(__name__)
 TMP_SUFFIX = ".part"
@@ -38,10 +38,7 @@ class LocalStorage:
 
     def path_for(self, key: str) -> Path:
         """The file for a key; ValueError for keys that are absolute or climb out of the root."""
-        parts = key.split("/")
-        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in key:
-            raise ValueError(f"invalid storage key: {key!r}")
-        return self.root.joinpath(*parts)
+        return self.root.joinpath(*check_key(key))
 
     async def put(self, key: str, data: bytes | BinaryIO) -> None:
         """Write to a temporary file beside the target, then rename it into place (StorageFull when full)."""
@@ -80,6 +77,24 @@ class LocalStorage:
         except OSError as error:
             raise storage_error(error, action="reading", key=key) from None
 
+    async def stat(self, key: str) -> StoredObject:
+        """The file's size and modification time (FileNotFoundError when there is none)."""
+        stat = await asyncio.to_thread(os.stat, self.path_for(key))
+        return StoredObject(key=key, size=stat.st_size, modified_at=datetime.fromtimestamp(stat.st_mtime, UTC))
+
+    async def open(self, key: str) -> Download:
+        """Open the file now (FileNotFoundError when there is none) and read it a chunk at a time in a thread."""
+        handle = await asyncio.to_thread(open, self.path_for(key), "rb")
+        size = (await asyncio.to_thread(os.fstat, handle.fileno())).st_size
+        return Download(size=size, chunks=self._chunks(handle))
+
+    async def _chunks(self, handle: BinaryIO) -> AsyncIterator[bytes]:
+        try:
+            while chunk := await asyncio.to_thread(handle.read, COPY_CHUNK):
+                yield chunk
+        finally:
+            await asyncio.to_thread(handle.close)
+
     async def delete(self, key: str) -> bool:
         """Remove an object and any folder it leaves empty below the root."""
         return await asyncio.to_thread(self._delete, self.path_for(key))
@@ -98,9 +113,16 @@ class LocalStorage:
             parent = parent.parent
         return True
 
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        """Remove the files one by one; how many there were."""
+        removed = 0
+        for key in keys:
+            removed += await self.delete(key)
+        return removed
+
     async def list(self, prefix: str) -> AsyncIterator[StoredObject]:
         """Objects under prefix, read a directory at a time in a thread."""
-        base = self.path_for(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        base = self.path_for(prefix.strip("/")) if prefix.strip("/") else self.root
         batches = await asyncio.to_thread(lambda: list(self._walk(base)))
         for item in batches:
             yield item
@@ -129,10 +151,16 @@ class LocalStorage:
         return total
 
     async def check(self) -> None:
-        """Write and remove a probe file."""
-        key = f"health/{secrets.token_hex(8)}"
-        await self.put(key, b"ok")
-        await self.delete(key)
+        """Write, read back and remove a probe file."""
+        await probe(self, f"health/{secrets.token_hex(8)}")
+
+    async def presign(self, key: str, expires_in: timedelta) -> str | None:
+        """Local files have no URL of their own: ImageGate serves them."""
+        return None
+
+    def describe(self) -> str:
+        """The folder."""
+        return f"local folder {self.root}"
 
     def local_path(self, key: str) -> Path | None:
         """Local files are served directly."""
