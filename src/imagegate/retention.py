@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from imagegate.admin.models import AdminSession
 from imagegate.backends.registry import BackendSet
 from imagegate.db import utcnow
+from imagegate.errors import ImagegateError
 from imagegate.jobs import queries
 from imagegate.jobs.models import IdempotencyRecord, Job, JobImage, JobInput, JobStatus
 from imagegate.keys.limits import WINDOW
@@ -77,8 +78,7 @@ async def _expire_batch(
         await session.execute(update(Job).where(Job.id.in_(ids)).values(status=JobStatus.EXPIRED))
     report.expired_jobs += len(ids)
     # Files go after the commit: a crash in between leaves orphans, which the next sweep removes.
-    for key in keys:
-        await _delete(storage, key, report, orphan=False)
+    report.deleted_files += await _delete(storage, keys, report)
     return True
 
 
@@ -114,29 +114,34 @@ async def _remove_orphans(
     sessions: async_sessionmaker[AsyncSession], storage: Storage, older_than: datetime, report: SweepReport
 ) -> None:
     """Files in images/ and inputs/ that no live job references, past a grace period for in-flight writes."""
-    candidates = [obj async for obj in storage.list("images/") if obj.modified_at < older_than]
-    candidates += [obj async for obj in storage.list("inputs/") if obj.modified_at < older_than]
-    for start in range(0, len(candidates), BATCH_SIZE):
-        batch = candidates[start : start + BATCH_SIZE]
-        keys = [obj.key for obj in batch]
-        async with sessions() as session:
-            referenced = await queries.referenced_storage_keys(session, keys)
-        for obj in batch:
-            if obj.key not in referenced:
-                await _delete(storage, obj.key, report, orphan=True)
+    for prefix in ("images/", "inputs/"):
+        batch: list[str] = []
+        async for obj in storage.list(prefix):
+            if obj.modified_at < older_than:
+                batch.append(obj.key)
+            if len(batch) >= BATCH_SIZE:
+                await _remove_unreferenced(sessions, storage, batch, report)
+                batch = []
+        await _remove_unreferenced(sessions, storage, batch, report)
 
 
-async def _delete(storage: Storage, key: str, report: SweepReport, *, orphan: bool) -> None:
-    try:
-        removed = await storage.delete(key)
-    except OSError as exc:
-        report.errors.append(f"{key}: {exc.strerror}")
+async def _remove_unreferenced(
+    sessions: async_sessionmaker[AsyncSession], storage: Storage, keys: list[str], report: SweepReport
+) -> None:
+    if not keys:
         return
-    if removed:
-        if orphan:
-            report.orphan_files += 1
-        else:
-            report.deleted_files += 1
+    async with sessions() as session:
+        referenced = await queries.referenced_storage_keys(session, keys)
+    report.orphan_files += await _delete(storage, [key for key in keys if key not in referenced], report)
+
+
+async def _delete(storage: Storage, keys: list[str], report: SweepReport) -> int:
+    """Remove the files in one batched call; how many went (none, with the error noted, when the store fails)."""
+    try:
+        return await storage.delete_many(keys)
+    except (OSError, ImagegateError) as exc:
+        report.errors.append(f"{len(keys)} file(s) starting with {keys[0]}: {getattr(exc, 'strerror', None) or exc}")
+        return 0
 
 
 async def run_periodically(

@@ -98,7 +98,7 @@ async def status_page(request: Request, admin: Admin, svc: AppServices) -> Respo
         version=__version__,
         database=masked_database_url(settings.database_url),
         dialect="SQLite" if settings.is_sqlite else "PostgreSQL",
-        storage_root=str(settings.data_dir / "files"),
+        storage_root=svc.storage.describe(),
         on_disk=await svc.storage.usage_bytes(),
         backends=backends,
         default_model=backend_set.default_model,

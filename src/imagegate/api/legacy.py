@@ -8,18 +8,17 @@ their keyless requests act as.
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response, Security
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import update
 
 from imagegate.api.common import job_context
 from imagegate.api.errors import HttpError
+from imagegate.api.files import stored_response
 from imagegate.api.headers import POLL_RETRY_AFTER
 from imagegate.api.legacy_shapes import (
     LegacyError,
@@ -177,14 +176,9 @@ def render_completed(job: Job, root_path: str) -> dict[str, object]:
 async def get_image(image_id: str, request: Request, key: ReadingKey) -> Response:
     """The image's bytes; only its exact id matches."""
     image = await _find_image(job_context(request), image_id, key)
-    storage = job_context(request).storage
     media_type = CONTENT_TYPES.get(image.format, "application/octet-stream")
-    path = storage.local_path(image.storage_key)
     try:
-        if path is not None:
-            stat = await asyncio.to_thread(os.stat, path)
-            return FileResponse(path, media_type=media_type, stat_result=stat)
-        return Response(await storage.get(image.storage_key), media_type=media_type)
+        return await stored_response(request, image.storage_key, media_type=media_type, headers={})
     except FileNotFoundError:
         raise _not_found(image_id) from None
 

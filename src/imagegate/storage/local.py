@@ -114,10 +114,15 @@ class LocalStorage:
         return True
 
     async def delete_many(self, keys: Sequence[str]) -> int:
-        """Remove the files one by one; how many there were."""
-        removed = 0
+        """Remove the files one by one, each tried even when another fails; how many there were."""
+        removed, failure = 0, None
         for key in keys:
-            removed += await self.delete(key)
+            try:
+                removed += await self.delete(key)
+            except OSError as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
         return removed
 
     async def list(self, prefix: str) -> AsyncIterator[StoredObject]:
