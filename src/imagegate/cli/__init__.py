@@ -1,4 +1,5 @@
-"""The imagegate command: serve, worker, db upgrade, keys, jobs, audit, cleanup, generate, describe, import."""
+"""The imagegate command: serve, worker, db upgrade, keys, jobs, audit, cleanup, generate, describe, import,
+storage."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from imagegate.cli.common import (
 from imagegate.cli.imports import import_app
 from imagegate.cli.jobs import jobs_app
 from imagegate.cli.keys import audit_command, keys_app
+from imagegate.cli.storage import storage_app
 from imagegate.metrics import follow_multiprocess_setting
 from imagegate.migrations import upgrade
 
@@ -41,6 +43,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(db_app, name="db")
 app.add_typer(import_app, name="import")
+app.add_typer(storage_app, name="storage")
 admin_app = typer.Typer(help="The admin web UI's login.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
 app.command("audit")(audit_command)
