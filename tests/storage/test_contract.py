@@ -13,6 +13,7 @@ from imagegate.storage import Storage, storage_at
 from imagegate.storage.local import LocalStorage
 from imagegate.storage.location import S3Location
 from tests.fakes.postgres import free_port
+from tests.fakes.s3 import S3Server
 
 BIG = 6 * 1024 * 1024 + 17  # past obstore's 5 MB part size: an S3 store sends it as a multipart upload
 
@@ -116,3 +117,16 @@ async def test_an_unreachable_s3_store_is_unavailable_without_saying_where(caplo
     assert endpoint in caplog.text  # the operator sees what failed
     with pytest.raises(StorageUnavailable):
         await store.check()
+
+
+@pytest.mark.usefixtures("s3_credentials")
+async def test_writing_to_a_bucket_that_does_not_exist_is_unavailable_not_missing(s3: S3Server) -> None:
+    from imagegate.errors import StorageUnavailable
+
+    store = storage_at(S3Location(bucket="never-created", endpoint=s3.endpoint, region="us-east-1"))
+    with pytest.raises(StorageUnavailable):  # obstore says "not found": it must not read as a missing object
+        await store.put("images/a.png", b"x")
+    with pytest.raises(StorageUnavailable):
+        await store.delete_many(["images/a.png"])
+    with pytest.raises(FileNotFoundError):
+        await store.get("images/a.png")

@@ -105,4 +105,4 @@ async def probe(storage: Storage, key: str) -> None:
         if await storage.get(key) != payload:
             raise StorageUnavailable("The storage returned something other than what was written to it.")
     finally:
-        await storage.delete(key)
+        await storage.delete_many([key])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
@@ -35,7 +35,7 @@ RETRY: RetryConfig = {"max_retries": 3, "retry_timeout": timedelta(seconds=20)}
 CLIENT: ClientConfig = {"connect_timeout": "5s", "timeout": "60s"}
 
 
-def credentials_from_files(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+def credentials_from_files(environ: Mapping[str, str]) -> dict[str, str]:
     """AWS_*_FILE secrets, for the variables that are not set themselves; ValueError naming an unreadable file."""
     found: dict[str, str] = {}
     for variable, option in CREDENTIAL_VARIABLES.items():
@@ -68,7 +68,8 @@ class S3Storage:
         if location.region:
             config["region"] = location.region
         config.update(credentials_from_files(os.environ))  # type: ignore[typeddict-item]
-        client: ClientConfig = {**CLIENT, "allow_http": (location.endpoint or "").startswith("http://")}
+        endpoint = location.endpoint or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT") or ""
+        client: ClientConfig = {**CLIENT, "allow_http": endpoint.startswith("http://")}
         self._store: S3Store = S3Store(
             location.bucket,
             prefix=location.prefix or None,
@@ -77,12 +78,18 @@ class S3Storage:
             retry_config=RETRY,
         )
 
-    async def _call(self, action: str, key: str, call: Awaitable[T]) -> T:
-        """Await an obstore call; what fails is logged and said as StorageUnavailable (a missing object is not)."""
+    async def _call(self, action: str, key: str, call: Awaitable[T], *, reading: bool = False) -> T:
+        """Await an obstore call; what fails is logged and said as StorageUnavailable, except a missing object
+        when reading (obstore also says a missing bucket as FileNotFoundError: a write must not pass it on)."""
         try:
             return await call
-        except (FileNotFoundError, StopAsyncIteration):
+        except StopAsyncIteration:
             raise
+        except FileNotFoundError as error:
+            if reading:
+                raise
+            logger.error("storage: %s %s in %s failed: %s", action, key, self.describe(), error)
+            raise StorageUnavailable() from None
         except Exception as error:  # obstore raises its own errors and built-in ones (OSError, ValueError, …)
             logger.error("storage: %s %s in %s failed: %s", action, key, self.describe(), error)
             raise StorageUnavailable() from None
@@ -101,7 +108,7 @@ class S3Storage:
         import obstore
 
         check_key(key)
-        result = await self._call("reading", key, obstore.get_async(self._store, key))
+        result = await self._call("reading", key, obstore.get_async(self._store, key), reading=True)
         return bytes(await self._call("reading", key, result.bytes_async()))
 
     async def stat(self, key: str) -> StoredObject:
@@ -109,7 +116,7 @@ class S3Storage:
         import obstore
 
         check_key(key)
-        meta = await self._call("reading", key, obstore.head_async(self._store, key))
+        meta = await self._call("reading", key, obstore.head_async(self._store, key), reading=True)
         return StoredObject(key=key, size=meta["size"], modified_at=meta["last_modified"])
 
     async def open(self, key: str) -> Download:
@@ -117,7 +124,7 @@ class S3Storage:
         import obstore
 
         check_key(key)
-        result = await self._call("reading", key, obstore.get_async(self._store, key))
+        result = await self._call("reading", key, obstore.get_async(self._store, key), reading=True)
         return Download(size=result.meta["size"], chunks=self._chunks(key, result.stream(READ_CHUNK)))
 
     async def _chunks(self, key: str, stream: AsyncIterator[object]) -> AsyncIterator[bytes]:
