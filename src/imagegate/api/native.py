@@ -203,7 +203,9 @@ async def _respond(ctx: JobContext, job: Job, key: ApiKey, base: str, prefer: st
     respond_async = prefer is not None and "respond-async" in prefer.lower()
     if respond_async or ctx.settings.wait_timeout_seconds == 0:
         return _accepted(job, base, preference_applied=respond_async)
-    job = await service.wait_until_finished(ctx=ctx, job_id=job.id, key=key, timeout=ctx.settings.wait_timeout_seconds)
+    job = await service.wait_until_finished(
+        ctx=ctx, job_id=job.id, key=key, timeout=ctx.settings.wait_timeout_seconds, job=job
+    )
     if not job.is_finished:
         return _accepted(job, base, preference_applied=False)
     return _finished_response(job, base)

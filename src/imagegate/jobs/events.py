@@ -11,6 +11,10 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from imagegate.jobs.models import Job
 
 
 class JobEvents:
@@ -18,6 +22,8 @@ class JobEvents:
 
     def __init__(self) -> None:
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        # The job as the last announcement of its change described it, kept only while someone waits on it.
+        self._latest: dict[str, Job] = {}
         self._queued_listeners: list[Callable[[str], None]] = []
         self._cancel_listeners: list[Callable[[str], object]] = []
         self._webhook_listeners: list[Callable[[], None]] = []
@@ -47,11 +53,23 @@ class JobEvents:
                 waiters.discard(event)
                 if not waiters:
                     del self._waiters[job_id]
+                    self._latest.pop(job_id, None)
 
-    def notify(self, job_id: str) -> None:
-        """Wake everyone waiting on the job."""
-        for event in self._waiters.get(job_id, ()):
+    def notify(self, job_id: str, job: Job | None = None) -> None:
+        """Wake everyone waiting on the job; with the job as it now stands, they need not read it."""
+        waiters = self._waiters.get(job_id)
+        if not waiters:
+            return
+        if job is None:
+            self._latest.pop(job_id, None)
+        else:
+            self._latest[job_id] = job
+        for event in waiters:
             event.set()
+
+    def latest(self, job_id: str) -> Job | None:
+        """The job as the last announcement described it; None when that one came without it."""
+        return self._latest.get(job_id)
 
     @contextmanager
     def subscribe_partials(self, job_id: str) -> Iterator[asyncio.Queue[tuple[int, bytes]]]:

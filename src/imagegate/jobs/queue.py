@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, not_, or_, select, text, true, update
+from sqlalchemy import Row, and_, delete, func, not_, or_, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from imagegate.backends.base import Operation
 from imagegate.db import utcnow
 from imagegate.errors import ImagegateError, JobInterrupted
 from imagegate.images import ImageInfo
-from imagegate.jobs.models import Job, JobImage, JobKind, JobStatus, Worker
+from imagegate.jobs.models import Job, JobImage, JobKind, JobStatus, Worker, new_image_id
 from imagegate.webhooks import service as webhooks
 
 # A job is tried at most this many times when the process running it dies or shuts down.
@@ -35,6 +36,8 @@ class Claimed:
     queued_seconds: float = 0.0
     backend: str = ""
     webhook: bool = False  # whether the job has a webhook, so its sender need only be woken then
+    # The row as the claim left it, with its inputs, when they are known without reading them (a job without any).
+    job: Job | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class StoredImage:
     name: str
     storage_key: str
     info: ImageInfo
+    public_id: str = field(default_factory=new_image_id)
 
 
 async def any_queued(session: AsyncSession, *, backend: str) -> bool:
@@ -99,7 +103,7 @@ async def claim(session: AsyncSession, *, backend: str, limit: int, worker_id: s
             worker_id=worker_id,
             cancel_requested=False,
         )
-        .returning(Job.id, Job.attempts, Job.model, Job.created_at, Job.started_at, Job.webhook)
+        .returning(*Job.__table__.columns)
         .execution_options(synchronize_session=False)
     )
     row = (await session.execute(statement)).first()
@@ -107,7 +111,14 @@ async def claim(session: AsyncSession, *, backend: str, limit: int, worker_id: s
         return None
     await webhooks.enqueue(session, row.id, JobStatus.RUNNING, row.webhook)
     waited = max((row.started_at - row.created_at).total_seconds(), 0.0)
-    return Claimed(row.id, row.attempts, row.model, waited, webhook=row.webhook is not None)
+    return Claimed(row.id, row.attempts, row.model, waited, webhook=row.webhook is not None, job=_claimed_job(row))
+
+
+def _claimed_job(row: Row[Any]) -> Job | None:
+    """The claimed row as a Job the run can use as it is, unless it has inputs (those are read with it then)."""
+    if row.operation != Operation.GENERATE:  # only edits and variations carry input images
+        return None
+    return Job(**row._asdict(), inputs=[], images=[])
 
 
 async def promote_vision(sessions: async_sessionmaker[AsyncSession], *, job_id: str, backend: str, limit: int) -> bool:
@@ -141,35 +152,58 @@ async def finish_succeeded(
     images: list[StoredImage],
     logs: str,
     metadata: dict[str, Any],
-) -> bool:
-    """Record the images and mark the job succeeded; False when the job is no longer ours."""
+) -> datetime | None:
+    """Record the images and mark the job succeeded; when it finished, or None when the job is no longer ours."""
+    finished_at = utcnow()
+    values: dict[str, Any] = {"result": metadata} if metadata else {}
     async with sessions() as session, session.begin():
-        job = await session.scalar(select(Job).where(_owned(claimed)))
-        if job is None:
-            return False
-        job.status = JobStatus.SUCCEEDED
-        job.finished_at = utcnow()
-        job.image_count = len(images)
-        job.logs = logs
-        if metadata:
-            job.result = metadata
-        for index, image in enumerate(images):
-            session.add(
-                JobImage(
-                    job_id=job.id,
-                    index=index,
-                    name=image.name,
-                    storage_key=image.storage_key,
-                    width=image.info.width,
-                    height=image.info.height,
-                    format=image.info.format,
-                    bytes=image.info.bytes,
-                    sha256=image.info.sha256,
-                    created_at=job.finished_at,
+        settled = (
+            await session.execute(
+                update(Job)
+                .where(_owned(claimed))
+                .values(
+                    status=JobStatus.SUCCEEDED, finished_at=finished_at, image_count=len(images), logs=logs, **values
                 )
+                .returning(Job.webhook)
+                .execution_options(synchronize_session=False)
             )
-        await webhooks.enqueue(session, job.id, JobStatus.SUCCEEDED, job.webhook)
-    return True
+        ).first()
+        if settled is None:
+            return None
+        session.add_all(_image_rows(claimed.job_id, images, finished_at))
+        await webhooks.enqueue(session, claimed.job_id, JobStatus.SUCCEEDED, settled.webhook)
+    return finished_at
+
+
+def _image_rows(job_id: str, images: list[StoredImage], at: datetime) -> list[JobImage]:
+    return [
+        JobImage(
+            job_id=job_id,
+            index=index,
+            name=image.name,
+            storage_key=image.storage_key,
+            width=image.info.width,
+            height=image.info.height,
+            format=image.info.format,
+            bytes=image.info.bytes,
+            sha256=image.info.sha256,
+            created_at=at,
+            public_id=image.public_id,
+            deleted_at=None,
+        )
+        for index, image in enumerate(images)
+    ]
+
+
+def succeeded_job(
+    job: Job, images: list[StoredImage], logs: str, metadata: dict[str, Any], finished_at: datetime
+) -> Job:
+    """The claimed job as finish_succeeded recorded it: what its waiters here answer with, without reading it."""
+    values = {column.key: getattr(job, column.key) for column in Job.__table__.columns}
+    values.update(status=JobStatus.SUCCEEDED, finished_at=finished_at, image_count=len(images), logs=logs)
+    if metadata:
+        values["result"] = metadata
+    return Job(**values, inputs=list(job.inputs), images=_image_rows(job.id, images, finished_at))
 
 
 async def finish_failed(

@@ -40,6 +40,8 @@ class JobRunner:
         self.ctx = ctx
         self.cancelling: set[str] = set()  # job ids a caller asked to stop
         self.unrecorded: dict[str, str] = {}  # job id → backend: finished, waiting for the database to record it
+        # Jobs just recorded as succeeded, as recorded: the scheduler hands each to its waiters, then drops it.
+        self.succeeded: dict[str, Job] = {}
 
     async def run(self, backend_name: str, claimed: Claimed) -> None:
         """Run the claimed job on the backend and record how it ended (retrying while the database is away)."""
@@ -95,14 +97,20 @@ class JobRunner:
             )
             return (JobStatus.FAILED, "unexpected") if failed else None
         succeeded = await self._record(
-            backend_name,
-            claimed,
-            lambda: queue.finish_succeeded(sessions, claimed, stored, reporter.text(), result.metadata),
+            backend_name, claimed, lambda: self._finish(claimed, stored, reporter.text(), result.metadata)
         )
         if succeeded:
             return (JobStatus.SUCCEEDED, None)
         await self._discard(stored)
         return None
+
+    async def _finish(self, claimed: Claimed, stored: list[StoredImage], logs: str, metadata: dict[str, Any]) -> bool:
+        finished_at = await queue.finish_succeeded(self.ctx.sessions, claimed, stored, logs, metadata)
+        if finished_at is None:
+            return False
+        if claimed.job is not None:
+            self.succeeded[claimed.job_id] = queue.succeeded_job(claimed.job, stored, logs, metadata, finished_at)
+        return True
 
     async def _requeue(self, claimed: Claimed) -> bool:
         await queue.settle_interrupted(self.ctx.sessions, claimed, None, retry=True)
@@ -165,6 +173,8 @@ class JobRunner:
         return False
 
     async def _backend_request(self, claimed: Claimed) -> BackendRequest:
+        if claimed.job is not None:  # the claim returned the whole row, and the job has no inputs to read
+            return await backend_request(claimed.job, self.ctx.storage)
         try:
             async with self.ctx.sessions() as session:
                 statement = select(Job).where(Job.id == claimed.job_id).options(selectinload(Job.inputs))

@@ -172,7 +172,7 @@ class Scheduler:
             task.add_done_callback(functools.partial(self._finished, claimed, slots))
             if claimed.webhook:
                 self.webhooks.wake()  # its 'running' event may wait to be sent
-            self.ctx.events.notify(claimed.job_id)  # its waiters learn it runs here and stop polling
+            self.ctx.events.notify(claimed.job_id, claimed.job)  # its waiters learn it runs here and stop polling
 
     async def _claim(self, backend: str, limit: int) -> Claimed | None:
         async with self.ctx.sessions() as session:
@@ -202,7 +202,7 @@ class Scheduler:
         self._running.pop(claimed.job_id, None)
         self.runner.cancelling.discard(claimed.job_id)
         slots.release()
-        self.ctx.events.notify(claimed.job_id)
+        self.ctx.events.notify(claimed.job_id, self.runner.succeeded.pop(claimed.job_id, None))
         if claimed.webhook:
             self.webhooks.wake()  # its final event may wait to be sent
 

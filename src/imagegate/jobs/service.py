@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,7 +17,7 @@ from imagegate.images import ImageHeader, ImageInfo, inspect_image, read_header
 from imagegate.jobs import idempotency, queries, quotas
 from imagegate.jobs.build import request_shape
 from imagegate.jobs.events import JobEvents
-from imagegate.jobs.models import DeletedBy, Job, JobImage, JobInput, JobStatus
+from imagegate.jobs.models import DeletedBy, Job, JobImage, JobInput, JobKind, JobStatus
 from imagegate.jobs.queries import JobPage
 from imagegate.jobs.requests import GenerationRequest, Reference, ValidRequest, require_storable_text, validate
 from imagegate.keys import audit, limits
@@ -326,22 +325,41 @@ def stop_waiting(ctx: JobContext, job: Job) -> bool:
     return job.is_finished or (ctx.events.draining.is_set() and not runs_here(ctx, job))
 
 
-async def wait_until_finished(*, ctx: JobContext, job_id: str, key: ApiKey | None, timeout: float) -> Job:
-    """The job once finished, or as it is when the timeout runs out or the process begins to shut down."""
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_until_finished(
+    *, ctx: JobContext, job_id: str, key: ApiKey | None, timeout: float, job: Job | None = None
+) -> Job:
+    """The job once finished, or as it is when the timeout runs out or the process begins to shut down.
+
+    job is the job as the caller has just seen it (one it submitted), so it need not be read again first.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     with ctx.events.subscribe(job_id) as changed:
         while True:
             changed.clear()  # before reading: a change after the read still wakes us
-            job = await get_job(ctx=ctx, job_id=job_id, key=key)
-            remaining = deadline - asyncio.get_running_loop().time()
+            if job is None:
+                job = await get_job(ctx=ctx, job_id=job_id, key=key)
+            remaining = deadline - loop.time()
             if stop_waiting(ctx, job) or remaining <= 0:
                 return job
             # A job this process runs announces its end; only jobs of other processes need polling (thousands of
             # waiters polling every interval would keep the database busy for nothing).
             here = runs_here(ctx, job)
             pause = min(remaining, LOCAL_WAIT_SECONDS if here else ctx.settings.poll_interval_seconds)
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(changed.wait(), pause)
+            except TimeoutError:
+                job = None
+            else:
+                job = _announced(ctx, job_id, key)
+
+
+def _announced(ctx: JobContext, job_id: str, key: ApiKey | None) -> Job | None:
+    """The job as this process's scheduler announced it, if the announcement carried it and the caller may see it."""
+    job = ctx.events.latest(job_id)
+    if job is None or job.deleted_at is not None or job.kind != JobKind.IMAGE:
+        return None
+    return job if key is None or job.key_id == key.id else None
 
 
 async def cancel(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Job:
