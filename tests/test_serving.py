@@ -1,16 +1,26 @@
-"""`imagegate serve` bounds connections: slow headers, stalled bodies, idle sockets and too many of them."""
+"""`imagegate serve` bounds connections (slow headers, stalled bodies, idle sockets, too many); --workers N."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx2
 import pytest
+from sqlalchemy import func, select
 
-from tests.fakes.server import ServerProcess, base_env, imagegate, serve
+from imagegate.db import create_engine
+from imagegate.jobs.models import Worker
+from tests.fakes.postgres import free_port
+from tests.fakes.server import ServerProcess, base_env, imagegate, serve, serve_env, until
 
 pytestmark = pytest.mark.acceptance
 # Far beyond every timeout under test: a socket still open then was held, not merely slow to close.
@@ -105,5 +115,85 @@ def test_a_port_already_taken_is_said_and_never_announced_as_listening(tmp_path:
         env = base_env(IMAGEGATE_ADMIN_PASSWORD="x" * 16)
         result = imagegate("serve", "--port", str(port), env=env, cwd=tmp_path)
     assert result.returncode != 0
+    assert "listening on" not in result.stdout + result.stderr
+    assert "address already in use" in (result.stdout + result.stderr).lower()
+
+
+@contextmanager
+def _serve_processes(env: dict[str, str], cwd: Path, workers: int) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`imagegate serve --workers N`, healthy; the caller stops it (it is killed if still running afterwards)."""
+    port = free_port()
+    with open(cwd / "workers.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "imagegate.cli", "serve", "--port", str(port), "--workers", str(workers)],
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        until(lambda: process.poll() is not None or _healthy(url), "the server processes to start")
+        assert process.poll() is None, (cwd / "workers.log").read_text()
+        yield url, process
+    finally:
+        if process.poll() is None:
+            _kill_all(process)
+            process.wait(timeout=30)
+
+
+def _kill_all(process: subprocess.Popen[str]) -> None:
+    """The supervisor and the servers it forked (each in its own process group, children of it)."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    pids = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+    for pid in [*pids, process.pid]:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx2.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx2.HTTPError:
+        return False
+
+
+def _registered_workers(database_url: str) -> int:
+    async def count() -> int:
+        engine = create_engine(database_url)
+        try:
+            async with engine.connect() as connection:
+                return int(await connection.scalar(select(func.count()).select_from(Worker)) or 0)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(count())
+
+
+def test_several_server_processes_share_the_port_the_queue_and_the_metrics(database_url: str, tmp_path: Path) -> None:
+    env, headers = serve_env(database_url, tmp_path)
+    jobs = 12
+    with _serve_processes(env, tmp_path, workers=2) as (url, process):
+        until(lambda: _registered_workers(database_url) == 2, "both processes' schedulers to register")
+        for i in range(jobs):  # a new connection each time: the kernel hands them to either process
+            response = httpx2.post(f"{url}/v1/images/generate", json={"prompt": f"p{i}"}, headers=headers, timeout=60)
+            assert response.status_code == 200, response.text
+            assert response.json()["status"] == "succeeded"
+        line = f'imagegate_jobs_finished_total{{backend="fake",model="fake",status="succeeded"}} {jobs}.0'
+        until(lambda: line in httpx2.get(f"{url}/metrics", timeout=10).text, line)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 0
+    assert _registered_workers(database_url) == 0  # each process drained and left cleanly
+
+
+def test_a_port_already_taken_stops_several_processes_before_they_start(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = base_env(IMAGEGATE_ADMIN_PASSWORD="x" * 16)
+        result = imagegate("serve", "--port", str(port), "--workers", "2", env=env, cwd=tmp_path)
+    assert result.returncode == 3
     assert "listening on" not in result.stdout + result.stderr
     assert "address already in use" in (result.stdout + result.stderr).lower()

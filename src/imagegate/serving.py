@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import signal
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +18,7 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from imagegate.app import begin_shutdown
 from imagegate.settings import Settings
 
+logger = logging.getLogger(__name__)
 # After the jobs' grace period, interrupted jobs are settled and their waiters answer: this long is left for that.
 ANSWER_MARGIN_SECONDS = 5
 
@@ -87,3 +92,82 @@ def shutdown_options(settings: Settings) -> dict[str, Any]:
         "timeout_keep_alive": settings.http_keepalive_seconds,
         "limit_concurrency": settings.max_connections,
     }
+
+
+def run_processes(count: int, child: Callable[[int, Callable[[], None]], int]) -> int:
+    """Run child(index, ready) in `count` forked processes and supervise them; the first failure's exit code.
+
+    The first child starts alone (it migrates the database and sets up what every process shares) and calls
+    ready() once it serves; the others are forked after it. SIGINT and SIGTERM are passed on, once, to every
+    child: each runs in its own process group, so a terminal's Ctrl-C reaches them only through here, and each
+    drains as a single server would. When one child fails, the others are stopped.
+    """
+    children: dict[int, int] = {}
+    stopping = False
+
+    def forward(signum: int, _frame: object = None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        reader, writer = os.pipe()
+        children[_fork(0, child, lambda: _say(writer), close=reader)] = 0
+        os.close(writer)
+        started = os.read(reader, 1)  # empty when the first child exits before it serves
+        os.close(reader)
+        for index in range(1, count if started else 1):
+            if stopping:
+                break
+            children[_fork(index, child, lambda: None)] = index
+        return _reap(children, forward, lambda: stopping)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _say(fd: int) -> None:
+    os.write(fd, b".")
+    os.close(fd)
+
+
+def _fork(
+    index: int, child: Callable[[int, Callable[[], None]], int], ready: Callable[[], None], close: int = -1
+) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        if close >= 0:
+            os.close(close)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        code = child(index, ready)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except BaseException:
+        logger.exception("server process %d failed", index)
+    finally:
+        os._exit(code)
+
+
+def _reap(children: dict[int, int], forward: Callable[[int], None], stopping: Callable[[], bool]) -> int:
+    """Wait for every child; after the first that fails, stop the rest."""
+    code = 0
+    while children:
+        pid, status = os.wait()
+        if children.pop(pid, None) is None:
+            continue
+        exit_code = os.waitstatus_to_exitcode(status)
+        # uvicorn re-raises the signal it drained on, once done: that end is the one asked for.
+        if stopping() and exit_code in (-signal.SIGTERM, -signal.SIGINT):
+            continue
+        if exit_code != 0 and code == 0:
+            code = exit_code if exit_code > 0 else 1
+            forward(signal.SIGTERM)
+    return code

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -75,12 +76,61 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Server processes sharing the port and the database; each also runs job workers on the one queue.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the HTTP service (migrating the database first) with its workers."""
     settings = load(config, host=host, port=port)
     configure_logging(settings)
     prepare_metrics(settings)
     follow_multiprocess_setting()  # this process's counters go to the shared files, whatever was imported first
+    if workers == 1:
+        code = _serve_one(settings, None, lambda: _say_listening(settings))
+    else:
+        code = _serve_many(settings, workers)
+    if code:
+        raise typer.Exit(code)
+
+
+def _serve_many(settings: Settings, workers: int) -> int:
+    """`workers` forked servers on sockets bound here; the first migrates and announces, the rest follow it."""
+    from imagegate.serving import run_processes
+
+    try:
+        sockets = [_bind(settings.host, settings.port)]
+        if settings.oig_address is not None:
+            sockets.append(_bind(*settings.oig_address))
+    except OSError as error:
+        typer.echo(f"Error: cannot listen on {settings.host}:{settings.port}: {error.strerror}", err=True)
+        return 3
+    followers = settings.model_copy(update={"auto_migrate": False})
+
+    def child(index: int, ready: Callable[[], None]) -> int:
+        if index:
+            return _serve_one(followers, sockets, None)
+
+        def listening() -> None:
+            _say_listening(settings, workers)
+            ready()
+
+        return _serve_one(settings, sockets, listening)
+
+    return run_processes(workers, child)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    import uvicorn
+
+    return uvicorn.Config("imagegate.app:create_app", host=host, port=port).bind_socket()
+
+
+def _serve_one(settings: Settings, sockets: list[socket.socket] | None, on_listening: Callable[[], None] | None) -> int:
+    """One uvicorn server of the app; on the given sockets, or binding its own. 3 when it could not start."""
     import uvicorn
 
     from imagegate.app import create_app
@@ -102,32 +152,36 @@ def serve(
         log_config=None,  # keep configure_logging's handler: uvicorn's lines are escaped and formatted alike
         **shutdown_options(settings),
     )
-    sockets = _with_oig_listener(listening, application, settings, metrics)
-    server = DrainingServer(listening, application, on_listening=lambda: _say_listening(settings))
+    if settings.oig_address is not None:
+        sockets = _with_oig_listener(listening, application, settings, metrics, sockets)
+    server = DrainingServer(listening, application, on_listening=on_listening)
     server.run(sockets=sockets)
-    if not server.started:
-        raise typer.Exit(3)
+    return 0 if server.started else 3
 
 
 def _with_oig_listener(
-    config: uvicorn.Config, application: FastAPI, settings: Settings, metrics: Metrics
-) -> list[socket.socket] | None:
+    config: uvicorn.Config,
+    application: FastAPI,
+    settings: Settings,
+    metrics: Metrics,
+    sockets: list[socket.socket] | None,
+) -> list[socket.socket]:
     """With IMAGEGATE_OIG_LISTEN: both listeners' sockets, and the app that tells their requests apart."""
     address = settings.oig_address
-    if address is None:
-        return None
-    import uvicorn
-
+    assert address is not None
     from imagegate.api.legacy_listener import ListenerDispatch, create_oig_app
 
     oig = create_oig_app(application, settings=settings, metrics=metrics)
     config.app = ListenerDispatch(application, oig, address[1])
-    return [config.bind_socket(), uvicorn.Config(config.app, host=address[0], port=address[1]).bind_socket()]
+    return sockets or [_bind(settings.host, settings.port), _bind(*address)]
 
 
-def _say_listening(settings: Settings) -> None:
+def _say_listening(settings: Settings, workers: int = 1) -> None:
     """Printed once the ports are bound and the app has started: a request sent now is answered."""
-    typer.echo(f"ImageGate listening on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
+    processes = f" with {workers} server processes" if workers > 1 else ""
+    typer.echo(
+        f"ImageGate listening on http://{settings.host}:{settings.port}{processes} (data in {settings.data_dir})"
+    )
     if settings.oig_address is not None:
         host, port = settings.oig_address
         typer.echo(f"openai-image-gen API listening on http://{host}:{port}")
