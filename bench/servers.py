@@ -22,12 +22,27 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
 
+    def pids(self) -> list[int]:
+        """The server process and the server processes it forked (`--workers`)."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [self.process.pid, *(int(pid) for pid in children.read_text().split())]
+
     def peak_rss_mb(self) -> float:
-        """The process's peak resident memory so far (VmHWM), in MB."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """The peak resident memory so far (VmHWM) of the server's processes, summed, in MB."""
+        total = 0.0
+        for pid in self.pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+        return total
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) the server's processes have used so far."""
+        ticks = 0
+        for pid in self.pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _wait(url: str, process: subprocess.Popen[bytes], path: str = "/health") -> None:
@@ -52,13 +67,14 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 @contextmanager
 def imagegate(workdir: Path, **settings: str) -> Iterator[Server]:
-    """`imagegate serve` in workdir with IMAGEGATE_<NAME> settings."""
+    """`imagegate serve` in workdir with IMAGEGATE_<NAME> settings; a `workers` entry is its --workers option."""
+    workers = settings.pop("workers", "1")
     port = free_port()
     values = {"admin_password": "bench-admin-password", "log_level": "warning", **settings}
     env = clean_env(**{f"IMAGEGATE_{k.upper()}": v for k, v in values.items()})
     with open(workdir / f"imagegate-{port}.log", "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "imagegate.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "imagegate.cli", "serve", "--port", str(port), "--workers", workers],
             cwd=workdir,
             env=env,
             stdout=log,
