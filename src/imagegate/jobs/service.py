@@ -12,14 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.backends.registry import BackendSet
 from imagegate.db import utcnow
-from imagegate.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, QueueFull, Refusal
-from imagegate.images import ImageHeader, ImageInfo, inspect_image, read_header
-from imagegate.jobs import idempotency, queries, quotas
+from imagegate.errors import Conflict, InvalidRequest, NotFound, QueueFull, Refusal
+from imagegate.images import ImageInfo
+from imagegate.jobs import idempotency, intake, queries, quotas
 from imagegate.jobs.build import request_shape
 from imagegate.jobs.events import JobEvents
 from imagegate.jobs.models import DeletedBy, Job, JobImage, JobInput, JobKind, JobStatus
 from imagegate.jobs.queries import JobPage
-from imagegate.jobs.requests import GenerationRequest, Reference, ValidRequest, require_storable_text, validate
+from imagegate.jobs.requests import GenerationRequest, ValidRequest, require_storable_text, validate
 from imagegate.keys import audit, limits
 from imagegate.keys.models import ApiKey
 from imagegate.logs import current_request_id
@@ -27,8 +27,6 @@ from imagegate.metrics import Metrics
 from imagegate.settings import Settings
 from imagegate.storage import Storage
 from imagegate.webhooks import service as webhooks
-from imagegate.webhooks import targets
-from imagegate.webhooks.targets import WebhookTarget
 
 # One lock id for every submit on PostgreSQL: the queue-size check and the fairness tag need a
 # consistent view; SQLite gets the same from its single writer.
@@ -124,10 +122,10 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
     limits.require_model(key, model=route.model, backend=route.backend)
     limits.require_scope(key, "edit" if request.references else "generate")
     valid = validate(request, ctx.settings)
-    webhook = await _webhook_target(request, ctx.settings)
+    webhook = await intake.webhook_target(request, ctx.settings)
     uploads = [*request.references, *([request.mask] if request.mask else [])]
     roles = ["reference"] * len(request.references) + (["mask"] if request.mask else [])
-    infos = await _inspect_inputs(uploads, ctx)
+    infos = await intake.inspect_inputs(uploads, ctx.settings, ctx.decode_slots)
     job_id = new_job_id()
     input_keys = [
         f"inputs/{job_id}/{i}-{role}.{info.format}" for i, (role, info) in enumerate(zip(roles, infos, strict=True))
@@ -203,57 +201,6 @@ def _new_job(
         ],
         images=[],
     )
-
-
-async def _webhook_target(request: GenerationRequest, settings: Settings) -> WebhookTarget | None:
-    """The webhook the request asks for, its destination checked; None when it asks for none."""
-    asked = targets.requested(request.webhook_url, request.webhook_events, fallback_base=settings.public_base_url)
-    if asked is None:
-        return None
-    url, events, base = asked
-    await targets.check_destination(url, allow_private=settings.webhook_allow_private)
-    return WebhookTarget(url, events, base)
-
-
-async def _inspect_inputs(uploads: list[Reference], ctx: JobContext) -> list[ImageInfo]:
-    """Every input's bytes and header against the limits first, then each decoded, a few at a time per process.
-
-    A decoded image costs width * height * 4 bytes however small its file: nothing is decoded until every
-    header is within the per-image and per-request pixel budgets.
-    """
-    settings = ctx.settings
-    headers = [await _input_header(upload, settings) for upload in uploads]
-    total = sum(header.pixels for header in headers)
-    if total > settings.max_request_pixels:
-        raise PayloadTooLarge(
-            f"The input images have {total} pixels in all; the limit is {settings.max_request_pixels} per request. "
-            "Send fewer or smaller images.",
-            param=uploads[0].param,
-        )
-    infos = []
-    for upload, header in zip(uploads, headers, strict=True):
-        async with ctx.decode_slots:
-            infos.append(
-                await asyncio.to_thread(inspect_image, upload.data, param=upload.param, max_pixels=header.pixels)
-            )
-    return infos
-
-
-async def _input_header(upload: Reference, settings: Settings) -> ImageHeader:
-    size = await asyncio.to_thread(lambda: upload.size)
-    if size > settings.max_reference_bytes:
-        raise PayloadTooLarge(
-            f"{upload.param} is {size} bytes; the limit is {settings.max_reference_bytes} bytes per input image.",
-            param=upload.param,
-        )
-    header = await asyncio.to_thread(read_header, upload.data, param=upload.param)
-    if header.pixels > settings.max_input_pixels:
-        raise PayloadTooLarge(
-            f"{upload.param} is {header.width}x{header.height} pixels; the limit is {settings.max_input_pixels} "
-            "pixels per input image.",
-            param=upload.param,
-        )
-    return header
 
 
 async def _insert_queued(ctx: JobContext, job: Job, key: ApiKey, idempotency_key: str | None) -> None:
