@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,17 +29,23 @@ def load_backend_type(type_name: str) -> BackendFactory:
     if ":" in type_name:
         module_name, _, attribute = type_name.partition(":")
         return cast(BackendFactory, getattr(importlib.import_module(module_name), attribute))
-    found = entry_points(group=ENTRY_POINT_GROUP, name=type_name)
-    for entry in found:
-        return cast(BackendFactory, entry.load())
-    known = sorted(e.name for e in entry_points(group=ENTRY_POINT_GROUP))
+    for entry in installed_types():
+        if entry.name == type_name:
+            return cast(BackendFactory, entry.load())
+    known = sorted(e.name for e in installed_types())
     raise ValueError(f"unknown backend type {type_name!r}; installed types: {', '.join(known)}")
+
+
+@functools.cache
+def installed_types() -> tuple[EntryPoint, ...]:
+    """The backend types installed packages register, read once per process (a scan of every package)."""
+    return tuple(entry_points(group=ENTRY_POINT_GROUP))
 
 
 def cli_command_groups() -> list[tuple[str, typer.Typer]]:
     """The command groups the installed backend types contribute (HasCliCommands), by group name."""
     groups: dict[str, typer.Typer] = {}
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
+    for entry in installed_types():
         try:
             factory = entry.load()
         except Exception:  # a broken plugin must not take the whole command line down

@@ -48,9 +48,8 @@ class WebhookSender:
         self._slots = asyncio.Semaphore(settings.webhook_concurrency)
         self._sends: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
-        self._client = httpx2.AsyncClient(
-            follow_redirects=False, timeout=settings.webhook_timeout_seconds, trust_env=False
-        )
+        # Made at the first send: a client loads the CA bundle (~0.1 s of CPU), which most processes never need.
+        self._http: httpx2.AsyncClient | None = None
 
     def start(self) -> None:
         """Start the claim loop."""
@@ -66,7 +65,14 @@ class WebhookSender:
         if self._loop is not None:
             await asyncio.gather(self._loop, return_exceptions=True)
         await asyncio.gather(*self._sends, return_exceptions=True)
-        await self._client.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+
+    def _client(self) -> httpx2.AsyncClient:
+        if self._http is None:
+            timeout = self.settings.webhook_timeout_seconds
+            self._http = httpx2.AsyncClient(follow_redirects=False, timeout=timeout, trust_env=False)
+        return self._http
 
     async def _run(self) -> None:
         while not self._stop.is_set():
@@ -139,7 +145,9 @@ class WebhookSender:
             return outcome(None, error.message)
         headers = signed_headers(due, due.secret, datetime.now(UTC))
         try:
-            async with self._client.stream("POST", due.url, content=due.payload.encode(), headers=headers) as response:
+            async with self._client().stream(
+                "POST", due.url, content=due.payload.encode(), headers=headers
+            ) as response:
                 await self._drain(response)
                 status = response.status_code
         except httpx2.TimeoutException:
