@@ -20,6 +20,7 @@ from tests.helpers import (
     Harness,
     HarnessFactory,
     create_pg_database,
+    drop_pg_database,
     make_settings,
     new_pg_database,
     start,
@@ -51,13 +52,17 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, migrated database of each kind."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database of each kind; a PostgreSQL one is dropped when the test ends."""
     if request.param == "sqlite":
         target = tmp_path / "imagegate.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
-        return f"sqlite+aiosqlite:///{target}"
-    return new_pg_database(request.getfixturevalue("pg_base_url"))
+        yield f"sqlite+aiosqlite:///{target}"
+        return
+    base = request.getfixturevalue("pg_base_url")
+    url = new_pg_database(base)
+    yield url
+    asyncio.run(drop_pg_database(base, url.rpartition("/")[2]))
 
 
 @pytest.fixture

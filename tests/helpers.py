@@ -131,6 +131,15 @@ async def create_pg_database(base: str, name: str, template: str | None = None) 
         await connection.close()
 
 
+async def drop_pg_database(base: str, name: str) -> None:
+    """DROP DATABASE on the server at base, closing whatever connections a test left open to it."""
+    connection = await asyncpg.connect(base.replace("postgresql+asyncpg", "postgresql") + "/postgres")
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
 def new_pg_database(base: str) -> str:
     """A fresh migrated PostgreSQL database (copied from the template); its URL."""
     name = f"t_{next(_databases)}"

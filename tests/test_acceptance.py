@@ -12,7 +12,7 @@ import httpx2
 import pytest
 from PIL import Image
 
-from tests.fakes.server import base_env, imagegate, serve, until, worker
+from tests.fakes.server import START_TIMEOUT_SECONDS, base_env, imagegate, loopback_client, serve, until, worker
 from tests.helpers import new_pg_database
 
 pytestmark = pytest.mark.acceptance
@@ -21,11 +21,12 @@ SLOW_DEMO = json.dumps({"demo": {"type": "demo", "concurrency": 2, "options": {"
 
 def _poll(url: str, headers: dict[str, str], until: set[str], timeout: float = 30) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = httpx2.get(url, headers=headers, timeout=5).json()
-        if job["status"] in until or time.monotonic() > deadline:
-            return job
-        time.sleep(0.05)
+    with loopback_client(timeout=5) as client:
+        while True:
+            job: dict[str, Any] = client.get(url, headers=headers).json()
+            if job["status"] in until or time.monotonic() > deadline:
+                return job
+            time.sleep(0.05)
 
 
 def test_quick_start_as_a_new_user(tmp_path: Path) -> None:
@@ -125,8 +126,8 @@ def test_api_process_without_workers_and_a_separate_worker_process(database_url:
             timeout=10,
         )
         assert queued.status_code == 202
-        with worker(env, tmp_path) as process:
-            job = _poll(queued.json()["status_url"], headers, {"succeeded", "failed"})
+        with worker(env, tmp_path) as process:  # the deadline includes the worker's start
+            job = _poll(queued.json()["status_url"], headers, {"succeeded", "failed"}, timeout=START_TIMEOUT_SECONDS)
             assert job["status"] == "succeeded"
             waited = httpx2.post(
                 f"{server.url}/v1/images/generate", json={"prompt": "and me"}, headers=headers, timeout=30

@@ -11,7 +11,7 @@ import pytest
 
 from imagegate.backends.codex.workdirs import sessions_of
 from tests.fakes.codex import exec_intervals, overlaps, process_alive, write_fake_codex
-from tests.fakes.server import base_env, imagegate, serve
+from tests.fakes.server import base_env, imagegate, loopback_client, serve
 
 pytestmark = pytest.mark.acceptance
 
@@ -28,11 +28,12 @@ def _wait_for(path_glob: str, root: Path, timeout: float = 30) -> Path:
 
 def _poll(url: str, headers: dict[str, str], timeout: float = 60) -> dict[str, object]:
     deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, object] = httpx2.get(url, headers=headers, timeout=5).json()
-        if job["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
-            return job
-        time.sleep(0.1)
+    with loopback_client(timeout=5) as client:
+        while True:
+            job: dict[str, object] = client.get(url, headers=headers).json()
+            if job["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
+                return job
+            time.sleep(0.1)
 
 
 def test_a_killed_server_leaves_no_exec_running_beside_the_retry(database_url: str, tmp_path: Path) -> None:

@@ -17,6 +17,9 @@ from pathlib import Path
 import asyncpg
 
 START_TIMEOUT_SECONDS = 60
+# Clusters live in memory where the system has a tmpfs there: a test database is a file copy of the template,
+# ~4x faster there than on a disk other processes keep busy; the tests drop each database when they end.
+MEMORY_DIR = Path("/dev/shm")
 
 
 def find_bindir() -> Path | None:
@@ -52,7 +55,7 @@ class PostgresServer:
         self.bindir = bindir
         # Without it a crash (an immediate stop) may lose the last commits, as synchronous_commit=off allows.
         self.durable = durable
-        self.root = Path(tempfile.mkdtemp(prefix="imagegate-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix="imagegate-pg-", dir=_cluster_parent()))
         self.data = self.root / "data"
         self.port = free_port()
         self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}"
@@ -127,6 +130,10 @@ def postgres_server() -> Iterator[str]:
     """Run a server on 127.0.0.1:<free port> and yield its base URL (user postgres, trust auth)."""
     with controlled_postgres() as server:
         yield server.url
+
+
+def _cluster_parent() -> Path | None:
+    return MEMORY_DIR if MEMORY_DIR.is_dir() and os.access(MEMORY_DIR, os.W_OK) else None
 
 
 def _wait_for_port(port: int) -> None:

@@ -12,7 +12,7 @@ import httpx2
 import pytest
 
 from tests.fakes.receiver import receiver
-from tests.fakes.server import base_env, imagegate, serve, worker
+from tests.fakes.server import base_env, imagegate, loopback_client, serve, worker
 from tests.helpers import new_pg_database
 
 pytestmark = pytest.mark.acceptance
@@ -92,10 +92,11 @@ def test_several_processes_on_postgresql_send_each_event_once_and_in_order(pg_ba
 def _wait_all_delivered(url: str, headers: dict[str, str], ids: list[str]) -> None:
     """Until every delivery of these jobs is recorded as delivered (after which nothing may be sent again)."""
     deadline = time.monotonic() + 60
-    for job_id in ids:
-        while True:
-            hooks = httpx2.get(f"{url}/v1/images/jobs/{job_id}", headers=headers, timeout=10).json()["webhooks"]
-            if len(hooks) == 3 and all(h["status"] == "delivered" for h in hooks):
-                break
-            assert time.monotonic() < deadline, hooks
-            time.sleep(0.05)
+    with loopback_client(timeout=10) as client:
+        for job_id in ids:
+            while True:
+                hooks = client.get(f"{url}/v1/images/jobs/{job_id}", headers=headers).json()["webhooks"]
+                if len(hooks) == 3 and all(h["status"] == "delivered" for h in hooks):
+                    break
+                assert time.monotonic() < deadline, hooks
+                time.sleep(0.05)
