@@ -73,3 +73,27 @@ def test_route_code_reads_the_app_through_its_typed_services() -> None:
     outside = [p for p in _modules(SOURCE) if str(p.relative_to(SOURCE)) not in OPENS_APP_STATE]
     offenders = [str(p.relative_to(SOURCE)) for p in outside if READS_APP_STATE.search(p.read_text())]
     assert offenders == [], "use imagegate.services.services(request) (or the AppServices dependency)"
+
+
+MAX_LINES = 400
+
+
+def test_no_source_file_is_over_the_house_limit() -> None:
+    long = {
+        str(p.relative_to(SOURCE)): n for p in _modules(SOURCE) if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}, f"split these by responsibility (at most {MAX_LINES} lines)"
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_is_over_the_house_limit() -> None:
+    long = [
+        f"{path.relative_to(SOURCE)}:{node.name} ({length} lines)"
+        for path in _modules(SOURCE)
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (length := (node.end_lineno or node.lineno) - node.lineno + 1) > MAX_FUNCTION_LINES
+    ]
+    assert long == [], f"give parts of these their own names (at most {MAX_FUNCTION_LINES} lines)"
