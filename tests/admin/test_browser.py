@@ -326,6 +326,12 @@ def test_a_phone_sized_screen(browser: Browser, server: ServerProcess) -> None:
     expect(page.locator("img.thumb").first).to_be_visible(timeout=30_000)
     assert_fits(page, "job")
     shot(page, "09c-phone-job")
+    page.get_by_role("button", name="Delete job and files").click()
+    page.get_by_role("button", name="Delete job and files").click()  # on the confirmation page
+    expect(page.locator("table.jobs .deleted-by").first).to_have_text("by the operator")
+    page.wait_for_load_state()
+    assert_fits(page, "history")
+    shot(page, "09c2-phone-history-deleted")
     page.get_by_role("link", name="Status").click()
     expect(page).to_have_url(re.compile(r"/admin/status$"))
     page.wait_for_load_state()
