@@ -350,6 +350,8 @@ async def test_the_operator_lists_shows_cancels_and_deletes_any_key_s_jobs(
         assert "cancel it first" in running.output
         cancelled = await _cli(env, "jobs", "cancel", held_id)
         assert cancelled.exit_code == 0, cancelled.output
+        audited = (await _cli_json(env, "audit", "--action", "admin.job_cancel"))[0]
+        assert (audited["actor"], audited["key"]) == ("cli", bob.handle)
         auth = {"Authorization": f"Bearer {bob_token}"}
         deadline = asyncio.get_running_loop().time() + 60
         while (await h.client.get(f"/v1/images/jobs/{held_id}", headers=auth)).json()["status"] != "cancelled":

@@ -184,11 +184,11 @@ async def finish_attempt(*, sessions: async_sessionmaker[AsyncSession], attempt:
 # What the operator does to jobs and storage: any key's job, each action audited.
 
 
-async def cancel_job(*, ctx: JobContext, job_id: str) -> Job:
-    """Cancel any key's queued or running job; Conflict when it has finished."""
+async def cancel_job(*, ctx: JobContext, job_id: str, actor: Literal["admin", "cli"] = "admin") -> Job:
+    """Cancel any key's queued or running job as the operator (admin UI or CLI); Conflict when it has finished."""
     job = await jobs.cancel(ctx=ctx, job_id=job_id, key=None)
     async with ctx.sessions() as session, session.begin():
-        audit.record(session=session, actor="admin", action="admin.job_cancel", handle=job.key_handle, job=job_id)
+        audit.record(session=session, actor=actor, action="admin.job_cancel", handle=job.key_handle, job=job_id)
     return job
 
 

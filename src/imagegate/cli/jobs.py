@@ -18,7 +18,6 @@ from imagegate.backends.registry import BackendSet
 from imagegate.cli.common import ConfigOption, load, sessions_for, short
 from imagegate.errors import ImagegateError, NotFound
 from imagegate.jobs import queries as job_queries
-from imagegate.jobs import service as jobs
 from imagegate.jobs.events import JobEvents
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.jobs.service import JobContext
@@ -194,7 +193,7 @@ def jobs_show(job_id: str, json_output: JsonOption = False, config: ConfigOption
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: str, config: ConfigOption = None) -> None:
     """Cancel a queued job, or ask the worker running it to stop (any key's job)."""
-    job = run_jobs(load(config), lambda ctx: jobs.cancel(ctx=ctx, job_id=job_id, key=None))
+    job = run_jobs(load(config), lambda ctx: operator.cancel_job(ctx=ctx, job_id=job_id, actor="cli"))
     if job.status == JobStatus.RUNNING:
         typer.echo(f"Asked the worker running {job_id} to stop it; it ends as cancelled.")
     else:
