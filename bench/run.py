@@ -1,6 +1,6 @@
 """ImageGate's benchmarks: each figure measured side by side with its reference in one run, as one table.
 
-python -m bench.run [--scale tiny|full] [--only 1,2,3] [--write docs/benchmarks.md]
+python -m bench.run [--scale tiny|full] [--only 1,2,3] [--litellm] [--write docs/benchmarks.md]
 Every server runs on loopback; every load is bounded in count and time.
 """
 
@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import httpx2
 from PIL import Image
 from tests.fakes.postgres import postgres_server
 
-from bench import history, load, servers
+from bench import gateway, history, load, servers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,10 +45,12 @@ class Scale:
     history_jobs: int
     expired_jobs: int
     samples: int
+    gateway_seconds: float = 10.0
+    litellm: bool = True  # tiny runs skip LiteLLM (its proxy takes a minute to start) unless --litellm
 
 
 SCALES = {
-    "tiny": Scale(0.5, 40, 0.2, 4, 60_000, 0.5, 2_000, 200, 30),
+    "tiny": Scale(0.5, 40, 0.2, 4, 60_000, 0.5, 2_000, 200, 30, gateway_seconds=1.0, litellm=False),
     "full": Scale(10.0, 2000, 2.0, 200, 5_000_000, 10.0, 1_000_000, 100_000, 200),
 }
 
@@ -271,6 +273,7 @@ BENCHMARKS: dict[int, Callable[[Path, Scale], Any]] = {
     4: large_inputs,
     5: downloads,
     6: history.history_size,
+    7: gateway.openai_path,
 }
 
 
@@ -305,10 +308,13 @@ async def main(argv: list[str]) -> int:
     """Run the chosen benchmarks and print the table (and write it, if asked)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", choices=sorted(SCALES), default="full")
-    parser.add_argument("--only", default="1,2,4,5,6", help="benchmark numbers (3 runs with 2)")
+    parser.add_argument("--only", default="1,2,4,5,6,7", help="benchmark numbers (3 runs with 2)")
+    parser.add_argument("--litellm", action="store_true", help="compare with LiteLLM at the tiny scale too (7)")
     parser.add_argument("--write", type=Path, help="write the table with machine details to this markdown file")
     args = parser.parse_args(argv)
     scale = SCALES[args.scale]
+    if args.litellm:
+        scale = replace(scale, litellm=True)
     work = Path(tempfile.mkdtemp(prefix="imagegate-bench-"))
     rows: list[Row] = []
     try:
