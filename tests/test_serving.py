@@ -197,3 +197,22 @@ def test_a_port_already_taken_stops_several_processes_before_they_start(tmp_path
     assert result.returncode == 3
     assert "listening on" not in result.stdout + result.stderr
     assert "address already in use" in (result.stdout + result.stderr).lower()
+
+
+def test_serve_runs_on_uvloop_and_httptools(tmp_path: Path) -> None:
+    import uvicorn
+    import uvloop
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from imagegate.serving import shutdown_options
+    from imagegate.settings import Settings
+
+    config = uvicorn.Config("imagegate.app:create_app", **shutdown_options(Settings(data_dir=tmp_path)))
+    factory = config.get_loop_factory()
+    assert factory is not None
+    loop = factory()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+    assert issubclass(config.http, HttpToolsProtocol)  # type: ignore[arg-type]

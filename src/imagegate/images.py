@@ -108,6 +108,37 @@ def inspect_image(data: bytes | BinaryIO, *, param: str = "image", max_pixels: i
     return ImageInfo(header.width, header.height, header.format, size, digest)
 
 
+def check_output(data: bytes, *, param: str = "output", max_pixels: int = MAX_PIXELS) -> ImageInfo:
+    """A backend's image judged without decoding its pixels: header, pixel bound, complete stream (call in a thread).
+
+    The header gives the format and size; no image may claim more than max_pixels, so nothing we or a caller
+    decode later can be a decompression bomb; and the stream must end as its format ends, so a truncated
+    answer is refused. Decoding every pixel of every output would cost more than everything else a job does.
+    """
+    header = read_header(data, param=param)
+    if header.pixels > max_pixels:
+        raise InvalidImage(f"{param} is too large ({header.width}x{header.height} pixels).", param=param)
+    if not _ends_whole(data, header.format):
+        raise InvalidImage(f"{param} is truncated: its {header.format} data does not end as it should.", param=param)
+    return ImageInfo(header.width, header.height, header.format, len(data), hashlib.sha256(data).hexdigest())
+
+
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+JPEG_END = b"\xff\xd9"
+GIF_END = b";"
+
+
+def _ends_whole(data: bytes, image_format: str) -> bool:
+    """Whether the bytes end where the format says its stream ends (trailing zero padding allowed)."""
+    if image_format == "png":
+        return data.endswith(PNG_END)
+    if image_format == "webp":
+        declared = int.from_bytes(data[4:8], "little") + 8
+        return len(data) >= declared
+    tail = data.rstrip(b"\x00")
+    return tail.endswith(JPEG_END if image_format == "jpeg" else GIF_END)
+
+
 def sha256_of(data: bytes | BinaryIO) -> str:
     """SHA-256 of bytes or of a file's whole content (read a chunk at a time; call in a thread)."""
     if isinstance(data, bytes):

@@ -13,12 +13,14 @@ import pytest
 from openai import AsyncOpenAI
 from sqlalchemy import select
 
+from imagegate import app as app_module
 from imagegate.backends.openai import OpenAIBackend
 from imagegate.jobs.models import Job
 from imagegate.settings import BackendConfig, Settings
+from imagegate.storage import LocalStorage
 from tests.fakes.backends import tiny_png
 from tests.fakes.openai_upstream import FakeOpenAI, running_fake_openai
-from tests.helpers import Harness, HarnessFactory, fake_backends
+from tests.helpers import Harness, HarnessFactory, fake_backends, start
 
 SECRET = "sk-test-secret"
 MODELS = {
@@ -105,6 +107,41 @@ async def test_gpt_image_generation_records_usage_and_revised_prompt(
     assert job.result is not None
     assert job.result["usage"]["total_tokens"] == 110
     assert SECRET not in job.logs
+
+
+class ReadCountingStorage(LocalStorage):
+    """Local storage that records which objects were read back."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reads: list[str] = []
+
+    async def get(self, key: str) -> bytes:
+        """Read, and record the key."""
+        self.reads.append(key)
+        return await super().get(key)
+
+
+async def test_a_base64_answer_is_the_providers_own_text_and_a_replay_reads_the_stored_file(
+    settings: Settings, upstream: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = ReadCountingStorage(settings.data_dir / "files")
+    monkeypatch.setattr(app_module, "storage_for", lambda _settings: storage)
+    body = {"model": "gpt-image-1", "prompt": "a fox", "size": "1024x1024"}
+    async for gate in start(settings.model_copy(update=openai_settings(upstream))):
+        headers = {**await gate.auth(), "Idempotency-Key": "fox-1"}
+        first = await gate.client.post("/v1/images/generations", json=body, headers=headers)
+        assert first.status_code == 200, first.text
+        assert storage.reads == []  # answered with the text the provider sent, not the file encoded again
+        replay = await gate.client.post("/v1/images/generations", json=body, headers=headers)
+        assert replay.headers["Idempotent-Replayed"] == "true"
+        assert len(storage.reads) == 1  # nothing is kept for a second answer: it comes from storage
+        job = await gate.client.get(f"/v1/images/jobs/{first.json()['job_id']}", headers=headers)
+        stored = await gate.client.get(job.json()["images"][0]["url"])
+    (image,) = first.json()["data"]
+    assert base64.b64decode(image["b64_json"]) == stored.content
+    assert stored.content.startswith(b"\x89PNG")
+    assert replay.json()["data"] == first.json()["data"]
 
 
 async def test_dall_e_3_runs_several_images_as_sequential_calls(sdk: AsyncOpenAI, upstream: FakeOpenAI) -> None:
@@ -259,6 +296,14 @@ def test_the_key_can_come_from_a_file_or_the_environment(tmp_path: Path, monkeyp
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ValueError, match="no API key"):
         OpenAIBackend(name="o", options={}, settings=settings)
+
+
+def test_the_sdk_keeps_as_many_connections_alive_as_the_backend_runs_calls(tmp_path: Path) -> None:
+    backends = {"big": BackendConfig(type="openai", concurrency=300)}
+    settings = Settings(data_dir=tmp_path, backends=backends, models={"m": "big"}, default_model="m")
+    backend = OpenAIBackend(name="big", options={"api_key": SECRET}, settings=settings)
+    pool = backend.client._client._transport._pool  # type: ignore[attr-defined]
+    assert (pool._max_connections, pool._max_keepalive_connections) == (300, 300)
 
 
 def test_azure_uses_the_sdks_azure_client(tmp_path: Path) -> None:

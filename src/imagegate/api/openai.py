@@ -23,12 +23,14 @@ from imagegate.api.openai_shapes import (
     PASSTHROUGH,
     EditFields,
     EditJsonBody,
+    FastJSONResponse,
     GenerationsBody,
     ImageOptions,
     VariationFields,
     default_response_format,
     described,
     encode_b64,
+    image_b64,
     image_data,
     openai_error,
     sse,
@@ -198,11 +200,13 @@ async def _run(
     response_format = values.get("response_format") or default_response_format(job.model)
     body = {
         "created": int((job.finished_at or job.created_at).timestamp()),
-        "data": await image_data(job, response_format=response_format, base=base_url(request), storage=ctx.storage),
+        "data": await image_data(
+            job, response_format=response_format, base=base_url(request), storage=ctx.storage, recent=ctx.outputs
+        ),
         **described(job),
         "job_id": job.id,
     }
-    return JSONResponse(body, headers=headers)
+    return FastJSONResponse(body, headers=headers)
 
 
 async def _fingerprint(
@@ -270,7 +274,7 @@ async def _final_events(ctx: JobContext, job: Job, kind: str) -> AsyncIterator[b
         return
     created = int((job.finished_at or job.created_at).timestamp())
     for image in job.live_images:
-        b64 = await encode_b64(await ctx.storage.get(image.storage_key))
+        b64 = await image_b64(image, storage=ctx.storage, recent=ctx.outputs)
         yield sse(f"{kind}.completed", stream_event(job, f"{kind}.completed", b64=b64, index=None, created_at=created))
 
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from typing import Any, Literal
 
+import orjson
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagegate.errors import ImagegateError
-from imagegate.jobs.models import Job
+from imagegate.jobs.models import Job, JobImage
+from imagegate.jobs.outputs import RecentOutputs
 from imagegate.storage import Storage
 
 ERROR_TYPES = {401: "invalid_request_error", 403: "permission_error", 429: "rate_limit_error"}
@@ -110,8 +111,18 @@ def default_response_format(model: str) -> str:
     return "url" if model.startswith("dall-e") else "b64_json"
 
 
-async def image_data(job: Job, *, response_format: str, base: str, storage: Storage) -> list[dict[str, Any]]:
-    """The data[] entries: our own file URL, or the bytes as base64."""
+class FastJSONResponse(JSONResponse):
+    """JSON rendered by orjson: answers carry megabytes of base64, which the standard encoder scans slowly."""
+
+    def render(self, content: Any) -> bytes:
+        """The compact UTF-8 JSON of content."""
+        return orjson.dumps(content)
+
+
+async def image_data(
+    job: Job, *, response_format: str, base: str, storage: Storage, recent: RecentOutputs | None = None
+) -> list[dict[str, Any]]:
+    """The data[] entries: our own file URL, or the bytes as base64 (the provider's own text when kept)."""
     revised = (job.result or {}).get("revised_prompt")
     data = []
     for image in job.live_images:
@@ -119,11 +130,17 @@ async def image_data(job: Job, *, response_format: str, base: str, storage: Stor
         if response_format == "url":
             item["url"] = f"{base}/generated/{image.name}"
         else:
-            item["b64_json"] = await encode_b64(await storage.get(image.storage_key))
+            item["b64_json"] = await image_b64(image, storage=storage, recent=recent)
         if revised:
             item["revised_prompt"] = revised
         data.append(item)
     return data
+
+
+async def image_b64(image: JobImage, *, storage: Storage, recent: RecentOutputs | None = None) -> str:
+    """A stored image as base64: the text its provider sent when this process still has it, else encoded."""
+    kept = recent.take(image.storage_key) if recent is not None else None
+    return kept if kept is not None else await encode_b64(await storage.get(image.storage_key))
 
 
 async def encode_b64(data: bytes) -> str:
@@ -150,7 +167,7 @@ def described(job: Job) -> dict[str, Any]:
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
     """One Server-Sent Event."""
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
 def stream_event(job: Job, kind: str, *, b64: str, index: int | None, created_at: int) -> dict[str, Any]:

@@ -85,6 +85,8 @@ class OutputImage:
     """One image a backend made, as encoded bytes."""
 
     data: bytes
+    # The provider's base64 of exactly these bytes, when it sent base64: answers in base64 reuse it as it is.
+    b64: str | None = None
 
 
 @dataclass

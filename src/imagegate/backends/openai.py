@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx2
 import openai
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
@@ -33,7 +34,7 @@ from imagegate.errors import (
     UpstreamRateLimited,
     UpstreamRejected,
 )
-from imagegate.settings import Settings
+from imagegate.settings import BackendConfig, Settings
 
 CONTENT_CODES = ("content_policy_violation", "moderation_blocked")
 GPT_PARAMS = ("background", "moderation", "output_compression")
@@ -96,6 +97,7 @@ class OpenAIBackend:
             "project": self.options.project,
             "timeout": self.options.timeout_seconds,
             "max_retries": self.options.max_retries,
+            "http_client": _pooled_client(_concurrency(name, settings)),
         }
         self.client: openai.AsyncOpenAI
         if self.options.azure_endpoint:
@@ -255,9 +257,11 @@ class OpenAIBackend:
     async def _image(self, item: openai.types.Image) -> OutputImage:
         if item.b64_json:
             try:
-                return OutputImage(base64.b64decode(item.b64_json, validate=True))
+                data = binascii.a2b_base64(item.b64_json, strict_mode=True)
             except (binascii.Error, ValueError):
                 raise BackendError("The image provider returned invalid base64.") from None
+            # Kept as sent: a base64 answer to our caller reuses it instead of encoding the bytes again.
+            return OutputImage(data, b64=item.b64_json)
         if item.url:
             return OutputImage(await self._download(item.url))
         raise BackendError("The image provider returned an image without data.")
@@ -299,6 +303,21 @@ class OpenAIBackend:
         """Close the SDK's and the downloader's connections."""
         await self.client.close()
         await self._downloads.aclose()
+
+
+def _concurrency(name: str, settings: Settings) -> int:
+    config = settings.backends.get(name)
+    return config.concurrency if config is not None else int(BackendConfig.model_fields["concurrency"].default)
+
+
+def _pooled_client(concurrency: int) -> httpx2.AsyncClient:
+    """The SDK's HTTP client with as many kept-alive connections as the backend runs calls at once.
+
+    The SDK's own pool keeps 100 alive: a backend running more would open a new connection for every call.
+    """
+    return openai.DefaultAsyncHttpxClient(
+        limits=httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    )
 
 
 def _same_shape(width: int, height: int) -> str:

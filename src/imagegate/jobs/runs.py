@@ -17,8 +17,7 @@ from imagegate.backends import usage
 from imagegate.backends.base import BackendRequest, JobReporter, OutputImage
 from imagegate.db import is_unavailable
 from imagegate.errors import BackendError, ImagegateError
-from imagegate.images import inspect_image, new_output_name
-from imagegate.jobs import queue
+from imagegate.jobs import outputs, queue
 from imagegate.jobs.build import backend_request
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.jobs.queue import Claimed, StoredImage
@@ -188,25 +187,10 @@ class JobRunner:
         return await backend_request(job, self.ctx.storage)
 
     async def _store_outputs(self, images: list[OutputImage]) -> list[StoredImage]:
-        stored: list[StoredImage] = []
-        try:
-            for index, image in enumerate(images):
-                try:
-                    info = await asyncio.to_thread(inspect_image, image.data, param=f"output[{index}]")
-                except ImagegateError:
-                    raise BackendError("The backend returned bytes that are not an image.") from None
-                name = new_output_name(info.format)
-                key = f"images/{name}"
-                await self.ctx.storage.put(key, image.data)
-                stored.append(StoredImage(name, key, info))
-        except BaseException:
-            await self._discard(stored)
-            raise
-        return stored
+        return await outputs.store(images, storage=self.ctx.storage, recent=self.ctx.outputs)
 
     async def _discard(self, stored: list[StoredImage]) -> None:
-        for image in stored:
-            await self.ctx.storage.delete(image.storage_key)
+        await outputs.discard(stored, storage=self.ctx.storage, recent=self.ctx.outputs)
 
 
 class _NotLoaded(Exception):

@@ -18,6 +18,7 @@ from imagegate.jobs import idempotency, intake, queries, quotas
 from imagegate.jobs.build import request_shape
 from imagegate.jobs.events import JobEvents
 from imagegate.jobs.models import DeletedBy, Job, JobImage, JobInput, JobKind, JobStatus
+from imagegate.jobs.outputs import RecentOutputs
 from imagegate.jobs.queries import JobPage
 from imagegate.jobs.requests import GenerationRequest, ValidRequest, require_storable_text, validate
 from imagegate.keys import audit, limits
@@ -56,6 +57,7 @@ class JobContext:
     metrics: Metrics | None = None
     # Input images decoded at once in this process: each may take max_input_pixels * 4 bytes while it is.
     decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(DECODE_SLOTS))
+    outputs: RecentOutputs = field(default_factory=RecentOutputs)
 
 
 async def submit(
