@@ -47,7 +47,7 @@ def test_an_output_is_judged_from_its_header_and_its_end(image_format: str) -> N
 @pytest.mark.parametrize("image_format", ["png", "jpeg", "webp", "gif"])
 def test_a_truncated_output_is_refused(image_format: str) -> None:
     data = _encoded(image_format)
-    with pytest.raises(InvalidImage, match="truncated|not a readable"):  # WebP: Pillow reads it all at open
+    with pytest.raises(InvalidImage, match=r"truncated|not a readable"):  # WebP: Pillow reads it all at open
         check_output(data[:-3], param="output[0]")
 
 
