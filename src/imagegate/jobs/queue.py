@@ -24,8 +24,7 @@ MAX_ATTEMPTS = 2
 # A vision request of a process without a worker id (no scheduler) counts as abandoned only after this long.
 UNOWNED_VISION_STALE = timedelta(hours=1)
 RETRY_AFTER_CHARS = 64  # the column's width; an HTTP date takes 29
-# The claim's subqueries read the job table under these names. Built once: an alias of the mapped table
-# copies every column and foreign key, which cost more CPU than the rest of a claim when done per call.
+# Built once: an alias copies every column and foreign key, which per claim cost more than the claim itself.
 QUEUED, RUNNING = aliased(Job), aliased(Job)
 
 
