@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from imagegate.db import create_engine, session_factory
+from imagegate.db import create_engine, is_unavailable, session_factory
 from imagegate.keys.models import ApiKey
 
 
@@ -50,3 +50,11 @@ async def test_naive_timestamps_are_refused(database_url: str) -> None:
                 session.add(ApiKey(handle="key_nv", name="n", token_hash="1" * 64, created_at=datetime(2026, 1, 1)))
     finally:
         await engine.dispose()
+
+
+def test_a_driver_giving_up_connecting_is_an_outage_not_a_bug() -> None:
+    # asyncpg raises a bare TimeoutError when the server is slow to accept (a restart under load): a job's
+    # result must then wait for the database, not fail its run (which a recovery sweep would run again).
+    assert is_unavailable(TimeoutError())
+    assert is_unavailable(ConnectionRefusedError())
+    assert not is_unavailable(ValueError("a bug"))

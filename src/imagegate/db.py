@@ -12,11 +12,11 @@ so that a signature says who owns the transaction:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import ColumnElement, DateTime, MetaData, event, func, literal
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -59,6 +59,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def db_time(session: AsyncSession, offset_seconds: float = 0.0) -> ColumnElement[datetime]:
+    """Now (plus an offset) by the database's clock on PostgreSQL, where hosts' clocks may disagree.
+
+    SQLite's processes share one host and its clock, and SQLite has no date arithmetic on our timestamps.
+    """
+    offset = timedelta(seconds=offset_seconds)
+    if session.get_bind().dialect.name == "postgresql":
+        return func.now() + offset if offset_seconds else func.now()
+    return literal(utcnow() + offset, UTCDateTime)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp stored as UTC and always read back timezone-aware (SQLite forgets the zone)."""
 
@@ -94,7 +105,8 @@ def is_unavailable(error: BaseException) -> bool:
         if error.connection_invalidated or isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
             return True
         return error.orig is not None and is_unavailable(error.orig)
-    if isinstance(error, sa_exc.TimeoutError | ConnectionError):  # the pool ran dry; the server refused or reset
+    # The pool ran dry; the server refused or reset; the driver gave up connecting (asyncpg raises a bare TimeoutError).
+    if isinstance(error, sa_exc.TimeoutError | ConnectionError | TimeoutError):
         return True
     return any(
         cls.__module__.startswith("asyncpg") and cls.__name__ in ASYNCPG_OUTAGE_ERRORS for cls in type(error).__mro__

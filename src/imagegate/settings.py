@@ -93,8 +93,10 @@ class Settings(BaseSettings):
     wait_timeout_seconds: float = Field(default=120.0, ge=0)
     openai_wait_timeout_seconds: float = Field(default=600.0, gt=0)
     poll_interval_seconds: float = Field(default=1.0, gt=0)
-    worker_heartbeat_seconds: float = Field(default=10.0, gt=0)
-    worker_stale_seconds: float = Field(default=60.0, gt=0)
+    worker_heartbeat_seconds: float = Field(default=3.0, gt=0)
+    worker_lease_seconds: float = Field(default=15.0, gt=0)
+    # Jobs of each backend one worker process runs at once; None: the backend's limit over the live workers.
+    worker_slots: int | None = Field(default=None, ge=1)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     interrupted_jobs: Literal["retry", "fail"] = "retry"
     job_log_max_bytes: int = Field(default=64 * 1024, ge=1024)

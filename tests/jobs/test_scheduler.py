@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from imagegate.db import utcnow
 from imagegate.jobs import service
+from imagegate.jobs.leases import host_identity
 from imagegate.jobs.models import Job, JobInput, JobStatus, Worker
-from imagegate.jobs.queue import host_identity
 from tests.fakes.backends import tiny_png
 from tests.helpers import ASYNC, GENERATE, Harness, HarnessFactory, b64, fake_backends, submit, wait_status
 
@@ -120,19 +118,6 @@ async def test_fail_policy_fails_interrupted_jobs_at_once(harness_with: HarnessF
         response = await harness.client.get(f"/v1/images/jobs/{job_id}", headers=auth)
         assert response.json()["status"] == "failed"
         harness.fake.open("gate:orphan")
-
-
-async def test_a_live_workers_jobs_are_left_alone(harness: Harness) -> None:
-    auth = await harness.auth()
-    job_id = await _orphan_running_job(harness, auth, attempts=1)
-    async with harness.app.state.services.sessions() as session, session.begin():
-        await session.execute(update(Worker).where(Worker.id == "wrk_dead").values(hostname="another-host"))
-    assert await harness.app.state.services.scheduler.recover() == []
-    async with harness.app.state.services.sessions() as session, session.begin():
-        stale = utcnow() - timedelta(seconds=harness.app.state.services.settings.worker_stale_seconds + 1)
-        await session.execute(update(Worker).where(Worker.id == "wrk_dead").values(heartbeat_at=stale))
-    assert await harness.app.state.services.scheduler.recover() == [job_id]
-    harness.fake.open("gate:orphan")
 
 
 async def test_shutdown_requeues_running_jobs_after_the_grace_period(harness_with: HarnessFactory) -> None:

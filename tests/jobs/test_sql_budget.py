@@ -67,7 +67,7 @@ async def _scheduler_idle(harness: Harness) -> None:
 
 async def test_a_synchronous_job_stays_within_its_sql_budget(harness_with: HarnessFactory) -> None:
     # Long polls and heartbeats: only the work a job causes is counted.
-    async with harness_with(poll_interval_seconds=60, worker_heartbeat_seconds=60) as harness:
+    async with harness_with(poll_interval_seconds=60, worker_heartbeat_seconds=60, worker_lease_seconds=180) as harness:
         auth = await harness.auth()
         await _generate(harness, auth, -1)  # the first request warms caches that later ones reuse
         await _scheduler_idle(harness)

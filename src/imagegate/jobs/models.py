@@ -77,6 +77,8 @@ class Job(Base):
     fair_tag: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    # While running: the worker holds the job until then (by the database's clock) and renews it as it goes.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     image_count: Mapped[int] = mapped_column(Integer, default=0)
     error_code: Mapped[str | None] = mapped_column(String(64), default=None)
@@ -164,7 +166,7 @@ class JobInput(Base):
 
 
 class Worker(Base):
-    """A process that runs jobs; its heartbeat tells others whether its running jobs are still alive."""
+    """A process that runs jobs; its heartbeat says it is alive (it renews its jobs' leases with it)."""
 
     __tablename__ = "worker"
 

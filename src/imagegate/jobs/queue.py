@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import os
-import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, not_, or_, select, text, true, update
+from sqlalchemy import ColumnElement, Row, and_, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from imagegate.backends.base import Operation
-from imagegate.db import utcnow
+from imagegate.db import db_time, utcnow
 from imagegate.errors import ImagegateError, JobInterrupted
 from imagegate.images import ImageInfo
-from imagegate.jobs.models import Job, JobImage, JobKind, JobStatus, Worker, new_image_id
+from imagegate.jobs.models import Job, JobImage, JobKind, JobStatus, new_image_id
 from imagegate.webhooks import service as webhooks
 
 # A job is tried at most this many times when the process running it dies or shuts down.
 MAX_ATTEMPTS = 2
-# A vision request of a process without a worker id (no scheduler) counts as abandoned only after this long.
-UNOWNED_VISION_STALE = timedelta(hours=1)
 RETRY_AFTER_CHARS = 64  # the column's width; an HTTP date takes 29
 # Built once: an alias copies every column and foreign key, which per claim cost more than the claim itself.
 QUEUED, RUNNING = aliased(Job), aliased(Job)
@@ -69,8 +66,10 @@ def _lock_claims(session: AsyncSession, backend: str) -> Any:
     )
 
 
-async def claim(session: AsyncSession, *, backend: str, limit: int, worker_id: str) -> Claimed | None:
-    """Take the fairest queued job of the backend if fewer than `limit` of its jobs run anywhere."""
+async def claim(
+    session: AsyncSession, *, backend: str, limit: int, worker_id: str, lease_seconds: float
+) -> Claimed | None:
+    """Take the fairest queued job of the backend if fewer than `limit` of its jobs run anywhere; it is leased."""
     if session.get_bind().dialect.name == "postgresql":
         await _lock_claims(session, backend)
     queued, running = QUEUED, RUNNING
@@ -103,6 +102,7 @@ async def claim(session: AsyncSession, *, backend: str, limit: int, worker_id: s
             started_at=utcnow(),
             attempts=Job.attempts + 1,
             worker_id=worker_id,
+            lease_until=db_time(session, lease_seconds),
             cancel_requested=False,
         )
         .returning(*Job.__table__.columns)
@@ -238,145 +238,59 @@ async def finish_cancelled(sessions: async_sessionmaker[AsyncSession], claimed: 
     )
 
 
+OnlyIf = Callable[[AsyncSession], ColumnElement[bool]]  # a further condition, re-checked inside the UPDATE
+
+
 async def settle_interrupted(
-    sessions: async_sessionmaker[AsyncSession], claimed: Claimed, logs: str | None, *, retry: bool
-) -> JobStatus:
-    """Put a job whose run was cut short back in the queue (once), or fail it as interrupted."""
+    sessions: async_sessionmaker[AsyncSession],
+    claimed: Claimed,
+    logs: str | None,
+    *,
+    retry: bool,
+    only_if: OnlyIf | None = None,
+) -> JobStatus | None:
+    """Put a job whose run was cut short back in the queue (once), or fail it as interrupted.
+
+    None when the job was no longer in that run (or no longer met only_if), so nothing changed.
+    """
     kept = {} if logs is None else {"logs": logs}
     if retry and claimed.attempt < MAX_ATTEMPTS:
         async with sessions() as session, session.begin():
-            await session.execute(
+            condition = _owned(claimed) if only_if is None else and_(_owned(claimed), only_if(session))
+            result = await session.execute(
                 update(Job)
-                .where(_owned(claimed))
-                .values(status=JobStatus.QUEUED, worker_id=None, started_at=None, **kept)
+                .where(condition)
+                .values(status=JobStatus.QUEUED, worker_id=None, started_at=None, lease_until=None, **kept)
+                .execution_options(synchronize_session=False)
             )
-        return JobStatus.QUEUED
+        return JobStatus.QUEUED if getattr(result, "rowcount", 0) else None
     error = JobInterrupted("The job was interrupted by a restart of the service; submit it again.")
-    await _settle(
+    failed = await _settle(
         sessions,
         claimed,
+        only_if=only_if,
         status=JobStatus.FAILED,
         error_code=error.code,
         error_message=error.message,
         error_status=error.status,
         **kept,
     )
-    return JobStatus.FAILED
+    return JobStatus.FAILED if failed else None
 
 
-async def _settle(sessions: async_sessionmaker[AsyncSession], claimed: Claimed, **values: Any) -> bool:
+async def _settle(
+    sessions: async_sessionmaker[AsyncSession], claimed: Claimed, only_if: OnlyIf | None = None, **values: Any
+) -> bool:
     async with sessions() as session, session.begin():
+        condition = _owned(claimed) if only_if is None else and_(_owned(claimed), only_if(session))
         settled = (
             await session.execute(
-                update(Job).where(_owned(claimed)).values(finished_at=utcnow(), **values).returning(Job.webhook)
+                update(Job).where(condition).values(finished_at=utcnow(), **values).returning(Job.webhook)
             )
         ).first()
         if settled is not None:
             await webhooks.enqueue(session, claimed.job_id, str(values["status"]), settled.webhook)
     return settled is not None
-
-
-async def register_worker(sessions: async_sessionmaker[AsyncSession], worker_id: str) -> None:
-    """Announce this process as a worker."""
-    async with sessions() as session, session.begin():
-        session.add(Worker(id=worker_id, hostname=host_identity(), pid=os.getpid()))
-
-
-async def heartbeat(sessions: async_sessionmaker[AsyncSession], worker_id: str) -> None:
-    """Tell other processes this worker is alive."""
-    async with sessions() as session, session.begin():
-        await session.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=utcnow()))
-
-
-async def unregister_worker(sessions: async_sessionmaker[AsyncSession], worker_id: str) -> None:
-    """Remove this worker's row on a clean shutdown."""
-    async with sessions() as session, session.begin():
-        await session.execute(delete(Worker).where(Worker.id == worker_id))
-
-
-def host_identity() -> str:
-    """This host and PID namespace: only processes sharing both can judge each other's pids."""
-    try:
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return socket.gethostname()
-    return f"{socket.gethostname()}#{namespace}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-async def dead_workers(sessions: async_sessionmaker[AsyncSession], *, me: str, stale_after: float) -> set[str]:
-    """Workers that stopped: heartbeat too old, or on this host with their process gone."""
-    host, pid = host_identity(), os.getpid()
-    cutoff = utcnow() - timedelta(seconds=stale_after)
-    async with sessions() as session:
-        workers = (await session.scalars(select(Worker).where(Worker.id != me))).all()
-    dead = set()
-    for worker in workers:
-        same_host = worker.hostname == host
-        if worker.heartbeat_at < cutoff or (same_host and (worker.pid == pid or not _pid_alive(worker.pid))):
-            dead.add(worker.id)
-    return dead
-
-
-async def recover_interrupted(
-    sessions: async_sessionmaker[AsyncSession], *, me: str, stale_after: float, retry: bool
-) -> list[str]:
-    """Settle running jobs whose worker is gone: requeue them once or fail them; returns their ids."""
-    dead = await dead_workers(sessions, me=me, stale_after=stale_after)
-    unowned_vision = and_(
-        Job.kind == JobKind.VISION, Job.worker_id.is_(None), Job.created_at > utcnow() - UNOWNED_VISION_STALE
-    )
-    async with sessions() as session:
-        live = select(Worker.id).where(Worker.id.not_in(dead) if dead else true())
-        rows = (
-            await session.execute(
-                select(Job.id, Job.attempts, Job.kind, Job.status).where(
-                    or_(
-                        Job.status == JobStatus.RUNNING,
-                        and_(Job.status == JobStatus.QUEUED, Job.kind == JobKind.VISION),
-                    ),
-                    or_(Job.worker_id.is_(None), Job.worker_id.not_in(live)),
-                    not_(unowned_vision),
-                )
-            )
-        ).all()
-    settled = []
-    for row in rows:
-        if row.kind == JobKind.VISION:
-            # It was answered on its HTTP connection, which died with the process: never run it again.
-            await _fail_vision(sessions, row.id, row.status)
-        else:
-            await settle_interrupted(sessions, Claimed(row.id, row.attempts), None, retry=retry)
-        settled.append(row.id)
-    if dead:
-        async with sessions() as session, session.begin():
-            await session.execute(delete(Worker).where(Worker.id.in_(dead)))
-    return settled
-
-
-async def _fail_vision(sessions: async_sessionmaker[AsyncSession], job_id: str, status: str) -> None:
-    error = JobInterrupted("The vision request was interrupted by a restart of the service; send it again.")
-    async with sessions() as session, session.begin():
-        await session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == status)
-            .values(
-                status=JobStatus.FAILED,
-                finished_at=utcnow(),
-                error_code=error.code,
-                error_message=error.message,
-                error_status=error.status,
-            )
-        )
 
 
 async def running_on(sessions: async_sessionmaker[AsyncSession], worker_id: str) -> list[Claimed]:

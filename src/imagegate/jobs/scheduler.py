@@ -9,10 +9,11 @@ import logging
 import secrets
 
 from imagegate.db import is_unavailable
-from imagegate.jobs import queue
+from imagegate.jobs import leases, queue
 from imagegate.jobs.queue import Claimed
 from imagegate.jobs.runs import JobRunner, guard
 from imagegate.jobs.service import JobContext
+from imagegate.jobs.slots import Slots
 from imagegate.webhooks.sender import WebhookSender
 
 logger = logging.getLogger(__name__)
@@ -25,10 +26,11 @@ class Scheduler:
         self.ctx = ctx
         self.worker_id = "wrk_" + secrets.token_hex(8)
         self._wake = {name: asyncio.Event() for name in ctx.backends.backends}
-        self._slots = {name: asyncio.Semaphore(n) for name, n in ctx.backends.concurrency.items()}
+        self._slots = {name: Slots(self._share(limit, workers=1)) for name, limit in ctx.backends.concurrency.items()}
         self._running: dict[str, asyncio.Task[None]] = {}
         self.runner = JobRunner(ctx)
         self._claims_in_flight = 0  # claimed in the database but maybe not yet in _running
+        self._full: set[str] = set()  # backends whose last claim found jobs waiting but the limit reached
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._stop = asyncio.Event()
@@ -41,7 +43,7 @@ class Scheduler:
 
     async def start(self) -> None:
         """Register this worker, settle jobs of dead workers, and start claiming."""
-        await queue.register_worker(self.ctx.sessions, self.worker_id)
+        await leases.register_worker(self.ctx.sessions, self.worker_id)
         await self.recover()
         for backend in self.ctx.backends.backends:
             self._loops.append(asyncio.create_task(self._claim_loop(backend), name=f"claim:{backend}"))
@@ -49,11 +51,18 @@ class Scheduler:
         self.webhooks.start()
 
     async def recover(self) -> list[str]:
-        """Requeue or fail the running jobs of workers that died, and those this worker lost track of."""
-        settled = await queue.recover_interrupted(
+        """Requeue or fail the jobs of workers that died or whose leases lapsed, and those this worker lost track of.
+
+        Also takes this process's share of each backend's limit, as many workers as are live now.
+        """
+        lease_seconds = self.ctx.settings.worker_lease_seconds
+        workers = await leases.survey(self.ctx.sessions, me=self.worker_id, lease_seconds=lease_seconds)
+        self._resize_slots(workers.live)
+        settled = await leases.recover_interrupted(
             self.ctx.sessions,
             me=self.worker_id,
-            stale_after=self.ctx.settings.worker_stale_seconds,
+            lease_seconds=lease_seconds,
+            workers=workers,
             retry=self.ctx.settings.interrupted_jobs == "retry",
         )
         if settled:
@@ -133,11 +142,11 @@ class Scheduler:
         # Webhook sends in flight finish; whatever else is due waits in the database for any worker.
         await self.webhooks.stop()
         try:
-            await queue.unregister_worker(self.ctx.sessions, self.worker_id)
+            await leases.unregister_worker(self.ctx.sessions, self.worker_id)
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
-            # Its heartbeat goes stale instead; the next start's recovery settles what it left running.
+            # Its jobs' leases lapse instead; another worker (or the next start) settles what it left running.
             logger.warning("could not unregister worker %s: database unavailable", self.worker_id)
 
     async def _claim_loop(self, backend: str) -> None:
@@ -169,7 +178,7 @@ class Scheduler:
             task = asyncio.create_task(self.runner.run(backend, claimed), name=f"job:{claimed.job_id}")
             self._running[claimed.job_id] = task
             self._claims_in_flight -= 1
-            task.add_done_callback(functools.partial(self._finished, claimed, slots))
+            task.add_done_callback(functools.partial(self._finished, backend, claimed, slots))
             if claimed.webhook:
                 self.webhooks.wake()  # its 'running' event may wait to be sent
             self.ctx.events.notify(claimed.job_id, claimed.job)  # its waiters learn it runs here and stop polling
@@ -180,9 +189,20 @@ class Scheduler:
         if not waiting:
             return None
         async with self.ctx.sessions() as session, session.begin():
-            return await queue.claim(session, backend=backend, limit=limit, worker_id=self.worker_id)
+            claimed = await queue.claim(
+                session,
+                backend=backend,
+                limit=limit,
+                worker_id=self.worker_id,
+                lease_seconds=self.ctx.settings.worker_lease_seconds,
+            )
+        if claimed is None:
+            self._full.add(backend)
+        else:
+            self._full.discard(backend)
+        return claimed
 
-    async def _slot(self, slots: asyncio.Semaphore) -> bool:
+    async def _slot(self, slots: Slots) -> bool:
         """Wait for a free slot; False once stopping (no slot is then held)."""
         if self._stopping:
             return False
@@ -198,10 +218,12 @@ class Scheduler:
             return False
         return True
 
-    def _finished(self, claimed: Claimed, slots: asyncio.Semaphore, _task: asyncio.Task[None]) -> None:
+    def _finished(self, backend: str, claimed: Claimed, slots: Slots, _task: asyncio.Task[None]) -> None:
         self._running.pop(claimed.job_id, None)
         self.runner.cancelling.discard(claimed.job_id)
         slots.release()
+        if backend in self._full:  # its slot is one the backend's limit kept a waiting job from: claim it now
+            self.wake(backend)
         self.ctx.events.notify(claimed.job_id, self.runner.succeeded.pop(claimed.job_id, None))
         if claimed.webhook:
             self.webhooks.wake()  # its final event may wait to be sent
@@ -214,7 +236,11 @@ class Scheduler:
             waiter.cancel()
 
     async def _heartbeat_loop(self) -> None:
-        interval = min(self.ctx.settings.worker_heartbeat_seconds, self.ctx.settings.poll_interval_seconds * 5)
+        settings = self.ctx.settings
+        # At least three renewals per lease: a late one or two (a busy event loop, a slow database) lose nothing.
+        interval = min(
+            settings.worker_heartbeat_seconds, settings.worker_lease_seconds / 3, settings.poll_interval_seconds * 5
+        )
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), interval)
@@ -222,7 +248,23 @@ class Scheduler:
                 await guard(self._beat)
 
     async def _beat(self) -> None:
-        await queue.heartbeat(self.ctx.sessions, self.worker_id)
+        await leases.renew(self.ctx.sessions, self.worker_id, lease_seconds=self.ctx.settings.worker_lease_seconds)
         for job_id in await queue.cancel_requested(self.ctx.sessions, list(self._running)):
             self.cancel_local(job_id)
         await self.recover()
+
+    def _share(self, limit: int, *, workers: int) -> int:
+        return leases.slots_for(limit, workers=workers, configured=self.ctx.settings.worker_slots)
+
+    def _resize_slots(self, workers: int) -> None:
+        for backend, limit in self.ctx.backends.concurrency.items():
+            slots = self._slots[backend]
+            share = self._share(limit, workers=workers)
+            if share != slots.capacity:
+                logger.info("%s: %d slot(s) in this process (%d live worker(s))", backend, share, workers)
+                slots.resize(share)
+                self.wake(backend)
+
+    def slot_counts(self) -> dict[str, int]:
+        """Backend → how many of its jobs this process may run at once now."""
+        return {backend: slots.capacity for backend, slots in self._slots.items()}

@@ -1,0 +1,89 @@
+"""Leases: a running job is its worker's while the lease is renewed; a lapsed lease is taken over, a live one never."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+
+from imagegate.db import utcnow
+from imagegate.jobs.models import Job, Worker
+from tests.helpers import Harness, HarnessFactory, stored_job, submit, wait_status
+
+# No housekeeping round of the harness's own during these tests: each calls the recovery sweep itself.
+QUIET = {"worker_heartbeat_seconds": 3600.0, "worker_lease_seconds": 3 * 3600.0, "poll_interval_seconds": 3600.0}
+
+
+async def _held_elsewhere(harness: Harness, auth: dict[str, str], *, lease_in: float | None, beat_ago: float) -> str:
+    """A running job held by a worker on another host, with the lease and heartbeat given (seconds from now)."""
+    job_id = await submit(harness, "gate:elsewhere", auth)
+    await harness.fake.wait_started(1)
+    now = utcnow()
+    async with harness.app.state.sessions() as session, session.begin():
+        session.add(
+            Worker(id="wrk_other", hostname="another-host", pid=1, heartbeat_at=now - timedelta(seconds=beat_ago))
+        )
+        await session.flush()
+        lease = None if lease_in is None else now + timedelta(seconds=lease_in)
+        await session.execute(update(Job).where(Job.id == job_id).values(worker_id="wrk_other", lease_until=lease))
+    return job_id
+
+
+async def test_a_job_whose_lease_lapsed_is_requeued_though_its_worker_still_beats(
+    harness_with: HarnessFactory,
+) -> None:
+    async with harness_with(**QUIET) as harness:
+        auth = await harness.auth()
+        job_id = await _held_elsewhere(harness, auth, lease_in=-1, beat_ago=0)
+        assert await harness.app.state.scheduler.recover() == [job_id]
+        harness.fake.open("gate:elsewhere")
+        await wait_status(harness, job_id, auth, "succeeded")
+        assert (await stored_job(harness, job_id)).attempts == 2
+
+
+async def test_a_live_lease_is_never_taken_however_old_the_heartbeat(harness_with: HarnessFactory) -> None:
+    async with harness_with(**QUIET) as harness:
+        auth = await harness.auth()
+        job_id = await _held_elsewhere(harness, auth, lease_in=60, beat_ago=10**6)
+        assert await harness.app.state.scheduler.recover() == []
+        job = await stored_job(harness, job_id)
+        assert (job.status, job.worker_id) == ("running", "wrk_other")
+        harness.fake.open("gate:elsewhere")
+
+
+async def test_a_row_without_a_lease_goes_by_its_workers_heartbeat(harness_with: HarnessFactory) -> None:
+    async with harness_with(**QUIET) as harness:
+        auth = await harness.auth()
+        job_id = await _held_elsewhere(harness, auth, lease_in=None, beat_ago=0)
+        assert await harness.app.state.scheduler.recover() == []
+        stale = utcnow() - timedelta(seconds=harness.app.state.settings.worker_lease_seconds + 1)
+        async with harness.app.state.sessions() as session, session.begin():
+            await session.execute(update(Worker).where(Worker.id == "wrk_other").values(heartbeat_at=stale))
+        assert await harness.app.state.scheduler.recover() == [job_id]
+        harness.fake.open("gate:elsewhere")
+
+
+async def test_a_claim_takes_a_lease_and_the_worker_renews_it(harness_with: HarnessFactory) -> None:
+    async with harness_with(worker_heartbeat_seconds=0.1) as harness:
+        auth = await harness.auth()
+        job_id = await submit(harness, "gate:renewed", auth)
+        await harness.fake.wait_started(1)
+        claimed = await stored_job(harness, job_id)
+        assert claimed.lease_until is not None
+        assert claimed.lease_until > utcnow()
+        lapsed = utcnow() - timedelta(seconds=1)
+        async with harness.app.state.sessions() as session, session.begin():
+            await session.execute(update(Job).where(Job.id == job_id).values(lease_until=lapsed))
+        async with asyncio.timeout(60):  # a deadline, not a measurement
+            while (await _lease(harness, job_id)) <= utcnow():
+                await asyncio.sleep(0.05)
+        harness.fake.open("gate:renewed")
+        await wait_status(harness, job_id, auth, "succeeded")
+
+
+async def _lease(harness: Harness, job_id: str) -> datetime:
+    async with harness.app.state.sessions() as session:
+        lease: datetime | None = await session.scalar(select(Job.lease_until).where(Job.id == job_id))
+    assert lease is not None
+    return lease
