@@ -20,7 +20,7 @@ async def _held_elsewhere(harness: Harness, auth: dict[str, str], *, lease_in: f
     job_id = await submit(harness, "gate:elsewhere", auth)
     await harness.fake.wait_started(1)
     now = utcnow()
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         session.add(
             Worker(id="wrk_other", hostname="another-host", pid=1, heartbeat_at=now - timedelta(seconds=beat_ago))
         )
@@ -36,7 +36,7 @@ async def test_a_job_whose_lease_lapsed_is_requeued_though_its_worker_still_beat
     async with harness_with(**QUIET) as harness:
         auth = await harness.auth()
         job_id = await _held_elsewhere(harness, auth, lease_in=-1, beat_ago=0)
-        assert await harness.app.state.scheduler.recover() == [job_id]
+        assert await harness.app.state.services.scheduler.recover() == [job_id]
         harness.fake.open("gate:elsewhere")
         await wait_status(harness, job_id, auth, "succeeded")
         assert (await stored_job(harness, job_id)).attempts == 2
@@ -46,7 +46,7 @@ async def test_a_live_lease_is_never_taken_however_old_the_heartbeat(harness_wit
     async with harness_with(**QUIET) as harness:
         auth = await harness.auth()
         job_id = await _held_elsewhere(harness, auth, lease_in=60, beat_ago=10**6)
-        assert await harness.app.state.scheduler.recover() == []
+        assert await harness.app.state.services.scheduler.recover() == []
         job = await stored_job(harness, job_id)
         assert (job.status, job.worker_id) == ("running", "wrk_other")
         harness.fake.open("gate:elsewhere")
@@ -56,11 +56,11 @@ async def test_a_row_without_a_lease_goes_by_its_workers_heartbeat(harness_with:
     async with harness_with(**QUIET) as harness:
         auth = await harness.auth()
         job_id = await _held_elsewhere(harness, auth, lease_in=None, beat_ago=0)
-        assert await harness.app.state.scheduler.recover() == []
-        stale = utcnow() - timedelta(seconds=harness.app.state.settings.worker_lease_seconds + 1)
-        async with harness.app.state.sessions() as session, session.begin():
+        assert await harness.app.state.services.scheduler.recover() == []
+        stale = utcnow() - timedelta(seconds=harness.app.state.services.settings.worker_lease_seconds + 1)
+        async with harness.app.state.services.sessions() as session, session.begin():
             await session.execute(update(Worker).where(Worker.id == "wrk_other").values(heartbeat_at=stale))
-        assert await harness.app.state.scheduler.recover() == [job_id]
+        assert await harness.app.state.services.scheduler.recover() == [job_id]
         harness.fake.open("gate:elsewhere")
 
 
@@ -73,7 +73,7 @@ async def test_a_claim_takes_a_lease_and_the_worker_renews_it(harness_with: Harn
         assert claimed.lease_until is not None
         assert claimed.lease_until > utcnow()
         lapsed = utcnow() - timedelta(seconds=1)
-        async with harness.app.state.sessions() as session, session.begin():
+        async with harness.app.state.services.sessions() as session, session.begin():
             await session.execute(update(Job).where(Job.id == job_id).values(lease_until=lapsed))
         async with asyncio.timeout(60):  # a deadline, not a measurement
             while (await _lease(harness, job_id)) <= utcnow():
@@ -83,7 +83,7 @@ async def test_a_claim_takes_a_lease_and_the_worker_renews_it(harness_with: Harn
 
 
 async def _lease(harness: Harness, job_id: str) -> datetime:
-    async with harness.app.state.sessions() as session:
+    async with harness.app.state.services.sessions() as session:
         lease: datetime | None = await session.scalar(select(Job.lease_until).where(Job.id == job_id))
     assert lease is not None
     return lease

@@ -23,9 +23,9 @@ def test_the_share_is_the_limit_over_the_live_workers_rounded_up_or_the_setting(
 
 async def test_another_live_worker_halves_this_ones_slots(harness_with: HarnessFactory) -> None:
     async with harness_with(backends=fake_backends(concurrency=4), worker_heartbeat_seconds=0.1) as harness:
-        scheduler = harness.app.state.scheduler
+        scheduler = harness.app.state.services.scheduler
         assert scheduler.slot_counts()["fake"] == 4
-        async with harness.app.state.sessions() as session, session.begin():
+        async with harness.app.state.services.sessions() as session, session.begin():
             session.add(Worker(id="wrk_other", hostname="another-host", pid=1, heartbeat_at=utcnow()))
         async with asyncio.timeout(60):  # a deadline, not a measurement
             while scheduler.slot_counts()["fake"] != 2:
@@ -59,7 +59,7 @@ async def test_a_finishing_job_wakes_its_claim_loop_at_once(harness_with: Harnes
 
 async def _hold_a_slot_elsewhere(harness: Harness) -> None:
     """A job running on a live worker of another host: it takes one of the backend's slots."""
-    async with harness.app.state.sessions() as session, session.begin():
+    async with harness.app.state.services.sessions() as session, session.begin():
         session.add(Worker(id="wrk_other", hostname="another-host", pid=1, heartbeat_at=utcnow()))
         row = job_row("other", status=JobStatus.RUNNING)
         session.add(row)
