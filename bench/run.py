@@ -157,12 +157,17 @@ async def held_load(work: Path, scale: Scale) -> list[Row]:
         headers = {"Authorization": f"Bearer {key}"}
         stop = asyncio.Event()
         health: list[float] = []
+        unanswered = [0]
 
         async def poll_health() -> None:
             async with httpx2.AsyncClient(timeout=10) as client:
                 while not stop.is_set():
                     began = time.perf_counter()
-                    response = await client.get(f"{gate.url}/health")
+                    try:
+                        response = await client.get(f"{gate.url}/health")
+                    except httpx2.HTTPError:  # not answered within the client's timeout: counted, not fatal
+                        unanswered[0] += 1
+                        continue
                     if response.status_code == 200:
                         health.append(time.perf_counter() - began)
                     await asyncio.sleep(0.01)
@@ -190,10 +195,10 @@ async def held_load(work: Path, scale: Scale) -> list[Row]:
         ),
         Row(
             "3. /health during benchmark 2",
-            f"p99 {health_p99:.1f} ms over {len(health)} probes",
+            f"p99 {health_p99:.1f} ms over {len(health)} probes, {unanswered[0]} unanswered in 10 s",
             "-",
             "p99 ≤ 20 ms",
-            health_p99 <= 20,
+            health_p99 <= 20 and not unanswered[0],
         ),
     ]
 
