@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import subprocess
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -94,3 +96,13 @@ def test_the_built_in_codex_backend_uses_the_same_hooks() -> None:
     assert issubclass(CodexBackend, HasAdminPanel)
     assert issubclass(CodexBackend, HasCliCommands)
     assert "codex" in dict(cli_command_groups())
+
+
+def test_a_backend_s_commands_load_before_the_cli_package() -> None:
+    # In a fresh interpreter: within this test process something has usually imported imagegate.cli already.
+    code = (
+        "import imagegate.backends.codex.cli as c, imagegate.cli as cli\n"
+        "print(c.codex_app is dict(cli.cli_command_groups())['codex'])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr

@@ -12,13 +12,16 @@ import typer
 
 from imagegate.backends.models import BackendEvent
 from imagegate.backends.registry import BackendSet
-from imagegate.cli.common import ConfigOption, load, sessions_for, short
 from imagegate.settings import Settings
 
 if TYPE_CHECKING:
     from imagegate.backends.codex import CodexBackend
 
+# Made before the CLI's helpers are imported: importing them loads the imagegate.cli package, which asks every
+# backend for its commands, so when this module is loaded first the app must already exist to be handed over.
 codex_app = typer.Typer(help="The Codex backend's accounts: token audit and keep-alive.", no_args_is_help=True)
+
+from imagegate.cli.common import ConfigOption, load, sessions_for, short  # noqa: E402
 
 
 @contextlib.asynccontextmanager
