@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from imagegate.cli.common import metrics_folder
 from imagegate.migrations import upgrade
 from imagegate.settings import Settings
 from imagegate.testing import cheap_password_hashing
@@ -32,6 +33,16 @@ def _cheap_password_hashing() -> Iterator[None]:
     """Every app the tests start in-process hashes its admin password in microseconds, not ~130 ms."""
     with cheap_password_hashing():
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _metrics_folders_removed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Server processes started by tests share metrics in a folder named after their data folder (in /dev/shm);
+    remove the ones named after this run's folders, which nothing else uses."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    for folder in (base, *(path for path in base.rglob("*") if path.is_dir())):
+        shutil.rmtree(metrics_folder(Settings.model_construct(data_dir=folder, metrics_dir=None)), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
