@@ -40,6 +40,7 @@ from imagegate.api.openai_shapes import render_openai_error
 from imagegate.backends.registry import BackendSet
 from imagegate.db import create_engine, session_factory
 from imagegate.jobs.events import JobEvents
+from imagegate.jobs.notify import Listener
 from imagegate.jobs.scheduler import Scheduler
 from imagegate.jobs.service import JobContext
 from imagegate.keys.cache import KeyCache
@@ -142,6 +143,7 @@ async def running(app: FastAPI, settings: Settings, *, metrics: Metrics | None =
         announce_admin_password(password, admin_url(settings))
     await backends.start(sessions)
     scheduler = Scheduler(ctx) if settings.run_scheduler else None
+    listener = Listener.for_url(settings.database_url, ctx.events, backends.backends)
     opened = Services(
         settings=settings,
         metrics=metrics,
@@ -150,10 +152,13 @@ async def running(app: FastAPI, settings: Settings, *, metrics: Metrics | None =
         scheduler=scheduler,
         panels=backends.admin_panels(),
         key_cache=KeyCache(settings.key_cache_seconds),
+        listener=listener,
     )
     app.state.services = opened
     sweeper, stop_sweeping = None, asyncio.Event()
     try:
+        if listener is not None:
+            listener.start()
         if scheduler is not None:
             await scheduler.start()
             sweeper = asyncio.create_task(
@@ -169,6 +174,8 @@ async def running(app: FastAPI, settings: Settings, *, metrics: Metrics | None =
             await asyncio.gather(sweeper, return_exceptions=True)
         if scheduler is not None:
             await scheduler.stop()
+        if listener is not None:
+            await listener.stop()
         await backends.aclose()
         await engine.dispose()
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from imagegate.backends.base import AdminPanel
     from imagegate.backends.registry import BackendSet
+    from imagegate.jobs.notify import Listener
     from imagegate.jobs.scheduler import Scheduler
     from imagegate.jobs.service import JobContext
     from imagegate.keys.cache import KeyCache
@@ -34,6 +35,7 @@ class Services:
     jobs: JobContext
     key_cache: KeyCache
     scheduler: Scheduler | None = None
+    listener: Listener | None = None  # LISTEN for other processes' hand-offs (PostgreSQL only)
     # The admin pages backends contribute (HasAdminPanel), by backend name.
     panels: dict[str, AdminPanel] = field(default_factory=dict)
 

@@ -8,13 +8,16 @@ the job sees them.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from imagegate.jobs.models import Job
+
+
+QUEUED_HERE_KEPT = 1024
 
 
 class JobEvents:
@@ -28,6 +31,8 @@ class JobEvents:
         self._cancel_listeners: list[Callable[[str], object]] = []
         self._webhook_listeners: list[Callable[[], None]] = []
         self._partials: defaultdict[str, set[asyncio.Queue[tuple[int, bytes]]]] = defaultdict(set)
+        # Jobs this process queued lately: their NOTIFY coming back from PostgreSQL needs no second wake-up.
+        self._queued_here: OrderedDict[str, None] = OrderedDict()
         # The worker id of this process's scheduler: jobs it runs are announced here, no polling needed.
         self.local_worker: str | None = None
         # Set when the process begins to shut down: waiters answer instead of waiting for jobs it will not run.
@@ -95,10 +100,24 @@ class JobEvents:
         """Call listener(backend) whenever a job is queued for that backend."""
         self._queued_listeners.append(listener)
 
-    def queued(self, backend: str) -> None:
-        """A job was queued for the backend."""
+    def queued(self, backend: str, job_id: str | None = None) -> None:
+        """A job was queued for the backend (job_id when this process queued it)."""
+        if job_id is not None:
+            self._queued_here[job_id] = None
+            while len(self._queued_here) > QUEUED_HERE_KEPT:
+                self._queued_here.popitem(last=False)
         for listener in self._queued_listeners:
             listener(backend)
+
+    def queued_here(self, job_id: str) -> bool:
+        """Whether this process queued the job lately (and so already woke its own workers)."""
+        return job_id in self._queued_here
+
+    def wake_all(self) -> None:
+        """Wake every waiter to look at its job again (news may have been missed)."""
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
 
     def on_cancel(self, listener: Callable[[str], object]) -> None:
         """Call listener(job_id) whenever a caller cancels a running job."""

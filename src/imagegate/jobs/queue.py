@@ -15,6 +15,7 @@ from imagegate.backends.base import Operation
 from imagegate.db import db_time, utcnow
 from imagegate.errors import ImagegateError, JobInterrupted
 from imagegate.images import ImageInfo
+from imagegate.jobs import notify
 from imagegate.jobs.models import Job, JobImage, JobKind, JobStatus, new_image_id
 from imagegate.webhooks import service as webhooks
 
@@ -166,7 +167,7 @@ async def finish_succeeded(
                 .values(
                     status=JobStatus.SUCCEEDED, finished_at=finished_at, image_count=len(images), logs=logs, **values
                 )
-                .returning(Job.webhook)
+                .returning(Job.webhook, Job.worker_id)
                 .execution_options(synchronize_session=False)
             )
         ).first()
@@ -174,6 +175,7 @@ async def finish_succeeded(
             return None
         session.add_all(_image_rows(claimed.job_id, images, finished_at))
         await webhooks.enqueue(session, claimed.job_id, JobStatus.SUCCEEDED, settled.webhook)
+        await notify.announce_finished(session, claimed.job_id, settled.worker_id)
     return finished_at
 
 
@@ -222,6 +224,7 @@ async def finish_failed(
         job.error_code, job.error_message, job.error_status = error.code, error.message, error.status
         job.error_retry_after = error.headers.get("Retry-After", "")[:RETRY_AFTER_CHARS] or None
         await webhooks.enqueue(session, job.id, JobStatus.FAILED, job.webhook)
+        await notify.announce_finished(session, job.id, job.worker_id)
     return True
 
 
@@ -285,11 +288,15 @@ async def _settle(
         condition = _owned(claimed) if only_if is None else and_(_owned(claimed), only_if(session))
         settled = (
             await session.execute(
-                update(Job).where(condition).values(finished_at=utcnow(), **values).returning(Job.webhook)
+                update(Job)
+                .where(condition)
+                .values(finished_at=utcnow(), **values)
+                .returning(Job.webhook, Job.worker_id)
             )
         ).first()
         if settled is not None:
             await webhooks.enqueue(session, claimed.job_id, str(values["status"]), settled.webhook)
+            await notify.announce_finished(session, claimed.job_id, settled.worker_id)
     return settled is not None
 
 

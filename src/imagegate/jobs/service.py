@@ -14,7 +14,7 @@ from imagegate.backends.registry import BackendSet
 from imagegate.db import utcnow
 from imagegate.errors import Conflict, InvalidRequest, NotFound, QueueFull, Refusal
 from imagegate.images import ImageInfo
-from imagegate.jobs import idempotency, intake, queries, quotas
+from imagegate.jobs import idempotency, intake, notify, queries, quotas
 from imagegate.jobs.build import request_shape
 from imagegate.jobs.events import JobEvents
 from imagegate.jobs.models import DeletedBy, Job, JobImage, JobInput, JobKind, JobStatus
@@ -76,7 +76,7 @@ async def submit(
         if isinstance(error, Refusal):
             await audit.record_refusal(sessions=ctx.sessions, handle=key.handle, refusal=error, model=request.model)
         raise
-    ctx.events.queued(job.backend)
+    ctx.events.queued(job.backend, job.id)
     if webhooks.wants(job.webhook, JobStatus.QUEUED):
         ctx.events.webhook_queued()
     return job
@@ -221,6 +221,7 @@ async def _insert_queued(ctx: JobContext, job: Job, key: ApiKey, idempotency_key
         if idempotency_key is not None:
             await idempotency.complete(session=session, key=key, idempotency_key=idempotency_key, job_id=job.id)
         webhooks.add_delivery(session, job, JobStatus.QUEUED)
+        await notify.announce_queued(session, backend=job.backend, job_id=job.id)
 
 
 async def _fair_tag(session: AsyncSession, job: Job) -> int:
