@@ -12,9 +12,11 @@ so that a signature says who owns the transaction:
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, DateTime, MetaData, event, func, literal
 from sqlalchemy import exc as sa_exc
@@ -135,3 +137,19 @@ def _ensure_sqlite_folder(database_url: str) -> None:
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded attributes after commit (responses are rendered after it)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+T = TypeVar("T")
+
+
+async def write_to_the_end(work: Coroutine[Any, Any, T]) -> T:
+    """Run a database write to its end even if the caller is cancelled meanwhile, then honour the cancel.
+
+    A transaction cut off mid-statement can leave its connection, and on SQLite the write lock, held.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        raise

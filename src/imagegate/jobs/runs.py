@@ -8,14 +8,14 @@ import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from imagegate.backends import usage
 from imagegate.backends.base import BackendRequest, JobReporter, OutputImage
-from imagegate.db import is_unavailable
+from imagegate.db import is_unavailable, write_to_the_end
 from imagegate.errors import BackendError, ImagegateError
 from imagegate.jobs import outputs, queue
 from imagegate.jobs.build import backend_request
@@ -24,7 +24,6 @@ from imagegate.jobs.queue import Claimed, StoredImage
 from imagegate.jobs.service import JobContext
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 Outcome = tuple[str, str | None]  # (final status, error code)
 
 # A finished job's record is retried this often while the database is away (doubling up to the maximum).
@@ -125,7 +124,7 @@ class JobRunner:
         try:
             while True:
                 try:
-                    return await _whole(write())
+                    return await write_to_the_end(write())
                 except Exception as exc:
                     if not is_unavailable(exc):
                         raise
@@ -195,19 +194,6 @@ class JobRunner:
 
 class _NotLoaded(Exception):
     """The job's row could not be read because the database is unavailable."""
-
-
-async def _whole(work: Coroutine[Any, Any, T]) -> T:
-    """Run a database write to its end even if the caller is cancelled meanwhile, then honour the cancel.
-
-    A transaction cut off mid-statement can leave its connection, and on SQLite the write lock, held.
-    """
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait({task})
-        raise
 
 
 async def guard(work: Callable[[], Awaitable[None]]) -> None:

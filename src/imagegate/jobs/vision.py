@@ -16,13 +16,13 @@ import traceback
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import update
 
 from imagegate.backends import usage
 from imagegate.backends.base import Describer, InputImage, JobReporter, VisionRequest, describer
-from imagegate.db import utcnow
+from imagegate.db import utcnow, write_to_the_end
 from imagegate.errors import (
     BackendError,
     ImagegateError,
@@ -41,7 +41,6 @@ from imagegate.keys.models import ApiKey
 from imagegate.logs import current_request_id
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 BUSY_RETRY_AFTER = "5"
 IMAGES_PARAM = "images_base64"
@@ -153,7 +152,9 @@ async def _take_slot(ctx: JobContext, key: ApiKey, backend: str, job: Job) -> No
     deadline = loop.time() + max(ctx.settings.wait_timeout_seconds, ctx.settings.poll_interval_seconds)
     try:
         limit = ctx.backends.concurrency[backend]
-        while not await _whole(queue.promote_vision(ctx.sessions, job_id=job.id, backend=backend, limit=limit)):
+        while not await write_to_the_end(
+            queue.promote_vision(ctx.sessions, job_id=job.id, backend=backend, limit=limit)
+        ):
             if loop.time() >= deadline:
                 raise ServiceUnavailable(
                     f"Every slot of backend {backend!r} stayed busy; retry in a few seconds.",
@@ -162,7 +163,7 @@ async def _take_slot(ctx: JobContext, key: ApiKey, backend: str, job: Job) -> No
             await asyncio.sleep(ctx.settings.poll_interval_seconds)
     except BaseException as exc:
         error = exc if isinstance(exc, ImagegateError) else _gone()
-        await _whole(_finish(ctx, job.id, JobReporter(1024), error=error, waiting=True))
+        await write_to_the_end(_finish(ctx, job.id, JobReporter(1024), error=error, waiting=True))
         ctx.events.queued(backend)  # the reservation is gone: queued image jobs may be claimed again
         raise
 
@@ -235,19 +236,9 @@ async def _finish(
         await session.execute(update(Job).where(Job.id == job_id, Job.status == status).values(**values))
 
 
-async def _whole(work: Coroutine[Any, Any, T]) -> T:
-    """Finish a database write even when the request is being cancelled (a cut-off transaction holds locks)."""
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait({task})
-        raise
-
-
 async def _shielded(work: Coroutine[Any, Any, None]) -> None:
-    """Like _whole for the record's last writes: a failure is logged, the answer still goes out."""
+    """Like write_to_the_end for the record's last writes: a failure is logged, the answer still goes out."""
     try:
-        await _whole(work)
+        await write_to_the_end(work)
     except Exception:
         logger.exception("recording a vision request failed")
