@@ -40,6 +40,10 @@ def test_secrets_are_masked_wherever_they_are_nested() -> None:
     masked = mask_secrets({"backends": {"x": {"options": {"accounts": [{"token": "t", "home": "/h"}]}}}})
     assert masked == {"backends": {"x": {"options": {"accounts": [{"token": MASK, "home": "/h"}]}}}}
     assert mask_secrets({"api_key": None}) == {"api_key": None}
+    assert mask_secrets({"key_cache_seconds": 0.5, "webhook_secret": "s"}) == {
+        "key_cache_seconds": 0.5,
+        "webhook_secret": MASK,
+    }
 
 
 def test_the_database_url_loses_its_password() -> None:

@@ -60,7 +60,8 @@ def mask_secrets(value: Any, name: str = "") -> Any:
         return {k: mask_secrets(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [mask_secrets(v, name) for v in value]
-    if value not in (None, "") and name not in NOT_SECRET and SECRET_NAME.search(name):
+    # Only text can be a credential: a number named like one (key_cache_seconds) is shown.
+    if isinstance(value, str) and value and name not in NOT_SECRET and SECRET_NAME.search(name):
         return MASK
     return value
 
