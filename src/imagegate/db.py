@@ -8,6 +8,9 @@ so that a signature says who owns the transaction:
 - `sessions: async_sessionmaker[AsyncSession]` — the verb opens, commits and closes its own transaction(s).
 - `ctx: JobContext` — a job verb that also needs storage, backends or events; it carries `sessions` and opens
   its own transactions like the line above.
+
+Named reads (jobs/queries.py, admin/queries.py) and the queue's own statements (jobs/queue.py, leases.py, notify.py)
+take `session` or `sessions` first, positionally; the name says who commits in the same way.
 """
 
 from __future__ import annotations
