@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -374,3 +376,10 @@ async def test_without_a_vision_model_vision_is_a_clear_400(gate: Harness) -> No
     response = await gate.client.post("/v1/vision", json=body, headers=await gate.auth())
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "model"
+
+
+def test_a_process_that_never_calls_the_provider_never_imports_the_sdk() -> None:
+    # The command line loads every backend type for its commands; the SDK costs about a second of CPU to import.
+    script = "import sys, imagegate.app, imagegate.cli; print(sorted(m for m in sys.modules if m.startswith('openai')))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.strip() == "[]", result.stdout

@@ -1,4 +1,8 @@
-"""The OpenAI backend: the Images API (or any OpenAI-compatible provider, or Azure OpenAI) through the SDK."""
+"""The OpenAI backend: the Images API (or any OpenAI-compatible provider, or Azure OpenAI) through the SDK.
+
+The SDK is imported where it is used, not at the top: importing it costs about a second of CPU, and every
+process loads this module (the command line collects each backend type's commands) while most never call it.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx2
-import openai
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from imagegate.backends.base import (
@@ -24,21 +27,19 @@ from imagegate.backends.base import (
     VisionRequest,
 )
 from imagegate.backends.fetch import ImageFetcher
+from imagegate.backends.openai_errors import translate
 from imagegate.backends.openai_models import check_request, rules_for, upstream_size
 from imagegate.errors import (
     BackendError,
-    BackendTimeout,
-    ContentRejected,
     ImagegateError,
-    UpstreamCredentialsRejected,
-    UpstreamRateLimited,
     UpstreamRejected,
 )
 from imagegate.settings import BackendConfig, Settings
 
-CONTENT_CODES = ("content_policy_violation", "moderation_blocked")
+if TYPE_CHECKING:
+    import openai
+
 GPT_PARAMS = ("background", "moderation", "output_compression")
-DEFAULT_RETRY_AFTER = "20"
 DALLE_QUALITY_AS_GPT = {"standard": "auto", "hd": "high"}
 R = TypeVar("R", bound=RequestShape)
 
@@ -89,6 +90,8 @@ class OpenAIBackend:
     """Generations, edits and variations through the official SDK, errors translated for callers."""
 
     def __init__(self, *, name: str, options: Mapping[str, Any], settings: Settings) -> None:
+        import openai
+
         self.name = name
         self.options = OpenAIOptions.model_validate(dict(options))
         common: dict[str, Any] = {
@@ -187,6 +190,8 @@ class OpenAIBackend:
     async def _call(
         self, request: BackendRequest, model: str, n: int, reporter: JobReporter
     ) -> openai.types.ImagesResponse:
+        import openai
+
         operation = request.operation
         arguments = self._arguments(request, model, n, operation)
         reporter.write(f"openai: {operation} model={model} n={n} size={arguments.get('size')}\n")
@@ -231,6 +236,8 @@ class OpenAIBackend:
         self, request: BackendRequest, operation: str, arguments: dict[str, Any], reporter: JobReporter
     ) -> openai.types.ImagesResponse:
         """Stream from the provider so its partial images reach our callers; the result as a plain response."""
+        import openai
+
         arguments = {**arguments, "partial_images": request.params["partial_images"]}
         if operation == "edit":
             stream = await self._images.edit(
@@ -272,6 +279,8 @@ class OpenAIBackend:
 
     async def describe(self, request: VisionRequest, reporter: JobReporter) -> str:
         """Ask the vision model through Chat Completions with the images inline; an empty answer is a failure."""
+        import openai
+
         model = self.options.vision_model
         if model is None:
             raise UpstreamRejected("This backend has no vision_model configured.")
@@ -315,6 +324,8 @@ def _pooled_client(concurrency: int) -> httpx2.AsyncClient:
 
     The SDK's own pool keeps 100 alive: a backend running more would open a new connection for every call.
     """
+    import openai
+
     return openai.DefaultAsyncHttpxClient(
         limits=httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     )
@@ -354,36 +365,3 @@ def _add_usage(total: dict[str, Any] | None, more: dict[str, Any]) -> dict[str, 
         key: _add_usage(total.get(key), value) if isinstance(value, dict) else (total.get(key) or 0) + value
         for key, value in more.items()
     }
-
-
-def translate(error: openai.APIError) -> ImagegateError:
-    """An SDK error as what callers may see: never our credentials, never the provider's internals."""
-    if isinstance(error, openai.APITimeoutError):
-        return BackendTimeout("The image provider did not answer in time.")
-    if isinstance(error, openai.APIConnectionError):
-        return BackendError("The image provider could not be reached.")
-    if isinstance(error, openai.RateLimitError):
-        retry_after = error.response.headers.get("retry-after") or DEFAULT_RETRY_AFTER
-        return UpstreamRateLimited(
-            "The image provider is rate limiting this service; retry later.", headers={"Retry-After": retry_after}
-        )
-    if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
-        return UpstreamCredentialsRejected(
-            "The image provider rejected this service's credentials (upstream credentials rejected); tell the operator."
-        )
-    if isinstance(error, openai.BadRequestError):
-        code = str(error.code or "")
-        if code in CONTENT_CODES:
-            rejected = ContentRejected(_message(error))
-            rejected.code = code
-            return rejected
-        return UpstreamRejected(f"The image provider rejected the request: {_message(error)}")
-    if isinstance(error, openai.APIStatusError) and error.status_code >= 500:
-        return BackendError(f"The image provider failed (HTTP {error.status_code}); retry later.")
-    return BackendError("The image provider answered unexpectedly.")
-
-
-def _message(error: openai.APIError) -> str:
-    body = error.body if isinstance(error.body, dict) else {}
-    message = body.get("message") if isinstance(body.get("message"), str) else None
-    return message or error.message
