@@ -47,6 +47,9 @@ async def test_a_job_without_reported_usage_shows_no_cost(harness: Harness) -> N
     await admin_csrf(harness)
     assert 'id="job-cost"' not in (await harness.client.get(f"/admin/jobs/{answer.json()['id']}")).text
     assert re.search(r'id="spend-month">\$0\.0000<', (await harness.client.get(f"/admin/keys/{key.handle}")).text)
+    overview = (await harness.client.get("/admin")).text
+    assert "No usage reported in these 14 days." in overview
+    assert "<th>Estimated cost</th>" not in overview  # not fourteen empty rows
 
 
 async def test_the_key_form_sets_and_clears_a_monthly_budget(harness: Harness) -> None:
