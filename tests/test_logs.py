@@ -90,6 +90,15 @@ def test_control_characters_in_messages_and_fields_are_escaped(formatter: loggin
     line.encode("utf-8")  # a lone surrogate would make writing the line fail
 
 
+@pytest.mark.parametrize("formatter", [KeyValueFormatter(), JsonFormatter()])
+def test_uvicorns_coloured_copy_of_a_message_is_not_a_field(formatter: logging.Formatter) -> None:
+    line = formatter.format(
+        record("Started server process [%d]", 7, color_message="Started server process [\x1b[36m%d\x1b[0m]")
+    )
+    assert "Started server process [7]" in line
+    assert "color_message" not in line
+
+
 def test_a_traceback_keeps_its_lines_but_escapes_the_rest() -> None:
     try:
         raise ValueError("bad\x1b[2Jvalue")

@@ -12,7 +12,13 @@ from typing import Any
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 # Attributes every LogRecord has; anything else a caller passed with extra= is printed as a field.
-STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "request_id"}
+# uvicorn's color_message repeats the message with terminal colour codes: never a field of its own.
+STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "request_id",
+    "color_message",
+}
 
 
 # Libraries whose own debug lines carry values (aiosqlite prints each statement's parameters, the OpenAI SDK
