@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -97,12 +98,23 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-async def probe(storage: Storage, key: str) -> None:
-    """Write a probe object, read it back and remove it: what check() does on every store."""
-    payload = key.encode()
-    await storage.put(key, payload)
-    try:
-        if await storage.get(key) != payload:
-            raise StorageUnavailable("The storage returned something other than what was written to it.")
-    finally:
-        await storage.delete_many([key])
+class StoreChecks:
+    """What every store derives from its own listing and reads: its usage and its health check."""
+
+    async def usage_bytes(self: Storage) -> int:
+        """Sum of the sizes of everything stored."""
+        total = 0
+        async for item in self.list(""):
+            total += item.size
+        return total
+
+    async def check(self: Storage) -> None:
+        """Write a probe object, read it back and remove it."""
+        key = f"health/{secrets.token_hex(8)}"
+        payload = key.encode()
+        await self.put(key, payload)
+        try:
+            if await self.get(key) != payload:
+                raise StorageUnavailable("The storage returned something other than what was written to it.")
+        finally:
+            await self.delete_many([key])

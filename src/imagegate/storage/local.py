@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from imagegate.errors import ImagegateError, StorageFull, StorageUnavailable
-from imagegate.storage.base import Download, StoredObject, check_key, probe
+from imagegate.storage.base import Download, StoreChecks, StoredObject, check_key
 
 logger = logging.getLogger(__name__)
 TMP_SUFFIX = ".part"
@@ -30,7 +30,7 @@ def storage_error(error: OSError, *, action: str, key: str) -> ImagegateError:
     return StorageUnavailable()
 
 
-class LocalStorage:
+class LocalStorage(StoreChecks):
     """Objects are files under root; keys map to relative paths and may not escape it."""
 
     def __init__(self, root: Path) -> None:
@@ -147,17 +147,6 @@ class LocalStorage:
                     size=stat.st_size,
                     modified_at=datetime.fromtimestamp(stat.st_mtime, UTC),
                 )
-
-    async def usage_bytes(self) -> int:
-        """Sum of all file sizes under the root."""
-        total = 0
-        async for item in self.list(""):
-            total += item.size
-        return total
-
-    async def check(self) -> None:
-        """Write, read back and remove a probe file."""
-        await probe(self, f"health/{secrets.token_hex(8)}")
 
     async def presign(self, key: str, expires_in: timedelta) -> str | None:
         """Local files have no URL of their own: ImageGate serves them."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from imagegate.errors import StorageUnavailable
 from imagegate.images import CONTENT_TYPES
-from imagegate.storage.base import Download, StoredObject, check_key, check_prefix, probe
+from imagegate.storage.base import Download, StoreChecks, StoredObject, check_key, check_prefix
 from imagegate.storage.location import S3Location
 
 if TYPE_CHECKING:
@@ -53,7 +52,7 @@ def _missing_obstore() -> ValueError:
     return ValueError("an s3:// IMAGEGATE_STORAGE_URL needs the obstore package: pip install obstore")
 
 
-class S3Storage:
+class S3Storage(StoreChecks):
     """Objects under the location's prefix; keys are checked as on local disk, so both stores hold the same keys."""
 
     def __init__(self, location: S3Location) -> None:
@@ -169,17 +168,6 @@ class S3Storage:
                 return
             for meta in page:
                 yield StoredObject(key=meta["path"], size=meta["size"], modified_at=meta["last_modified"])
-
-    async def usage_bytes(self) -> int:
-        """Sum of the sizes of every object under the prefix."""
-        total = 0
-        async for item in self.list(""):
-            total += item.size
-        return total
-
-    async def check(self) -> None:
-        """Write, read back and remove a probe object."""
-        await probe(self, f"health/{secrets.token_hex(8)}")
 
     async def presign(self, key: str, expires_in: timedelta) -> str | None:
         """A presigned GET URL, signed here without a request to the store."""
