@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -32,16 +33,37 @@ async def register_worker(sessions: async_sessionmaker[AsyncSession], worker_id:
         session.add(Worker(id=worker_id, hostname=host_identity(), pid=os.getpid(), heartbeat_at=db_time(session)))
 
 
-async def renew(sessions: async_sessionmaker[AsyncSession], worker_id: str, *, lease_seconds: float) -> None:
-    """Tell other processes this worker is alive and extend the lease of every job it holds, in one transaction."""
+@dataclass(frozen=True)
+class Renewal:
+    """What a renewal learnt about the runs this worker holds."""
+
+    lost: list[str]  # no longer this worker's (taken over, settled or gone): their copies here must stop
+    cancel: list[str]  # still this worker's, and a caller asked to stop them
+
+
+async def renew(
+    sessions: async_sessionmaker[AsyncSession], worker_id: str, *, lease_seconds: float, runs: Mapping[str, int]
+) -> Renewal:
+    """Extend the lease of every job this worker holds and say which of its runs (job id → attempt) it lost.
+
+    One transaction: the heartbeat, and the renewal, which returns the rows it renewed. A run whose row it did not
+    renew, in that attempt, is held by no one here any more.
+    """
     async with sessions() as session, session.begin():
         await session.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=db_time(session)))
-        await session.execute(
-            update(Job)
-            .where(Job.worker_id == worker_id, Job.status.in_(ACTIVE))
-            .values(lease_until=db_time(session, lease_seconds))
-            .execution_options(synchronize_session=False)
-        )
+        renewed = (
+            await session.execute(
+                update(Job)
+                .where(Job.worker_id == worker_id, Job.status.in_(ACTIVE))
+                .values(lease_until=db_time(session, lease_seconds))
+                .returning(Job.id, Job.attempts, Job.cancel_requested)
+                .execution_options(synchronize_session=False)
+            )
+        ).all()
+    held = {(row.id, row.attempts): row.cancel_requested for row in renewed}
+    lost = [job_id for job_id, attempt in runs.items() if (job_id, attempt) not in held]
+    cancel = [job_id for job_id, attempt in runs.items() if held.get((job_id, attempt))]
+    return Renewal(lost, cancel)
 
 
 async def unregister_worker(sessions: async_sessionmaker[AsyncSession], worker_id: str) -> None:

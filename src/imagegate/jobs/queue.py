@@ -1,4 +1,4 @@
-"""Job verbs for workers: claim, finish, settle interrupted jobs. Every write is fenced by the attempt."""
+"""Job verbs for workers: claim, finish, settle interrupted jobs. Every write is fenced by the attempt and worker."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ QUEUED, RUNNING = aliased(Job), aliased(Job)
 
 @dataclass(frozen=True)
 class Claimed:
-    """A job this worker now owns; attempt fences every later write."""
+    """A job this worker now owns; attempt (and worker_id, when set) fence every later write."""
 
     job_id: str
     attempt: int
@@ -36,6 +36,8 @@ class Claimed:
     queued_seconds: float = 0.0
     backend: str = ""
     webhook: bool = False  # whether the job has a webhook, so its sender need only be woken then
+    # The worker that claimed it; None where another process settles someone else's row (leases._take).
+    worker_id: str | None = None
     # The row as the claim left it, with its inputs, when they are known without reading them (a job without any).
     job: Job | None = field(default=None, compare=False, repr=False)
 
@@ -114,7 +116,15 @@ async def claim(
         return None
     await webhooks.enqueue(session, row.id, JobStatus.RUNNING, row.webhook)
     waited = max((row.started_at - row.created_at).total_seconds(), 0.0)
-    return Claimed(row.id, row.attempts, row.model, waited, webhook=row.webhook is not None, job=_claimed_job(row))
+    return Claimed(
+        row.id,
+        row.attempts,
+        row.model,
+        waited,
+        webhook=row.webhook is not None,
+        worker_id=worker_id,
+        job=_claimed_job(row),
+    )
 
 
 def _claimed_job(row: Row[Any]) -> Job | None:
@@ -146,7 +156,9 @@ async def promote_vision(sessions: async_sessionmaker[AsyncSession], *, job_id: 
 
 
 def _owned(claimed: Claimed) -> Any:
-    return (Job.id == claimed.job_id) & (Job.status == JobStatus.RUNNING) & (Job.attempts == claimed.attempt)
+    """Still this run's row: running, in this attempt, and (when known) on this worker, re-checked in the UPDATE."""
+    owned = (Job.id == claimed.job_id) & (Job.status == JobStatus.RUNNING) & (Job.attempts == claimed.attempt)
+    return owned if claimed.worker_id is None else owned & (Job.worker_id == claimed.worker_id)
 
 
 async def finish_succeeded(
@@ -214,18 +226,16 @@ async def finish_failed(
     sessions: async_sessionmaker[AsyncSession], claimed: Claimed, error: ImagegateError, logs: str
 ) -> bool:
     """Mark the job failed with the error callers will see; False when the job is no longer ours."""
-    async with sessions() as session, session.begin():
-        job = await session.scalar(select(Job).where(_owned(claimed)))
-        if job is None:
-            return False
-        job.status = JobStatus.FAILED
-        job.finished_at = utcnow()
-        job.logs = logs
-        job.error_code, job.error_message, job.error_status = error.code, error.message, error.status
-        job.error_retry_after = error.headers.get("Retry-After", "")[:RETRY_AFTER_CHARS] or None
-        await webhooks.enqueue(session, job.id, JobStatus.FAILED, job.webhook)
-        await notify.announce_finished(session, job.id, job.worker_id)
-    return True
+    return await _settle(
+        sessions,
+        claimed,
+        status=JobStatus.FAILED,
+        logs=logs,
+        error_code=error.code,
+        error_message=error.message,
+        error_status=error.status,
+        error_retry_after=error.headers.get("Retry-After", "")[:RETRY_AFTER_CHARS] or None,
+    )
 
 
 async def finish_cancelled(sessions: async_sessionmaker[AsyncSession], claimed: Claimed, logs: str) -> bool:
@@ -308,14 +318,4 @@ async def running_on(sessions: async_sessionmaker[AsyncSession], worker_id: str)
                 Job.status == JobStatus.RUNNING, Job.worker_id == worker_id, Job.kind == JobKind.IMAGE
             )
         )
-        return [Claimed(row.id, row.attempts, row.model, backend=row.backend) for row in rows]
-
-
-async def cancel_requested(sessions: async_sessionmaker[AsyncSession], job_ids: list[str]) -> list[str]:
-    """Which of these running jobs a caller asked to cancel."""
-    if not job_ids:
-        return []
-    async with sessions() as session:
-        return list(
-            (await session.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.cancel_requested.is_(True)))).all()
-        )
+        return [Claimed(row.id, row.attempts, row.model, backend=row.backend, worker_id=worker_id) for row in rows]

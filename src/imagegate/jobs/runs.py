@@ -37,6 +37,10 @@ class JobRunner:
     def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx
         self.cancelling: set[str] = set()  # job ids a caller asked to stop
+        # Runs (job id, attempt) whose job another process took over: stopped, they write nothing.
+        self.lost: set[tuple[str, int]] = set()
+        # Runs past their backend call, recording their end: that write is fenced, so a lost lease leaves them be.
+        self.ending: set[tuple[str, int]] = set()
         self.unrecorded: dict[str, str] = {}  # job id → backend: finished, waiting for the database to record it
         # Jobs just recorded as succeeded, as recorded: the scheduler hands each to its waiters, then drops it.
         self.succeeded: dict[str, Job] = {}
@@ -52,6 +56,7 @@ class JobRunner:
         try:
             outcome = await self._attempt(backend_name, claimed, reporter)
         finally:
+            self.ending.add(_run_key(claimed))  # its usage is recorded whatever happened to the job
             await guard(
                 functools.partial(
                     usage.record,
@@ -62,6 +67,8 @@ class JobRunner:
                 )
             )
             self._observe(backend_name, claimed, outcome, time.perf_counter() - started)
+            self.lost.discard(_run_key(claimed))
+            self.ending.discard(_run_key(claimed))
 
     async def _attempt(self, backend_name: str, claimed: Claimed, reporter: JobReporter) -> Outcome | None:
         """Run the job and record how it ended; None when the job was no longer this run's to settle."""
@@ -73,6 +80,9 @@ class JobRunner:
                 raise BackendError("The backend returned no image.")
             stored = await self._store_outputs(result.images)
         except asyncio.CancelledError:
+            if _run_key(claimed) in self.lost:
+                logger.warning("job %s: another worker took it over; this copy stopped", claimed.job_id)
+                return None
             cancelled = await self._record(backend_name, claimed, lambda: self._settle_cancelled(claimed, reporter))
             return (JobStatus.CANCELLED, None) if cancelled else None
         except ImagegateError as error:
@@ -102,6 +112,13 @@ class JobRunner:
         await self._discard(stored)
         return None
 
+    def lose(self, claimed: Claimed) -> bool:
+        """The job is no longer this run's: True when the run should stop now (False once it is recording its end)."""
+        if _run_key(claimed) in self.ending:
+            return False
+        self.lost.add(_run_key(claimed))
+        return True
+
     async def _finish(self, claimed: Claimed, stored: list[StoredImage], logs: str, metadata: dict[str, Any]) -> bool:
         finished_at = await queue.finish_succeeded(self.ctx.sessions, claimed, stored, logs, metadata)
         if finished_at is None:
@@ -120,6 +137,7 @@ class JobRunner:
         The backend has already done (and charged for) the work; only shutdown cuts the retries short, and then
         the next start's recovery settles the job.
         """
+        self.ending.add(_run_key(claimed))
         delay = RECORD_RETRY_FIRST_SECONDS
         try:
             while True:
@@ -190,6 +208,10 @@ class JobRunner:
 
     async def _discard(self, stored: list[StoredImage]) -> None:
         await outputs.discard(stored, storage=self.ctx.storage, recent=self.ctx.outputs)
+
+
+def _run_key(claimed: Claimed) -> tuple[str, int]:
+    return (claimed.job_id, claimed.attempt)
 
 
 class _NotLoaded(Exception):

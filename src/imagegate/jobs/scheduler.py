@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import secrets
+from typing import NamedTuple
 
 from imagegate.db import is_unavailable
 from imagegate.jobs import leases, queue
@@ -19,6 +20,13 @@ from imagegate.webhooks.sender import WebhookSender
 logger = logging.getLogger(__name__)
 
 
+class _Run(NamedTuple):
+    """A claimed job running in this process."""
+
+    claimed: Claimed
+    task: asyncio.Task[None]
+
+
 class Scheduler:
     """Runs queued jobs: fair across keys, bounded per backend, safe across several processes."""
 
@@ -27,7 +35,7 @@ class Scheduler:
         self.worker_id = "wrk_" + secrets.token_hex(8)
         self._wake = {name: asyncio.Event() for name in ctx.backends.backends}
         self._slots = {name: Slots(self._share(limit, workers=1)) for name, limit in ctx.backends.concurrency.items()}
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, _Run] = {}
         self.runner = JobRunner(ctx)
         self._claims_in_flight = 0  # claimed in the database but maybe not yet in _running
         self._full: set[str] = set()  # backends whose last claim found jobs waiting but the limit reached
@@ -104,12 +112,18 @@ class Scheduler:
 
     def cancel_local(self, job_id: str) -> bool:
         """Stop the job if this process runs it; True when it did."""
-        task = self._running.get(job_id)
-        if task is None:
+        run = self._running.get(job_id)
+        if run is None:
             return False
         self.runner.cancelling.add(job_id)
-        task.cancel()
+        run.task.cancel()
         return True
+
+    def _stop_lost(self, run: _Run) -> None:
+        """Another process took the job over: stop this copy at once; it writes nothing (the row is not its own)."""
+        if self.runner.lose(run.claimed):
+            logger.warning("job %s: lease taken over by another worker; stopping the copy here", run.claimed.job_id)
+            run.task.cancel()
 
     def begin_stop(self) -> None:
         """Start stopping now (the grace period counts from here); stop() then waits for it to end."""
@@ -128,7 +142,7 @@ class Scheduler:
         self._stopping = True
         self._stop.set()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        running = list(self._running.values())
+        running = [run.task for run in self._running.values()]
         if running:
             logger.info(
                 "waiting up to %ss for %d running job(s)",
@@ -175,8 +189,11 @@ class Scheduler:
                 continue
             if self.ctx.metrics is not None:
                 self.ctx.metrics.queue_wait.labels(backend).observe(claimed.queued_seconds)
+            earlier = self._running.get(claimed.job_id)
+            if earlier is not None:  # a copy of an earlier attempt still runs here: that attempt is over
+                self._stop_lost(earlier)
             task = asyncio.create_task(self.runner.run(backend, claimed), name=f"job:{claimed.job_id}")
-            self._running[claimed.job_id] = task
+            self._running[claimed.job_id] = _Run(claimed, task)
             self._claims_in_flight -= 1
             task.add_done_callback(functools.partial(self._finished, backend, claimed, slots))
             if claimed.webhook:
@@ -218,12 +235,15 @@ class Scheduler:
             return False
         return True
 
-    def _finished(self, backend: str, claimed: Claimed, slots: Slots, _task: asyncio.Task[None]) -> None:
-        self._running.pop(claimed.job_id, None)
-        self.runner.cancelling.discard(claimed.job_id)
+    def _finished(self, backend: str, claimed: Claimed, slots: Slots, task: asyncio.Task[None]) -> None:
         slots.release()
         if backend in self._full:  # its slot is one the backend's limit kept a waiting job from: claim it now
             self.wake(backend)
+        run = self._running.get(claimed.job_id)
+        if run is None or run.task is not task:  # the copy of an earlier attempt: the job runs on without it
+            return
+        del self._running[claimed.job_id]
+        self.runner.cancelling.discard(claimed.job_id)
         self.ctx.events.notify(claimed.job_id, self.runner.succeeded.pop(claimed.job_id, None))
         if claimed.webhook:
             self.webhooks.wake()  # its final event may wait to be sent
@@ -248,10 +268,23 @@ class Scheduler:
                 await guard(self._beat)
 
     async def _beat(self) -> None:
-        await leases.renew(self.ctx.sessions, self.worker_id, lease_seconds=self.ctx.settings.worker_lease_seconds)
-        for job_id in await queue.cancel_requested(self.ctx.sessions, list(self._running)):
-            self.cancel_local(job_id)
+        await self.renew()
         await self.recover()
+
+    async def renew(self) -> list[str]:
+        """Extend this worker's leases; stop the runs it no longer holds (returned) and those a caller cancels."""
+        runs = dict(self._running)
+        renewal = await leases.renew(
+            self.ctx.sessions,
+            self.worker_id,
+            lease_seconds=self.ctx.settings.worker_lease_seconds,
+            runs={job_id: run.claimed.attempt for job_id, run in runs.items()},
+        )
+        for job_id in renewal.lost:
+            self._stop_lost(runs[job_id])
+        for job_id in renewal.cancel:
+            self.cancel_local(job_id)
+        return renewal.lost
 
     def _share(self, limit: int, *, workers: int) -> int:
         return leases.slots_for(limit, workers=workers, configured=self.ctx.settings.worker_slots)
@@ -264,6 +297,10 @@ class Scheduler:
                 logger.info("%s: %d slot(s) in this process (%d live worker(s))", backend, share, workers)
                 slots.resize(share)
                 self.wake(backend)
+
+    def running_jobs(self) -> list[str]:
+        """The jobs with a run in this process now (a stopped copy counts until it has ended)."""
+        return list(self._running)
 
     def slot_counts(self) -> dict[str, int]:
         """Backend → how many of its jobs this process may run at once now."""
