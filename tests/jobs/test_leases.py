@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import pytest
 from sqlalchemy import select, update
 
 from imagegate.db import utcnow
+from imagegate.jobs import leases
 from imagegate.jobs.models import Job, Worker
 from tests.helpers import Harness, HarnessFactory, stored_job, submit, wait_status
 
@@ -87,3 +92,43 @@ async def _lease(harness: Harness, job_id: str) -> datetime:
         lease: datetime | None = await session.scalar(select(Job.lease_until).where(Job.id == job_id))
     assert lease is not None
     return lease
+
+
+async def test_a_worker_on_another_machine_with_the_same_hostname_is_not_judged_by_this_machines_pids(
+    harness_with: HarnessFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cloned machines share a hostname, and every Linux gives its initial PID namespace the same inode: only the
+    # kernel's boot id tells them apart. The other machine's worker has a pid that does not exist here.
+    other_boot = tmp_path / "boot_id"
+    other_boot.write_text(f"{uuid.uuid4()}\n")
+    with monkeypatch.context() as other_machine:
+        other_machine.setattr(leases, "BOOT_ID", other_boot, raising=False)
+        elsewhere = leases.host_identity()
+    async with harness_with(**QUIET) as harness:
+        auth = await harness.auth()
+        job_id = await submit(harness, "gate:cloned", auth)
+        await harness.fake.wait_started(1)
+        sessions = harness.app.state.services.sessions
+        async with sessions() as session, session.begin():
+            session.add(Worker(id="wrk_clone", hostname=elsewhere, pid=_dead_pid(), heartbeat_at=utcnow()))
+            await session.flush()
+            lease = utcnow() + timedelta(seconds=60)
+            await session.execute(update(Job).where(Job.id == job_id).values(worker_id="wrk_clone", lease_until=lease))
+        me = harness.app.state.services.scheduler.worker_id
+        workers = await leases.survey(sessions, me=me, lease_seconds=60)
+        assert (workers.gone, workers.live) == (frozenset(), 2)
+        assert await harness.app.state.services.scheduler.recover() == []
+        assert (await stored_job(harness, job_id)).status == "running"
+        harness.fake.open("gate:cloned")
+
+
+def _dead_pid() -> int:
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid -= 1

@@ -12,6 +12,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, exists, not_, or_, select, update
@@ -25,6 +26,9 @@ from imagegate.jobs.queue import Claimed
 
 # A vision request of a process without a worker id (no scheduler) counts as abandoned only after this long.
 UNOWNED_VISION_STALE = timedelta(hours=1)
+# Random per boot of a kernel: two machines with one hostname (cloned images) differ by it, though their initial
+# PID namespaces have the same inode on every Linux.
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
 async def register_worker(sessions: async_sessionmaker[AsyncSession], worker_id: str) -> None:
@@ -111,12 +115,13 @@ def slots_for(limit: int, *, workers: int, configured: int | None) -> int:
 
 
 def host_identity() -> str:
-    """This host and PID namespace: only processes sharing both can judge each other's pids."""
+    """This kernel (its boot) and PID namespace: only processes sharing both can judge each other's pids."""
     try:
+        boot = BOOT_ID.read_text().strip()
         namespace = os.stat("/proc/self/ns/pid").st_ino
     except OSError:
-        return socket.gethostname()
-    return f"{socket.gethostname()}#{namespace}"
+        return socket.gethostname()  # not Linux: one PID space per host
+    return f"{socket.gethostname()}#{boot}#{namespace}"
 
 
 def _pid_alive(pid: int) -> bool:
