@@ -10,7 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,16 +49,28 @@ def _as_postgres_user(command: list[str]) -> list[str]:
 
 
 class PostgresServer:
-    """A throwaway server on 127.0.0.1:<free port> (user postgres, trust auth) that a test may stop and start."""
+    """A throwaway server on 127.0.0.1:<free port> (user postgres, trust auth) that a test may stop and start.
 
-    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
+    host, port and prefix put it elsewhere: prefix runs its commands there (e.g. `ip netns exec NAME`)."""
+
+    def __init__(
+        self,
+        bindir: Path,
+        *,
+        durable: bool = False,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        prefix: Sequence[str] = (),
+    ) -> None:
         self.bindir = bindir
         # Without it a crash (an immediate stop) may lose the last commits, as synchronous_commit=off allows.
         self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="imagegate-pg-", dir=_cluster_parent()))
         self.data = self.root / "data"
-        self.port = free_port()
-        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}"
+        self.host = host
+        self.port = free_port() if port is None else port
+        self.prefix = list(prefix)
+        self.url = f"postgresql+asyncpg://postgres@{host}:{self.port}"
 
     def init(self) -> None:
         """Create the cluster's files."""
@@ -66,21 +78,24 @@ class PostgresServer:
             shutil.chown(self.root, "postgres")
         command = [str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust"]
         subprocess.run(_as_postgres_user([*command, "-E", "UTF8", "--no-sync"]), check=True, capture_output=True)
+        if self.host != "127.0.0.1":  # initdb trusts loopback only; let in the hosts on the server's own networks
+            with open(self.data / "pg_hba.conf", "a") as rules:
+                rules.write("host all all samenet trust\n")
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
         commit = "on" if self.durable else "off"
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit={commit} "
-            "-c full_page_writes=off -c max_connections=300"
+            f"-p {self.port} -k {self.root} -c listen_addresses={self.host} -c fsync=off "
+            f"-c synchronous_commit={commit} -c full_page_writes=off -c max_connections=300"
         )
         command = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log")]
         subprocess.run(
-            _as_postgres_user([*command, "-w", "-t", str(START_TIMEOUT_SECONDS), "start"]),
+            [*self.prefix, *_as_postgres_user([*command, "-w", "-t", str(START_TIMEOUT_SECONDS), "start"])],
             check=True,
             capture_output=True,
         )
-        _wait_for_port(self.port)
+        _wait_for_port(self.host, self.port)
 
     def stop(self) -> None:
         """Stop at once, dropping every connection (an outage, as a crash or a network cut would be)."""
@@ -111,12 +126,14 @@ def create_database(base_url: str, name: str) -> str:
 
 
 @contextmanager
-def controlled_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
+def controlled_postgres(
+    *, durable: bool = False, host: str = "127.0.0.1", port: int | None = None, prefix: Sequence[str] = ()
+) -> Iterator[PostgresServer]:
     """A running server the test controls; removed afterwards. durable: commits survive its being killed."""
     bindir = find_bindir()
     if bindir is None:
         raise RuntimeError("PostgreSQL binaries not found: install the postgresql package")
-    server = PostgresServer(bindir, durable=durable)
+    server = PostgresServer(bindir, durable=durable, host=host, port=port, prefix=prefix)
     try:
         server.init()
         server.start()
@@ -136,11 +153,11 @@ def _cluster_parent() -> Path | None:
     return MEMORY_DIR if MEMORY_DIR.is_dir() and os.access(MEMORY_DIR, os.W_OK) else None
 
 
-def _wait_for_port(port: int) -> None:
+def _wait_for_port(host: str, port: int) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while True:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+            with socket.create_connection((host, port), timeout=1):
                 return
         except OSError:
             if time.monotonic() > deadline:

@@ -6,7 +6,7 @@ import itertools
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,16 +47,18 @@ class S3Server:
 
 
 @contextmanager
-def s3_server(log_dir: Path) -> Iterator[S3Server]:
-    """Run `moto.server` on 127.0.0.1:<free port> until the block ends."""
-    port = free_port()
+def s3_server(
+    log_dir: Path, *, host: str = "127.0.0.1", port: int | None = None, prefix: Sequence[str] = ()
+) -> Iterator[S3Server]:
+    """Run `moto.server` on 127.0.0.1:<free port> (or host:port, started through prefix) until the block ends."""
+    port = free_port() if port is None else port
     with open(log_dir / f"moto-{port}.log", "w") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [*prefix, sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://{host}:{port}"
     try:
         _wait_until_answering(endpoint, process)
         yield S3Server(endpoint)
