@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -68,11 +69,20 @@ def namespaces_unavailable() -> str | None:
     """Why network namespaces cannot be made here (tried once per run), or None when they can."""
     if os.environ.get(FORCE_LOOPBACK) == "loopback":
         return f"{FORCE_LOOPBACK}=loopback"
+    missing = [tool for tool in ("ip", "unshare") if shutil.which(tool) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed"
     probe = f"igprobe-{os.getpid()}-{secrets.token_hex(3)}"
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, check=False)
     if made.returncode != 0:
         return made.stderr.strip() or f"ip netns add exited with {made.returncode}"
-    subprocess.run(["ip", "netns", "delete", probe], capture_output=True, check=False)
+    try:  # a bridge and a veth pair as well: some containers allow namespaces but not these
+        for link in (["br0", "type", "bridge"], ["v0", "type", "veth", "peer", "name", "v1"]):
+            linked = subprocess.run(["ip", "-n", probe, "link", "add", *link], capture_output=True, text=True)
+            if linked.returncode != 0:
+                return linked.stderr.strip() or f"ip link add {link[2]} exited with {linked.returncode}"
+    finally:
+        subprocess.run(["ip", "netns", "delete", probe], capture_output=True, check=False)
     try:
         _libc().setns  # noqa: B018 - present on Linux; inside() needs it
     except AttributeError:
