@@ -29,6 +29,7 @@ from imagegate.admin.web import (
     read_form,
     redirect,
 )
+from imagegate.api.files import stored_response
 from imagegate.db import utcnow
 from imagegate.errors import InvalidRequest, NotFound
 from imagegate.jobs import queries as job_queries
@@ -233,15 +234,18 @@ async def job_page(job_id: str, request: Request, admin: Admin, svc: AppServices
     )
 
 
-@router.get("/jobs/{job_id}/inputs/{index}")
-async def job_input(job_id: str, index: int, admin: Admin, svc: AppServices) -> Response:
-    """A job's input image (admins only: inputs have no public URL)."""
+@router.get("/jobs/{job_id}/inputs/{index}", response_model=None)
+@router.head("/jobs/{job_id}/inputs/{index}", response_model=None)
+async def job_input(job_id: str, index: int, request: Request, admin: Admin, svc: AppServices) -> Response:
+    """A job's input image, streamed from storage (admins only: inputs have no public URL)."""
     job = await _job(svc, job_id)
     item = next((i for i in job.inputs if i.index == index), None)
     if item is None:
         raise NotFound("No such input.")
-    data = await svc.storage.get(item.storage_key)
-    return Response(data, media_type=f"image/{item.format}")
+    try:
+        return await stored_response(request, item.storage_key, media_type=f"image/{item.format}", headers={})
+    except FileNotFoundError:
+        raise NotFound("This input is no longer stored.") from None
 
 
 @router.post("/jobs/{job_id}/cancel")
