@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from imagegate import hosts
 from imagegate.db import utcnow
 from imagegate.jobs import leases
 from imagegate.jobs.models import Job, Worker
@@ -102,8 +103,8 @@ async def test_a_worker_on_another_machine_with_the_same_hostname_is_not_judged_
     other_boot = tmp_path / "boot_id"
     other_boot.write_text(f"{uuid.uuid4()}\n")
     with monkeypatch.context() as other_machine:
-        other_machine.setattr(leases, "BOOT_ID", other_boot, raising=False)
-        elsewhere = leases.host_identity()
+        other_machine.setattr(hosts, "BOOT_ID", other_boot)
+        elsewhere = hosts.host_identity()
     async with harness_with(**QUIET) as harness:
         auth = await harness.auth()
         job_id = await submit(harness, "gate:cloned", auth)

@@ -7,8 +7,8 @@ import os
 
 from sqlalchemy import func, select, update
 
+from imagegate.hosts import host_identity
 from imagegate.jobs import service
-from imagegate.jobs.leases import host_identity
 from imagegate.jobs.models import Job, JobInput, JobStatus, Worker
 from tests.fakes.backends import tiny_png
 from tests.helpers import ASYNC, GENERATE, Harness, HarnessFactory, b64, fake_backends, submit, wait_status

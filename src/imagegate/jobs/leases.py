@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, exists, not_, or_, select, update
@@ -20,15 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.db import db_time, utcnow
 from imagegate.errors import JobInterrupted
+from imagegate.hosts import host_identity, pid_alive
 from imagegate.jobs import queue
 from imagegate.jobs.models import ACTIVE, Job, JobKind, JobStatus, Worker
 from imagegate.jobs.queue import Claimed
 
 # A vision request of a process without a worker id (no scheduler) counts as abandoned only after this long.
 UNOWNED_VISION_STALE = timedelta(hours=1)
-# Random per boot of a kernel: two machines with one hostname (cloned images) differ by it, though their initial
-# PID namespaces have the same inode on every Linux.
-BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
 async def register_worker(sessions: async_sessionmaker[AsyncSession], worker_id: str) -> None:
@@ -101,7 +97,7 @@ async def survey(sessions: async_sessionmaker[AsyncSession], *, me: str, lease_s
             )
         ).all()
     others = [row for row in rows if row.id != me]
-    gone = {row.id for row in others if row.hostname == host and (row.pid == pid or not _pid_alive(row.pid))}
+    gone = {row.id for row in others if row.hostname == host and (row.pid == pid or not pid_alive(row.pid))}
     live = sum(1 for row in others if row.live and row.id not in gone) + 1
     forgotten = gone | {row.id for row in others if row.silent}
     return Survey(live, frozenset(gone), frozenset(forgotten))
@@ -112,26 +108,6 @@ def slots_for(limit: int, *, workers: int, configured: int | None) -> int:
     if configured is not None:
         return min(configured, limit)
     return max(math.ceil(limit / max(workers, 1)), 1)
-
-
-def host_identity() -> str:
-    """This kernel (its boot) and PID namespace: only processes sharing both can judge each other's pids."""
-    try:
-        boot = BOOT_ID.read_text().strip()
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return socket.gethostname()  # not Linux: one PID space per host
-    return f"{socket.gethostname()}#{boot}#{namespace}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _lapsed(session: AsyncSession, *, lease_seconds: float) -> ColumnElement[bool]:

@@ -12,12 +12,13 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from imagegate.hosts import host_identity, same_host
 
 RUN_RECORD = ".imagegate.run"
 STDOUT, STDERR = "stdout.log", "stderr.log"
@@ -116,7 +117,7 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 def write_record(path: Path, pid: int) -> None:
     """Note who runs the exec (its group, its start time) and on whose behalf (this process)."""
-    record = {"pgid": pid, "started": _start_time(pid), "owner": os.getpid(), "host": socket.gethostname()}
+    record = {"pgid": pid, "started": _start_time(pid), "owner": os.getpid(), "host": host_identity()}
     path.write_text(json.dumps(record))
 
 
@@ -131,7 +132,7 @@ def end_orphan(path: Path, grace: float) -> bool:
         pgid, started, owner, host = int(record["pgid"]), int(record["started"]), int(record["owner"]), record["host"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    if host != socket.gethostname() or _alive(owner) or not group_members(pgid, started):
+    if not same_host(host) or _alive(owner) or not group_members(pgid, started):
         return False
     _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -175,8 +176,6 @@ def running(path: Path) -> bool:
     """True while the exec a record names still runs (on this host)."""
     try:
         record = json.loads(path.read_text())
-        return record["host"] == socket.gethostname() and bool(
-            group_members(int(record["pgid"]), int(record["started"]))
-        )
+        return same_host(record["host"]) and bool(group_members(int(record["pgid"]), int(record["started"])))
     except (OSError, ValueError, KeyError, TypeError):
         return False
