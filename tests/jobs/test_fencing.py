@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import Any
 
+import pytest
 from sqlalchemy import func, select, update
 
 from imagegate.db import utcnow
 from imagegate.errors import BackendError
 from imagegate.images import ImageInfo
-from imagegate.jobs import queue
+from imagegate.jobs import leases, queue
 from imagegate.jobs.models import Job, JobImage, JobStatus
 from imagegate.jobs.queue import Claimed, StoredImage
 from imagegate.services import services_of
@@ -151,3 +153,26 @@ async def test_no_end_is_written_for_a_run_whose_row_another_worker_holds(harnes
         async with services_of(harness.app).sessions() as session, session.begin():
             await session.execute(update(Job).where(Job.id == job_id).values(worker_id=job.worker_id))
         harness.fake.open("gate:fenced")
+
+
+async def test_a_run_that_ends_during_a_renewal_is_not_taken_for_lost(
+    harness_with: HarnessFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with harness_with(**QUIET) as harness:
+        job_id, auth, _job = await _running_job(harness, "gate:ending")
+        scheduler = services_of(harness.app).scheduler
+        assert scheduler is not None
+        renew = leases.renew
+
+        async def renew_after_the_run_ended(*args: Any, **kwargs: Any) -> leases.Renewal:
+            harness.fake.open("gate:ending")  # the run ends between the renewal's look at its runs and its answer
+            await wait_status(harness, job_id, auth, "succeeded")
+            async with asyncio.timeout(30):  # a deadline, not a measurement
+                while job_id in scheduler.running_jobs():
+                    await asyncio.sleep(0.02)
+            return await renew(*args, **kwargs)
+
+        monkeypatch.setattr(leases, "renew", renew_after_the_run_ended)
+        assert await scheduler.renew() == []
+        assert not scheduler.runner.lost
+        assert "taken over" not in caplog.text

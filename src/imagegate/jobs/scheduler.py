@@ -119,11 +119,17 @@ class Scheduler:
         run.task.cancel()
         return True
 
-    def _stop_lost(self, run: _Run) -> None:
-        """Another process took the job over: stop this copy at once; it writes nothing (the row is not its own)."""
-        if self.runner.lose(run.claimed):
-            logger.warning("job %s: lease taken over by another worker; stopping the copy here", run.claimed.job_id)
-            run.task.cancel()
+    def _stop_lost(self, run: _Run) -> bool:
+        """Another process took the job over: stop this copy at once; it writes nothing (the row is not its own).
+
+        False when there is nothing to stop: the run ended meanwhile (its own end is why the row was not renewed)
+        or is recording its end, which is fenced.
+        """
+        if run.task.done() or not self.runner.lose(run.claimed):
+            return False
+        logger.warning("job %s: lease taken over by another worker; stopping the copy here", run.claimed.job_id)
+        run.task.cancel()
+        return True
 
     def begin_stop(self) -> None:
         """Start stopping now (the grace period counts from here); stop() then waits for it to end."""
@@ -272,7 +278,7 @@ class Scheduler:
         await self.recover()
 
     async def renew(self) -> list[str]:
-        """Extend this worker's leases; stop the runs it no longer holds (returned) and those a caller cancels."""
+        """Extend this worker's leases; stop the runs it no longer holds (returns them) and those a caller cancels."""
         runs = dict(self._running)
         renewal = await leases.renew(
             self.ctx.sessions,
@@ -280,11 +286,10 @@ class Scheduler:
             lease_seconds=self.ctx.settings.worker_lease_seconds,
             runs={job_id: run.claimed.attempt for job_id, run in runs.items()},
         )
-        for job_id in renewal.lost:
-            self._stop_lost(runs[job_id])
+        stopped = [job_id for job_id in renewal.lost if self._stop_lost(runs[job_id])]
         for job_id in renewal.cancel:
             self.cancel_local(job_id)
-        return renewal.lost
+        return stopped
 
     def _share(self, limit: int, *, workers: int) -> int:
         return leases.slots_for(limit, workers=workers, configured=self.ctx.settings.worker_slots)
