@@ -38,7 +38,8 @@ async def test_the_operator_cancels_a_running_job(harness: Harness) -> None:
     assert "cancel it first" in shown.text  # Delete is there, disabled, and says why
     cancelled = await harness.client.post(f"/admin/jobs/{job['id']}/cancel", data={"csrf": csrf})
     assert cancelled.status_code == 303
-    assert (await job_row(harness, job["id"])).status == "cancelled"
+    row = await job_row(harness, job["id"])
+    assert (row.status, row.error_message) == ("cancelled", "Cancelled by the operator while it was running.")
     after = await harness.client.get(f"/admin/jobs/{job['id']}")
     assert f"Cancelled: job {job['id']}" in after.text
     assert "Cancel job" not in after.text

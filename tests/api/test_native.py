@@ -362,7 +362,7 @@ async def test_cancel_a_running_job(harness: Harness) -> None:
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
     assert response.json()["error_code"] == "cancelled"
-    assert "Cancelled" in response.json()["error"]
+    assert response.json()["error"] == "Cancelled by the caller while it was running."
 
 
 async def test_delete_removes_the_job_and_its_files(harness: Harness) -> None:

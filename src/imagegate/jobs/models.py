@@ -80,6 +80,8 @@ class Job(Base):
     # While running: the worker holds the job until then (by the database's clock) and renews it as it goes.
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Who asked to stop it while it ran: "caller" or "operator" (the admin UI or the CLI); the error says so.
+    cancel_requested_by: Mapped[str | None] = mapped_column(String(16), default=None)
     image_count: Mapped[int] = mapped_column(Integer, default=0)
     error_code: Mapped[str | None] = mapped_column(String(64), default=None)
     error_message: Mapped[str | None] = mapped_column(Text, default=None)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Row, and_, case, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -239,14 +239,18 @@ async def finish_failed(
 
 
 async def finish_cancelled(sessions: async_sessionmaker[AsyncSession], claimed: Claimed, logs: str) -> bool:
-    """Mark a running job cancelled at the caller's request."""
+    """Mark a running job cancelled at the request of its caller or the operator, saying which."""
+    by_operator = Job.cancel_requested_by == "operator"
     return await _settle(
         sessions,
         claimed,
         status=JobStatus.CANCELLED,
         logs=logs,
         error_code="cancelled",
-        error_message="Cancelled by the caller while it was running.",
+        error_message=case(
+            (by_operator, "Cancelled by the operator while it was running."),
+            else_="Cancelled by the caller while it was running.",
+        ),
         error_status=409,
     )
 

@@ -338,7 +338,9 @@ async def cancel(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Job:
             ctx.metrics.jobs.labels(job.backend, job.model, JobStatus.CANCELLED.value).inc()
         if not _rowcount(dequeued):
             flagged = await session.execute(
-                update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING).values(cancel_requested=True)
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+                .values(cancel_requested=True, cancel_requested_by="caller" if key else "operator")
             )
     if flagged is not None and not _rowcount(flagged):
         job = await get_job(ctx=ctx, job_id=job_id, key=key)
