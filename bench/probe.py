@@ -43,7 +43,12 @@ def main(argv: list[str]) -> int:
     address = urlsplit(args.url)
     host, port = address.hostname or "127.0.0.1", address.port or 80
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+    def until_stdin_closes() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=until_stdin_closes, daemon=True).start()
     answered: list[float] = []
     statuses: dict[str, int] = {}
     unanswered = 0
