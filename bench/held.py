@@ -57,6 +57,7 @@ class Probes:
     answered: list[float]
     statuses: dict[str, int]
     unanswered: int
+    slow: list[list[float]] = field(default_factory=list)  # [when, connect ms, total ms] of answers over 100 ms
 
     def percentile(self, p: float) -> float:
         """Latency percentile of the answered probes, in milliseconds."""
@@ -154,7 +155,7 @@ def stop_prober(process: subprocess.Popen[str]) -> Probes:
     """Stop the prober and read what it saw (a probe in flight may take up to its timeout to end)."""
     output, _ = process.communicate("", timeout=PROBE_TIMEOUT_SECONDS + 30)
     seen = json.loads(output)
-    return Probes(seen["answered"], seen["statuses"], seen["unanswered"])
+    return Probes(seen["answered"], seen["statuses"], seen["unanswered"], seen["slow"])
 
 
 def settings_for(folder: Path, requests: int, delay: float, wait: float) -> dict[str, str]:

@@ -16,11 +16,15 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+SLOW_SECONDS = 0.1
 
-def probe(host: str, port: int, timeout: float) -> int:
-    """One GET /health on a new connection: the status code (0 when the answer was not a status line)."""
+
+def probe(host: str, port: int, timeout: float) -> tuple[int, float]:
+    """One GET /health on a new connection: the status code (0 when not a status line) and the connect time."""
     deadline = time.monotonic() + timeout
+    began = time.perf_counter()
     with socket.create_connection((host, port), timeout=timeout) as sock:
+        connected = time.perf_counter() - began
         sock.sendall(f"GET /health HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
         received = b""
         while True:
@@ -30,7 +34,7 @@ def probe(host: str, port: int, timeout: float) -> int:
                 break
             received += chunk
     head = received.split(b"\r\n", 1)[0].split()
-    return int(head[1]) if len(head) >= 2 and head[1].isdigit() else 0
+    return (int(head[1]) if len(head) >= 2 and head[1].isdigit() else 0), connected
 
 
 def main(argv: list[str]) -> int:
@@ -52,19 +56,23 @@ def main(argv: list[str]) -> int:
     answered: list[float] = []
     statuses: dict[str, int] = {}
     unanswered = 0
+    slow: list[tuple[float, float, float]] = []  # (when, connect ms, total ms) of answers slower than SLOW_SECONDS
+    started = time.perf_counter()
     while not stop.is_set():
         began = time.perf_counter()
         try:
-            status = probe(host, port, args.timeout)
+            status, connected = probe(host, port, args.timeout)
         except OSError:  # refused, reset, or not answered in time
             unanswered += 1
             continue
         if status == 200:
             answered.append(time.perf_counter() - began)
+            if answered[-1] > SLOW_SECONDS:
+                slow.append((round(began - started, 2), round(connected * 1000, 1), round(answered[-1] * 1000, 1)))
         else:
             statuses[str(status)] = statuses.get(str(status), 0) + 1
         stop.wait(args.interval)
-    print(json.dumps({"answered": answered, "statuses": statuses, "unanswered": unanswered}))
+    print(json.dumps({"answered": answered, "statuses": statuses, "unanswered": unanswered, "slow": slow}))
     return 0
 
 

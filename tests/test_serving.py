@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import httpx2
 import pytest
 from sqlalchemy import func, select
 
+from imagegate import __version__
 from imagegate.db import create_engine
 from imagegate.jobs.models import Worker
 from tests.fakes.postgres import free_port
@@ -97,14 +99,44 @@ def test_a_keep_alive_connection_is_still_served_within_the_timeouts(strict_serv
             assert _read_response(sock).startswith(b"HTTP/1.1 200")
 
 
-def test_connections_beyond_the_cap_get_503(tmp_path: Path) -> None:
+def test_connections_beyond_the_cap_get_503_but_liveness_is_still_answered(tmp_path: Path) -> None:
     env = base_env(IMAGEGATE_ADMIN_PASSWORD="x" * 16, IMAGEGATE_MAX_CONNECTIONS="3")
     with serve(env, tmp_path) as server, ExitStack() as held:
         for _ in range(3):
             held.enter_context(_connect(server)).sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
         with _connect(server) as extra:
-            extra.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            extra.sendall(b"GET /ready HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert extra.recv(65536).startswith(b"HTTP/1.1 503")
+        # A server at its cap is alive: a liveness probe failing now would get it restarted, its requests lost.
+        with _connect(server) as probe:
+            probe.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert _read_response(probe).startswith(b"HTTP/1.1 200")
+
+
+def test_liveness_is_answered_by_the_protocol_as_the_app_would(strict_server: ServerProcess) -> None:
+    with _connect(strict_server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: probe-1234-abcd\r\n\r\n")
+        received = b""
+        while b"}" not in received:
+            received += sock.recv(65536)
+    head, body = received.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"x-request-id: probe-1234-abcd" in head.lower()
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body) == {"status": "ok", "version": __version__}
+
+
+def test_liveness_skips_the_app() -> None:
+    from imagegate.serving import liveness_answer
+
+    scope = {"method": "GET", "path": "/health", "root_path": "", "headers": [], "server": ("127.0.0.1", 8000)}
+    answer = liveness_answer(scope, skip_port=None)
+    assert answer is not None
+    assert answer[0]["status"] == 200
+    assert liveness_answer({**scope, "path": "/healthz"}, skip_port=None) is None
+    assert liveness_answer({**scope, "method": "POST"}, skip_port=None) is None
+    assert liveness_answer(scope, skip_port=8000) is None  # the openai-image-gen listener's own /health
+    assert liveness_answer({**scope, "root_path": "/gate", "path": "/gate/health"}, skip_port=None) is not None
 
 
 def test_a_port_already_taken_is_said_and_never_announced_as_listening(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.routing import Route
 
 from imagegate import __version__
@@ -43,6 +44,7 @@ from imagegate.jobs.events import JobEvents
 from imagegate.jobs.notify import Listener
 from imagegate.jobs.scheduler import Scheduler
 from imagegate.jobs.service import JobContext
+from imagegate.jobs.watch import JobWatch
 from imagegate.keys.cache import KeyCache
 from imagegate.mcp_server.endpoint import ENDPOINT as MCP_ENDPOINT
 from imagegate.mcp_server.endpoint import McpEndpoint
@@ -127,14 +129,7 @@ async def running(app: FastAPI, settings: Settings, *, metrics: Metrics | None =
     sessions = session_factory(engine)
     backends = BackendSet.from_settings(settings)
     metrics = metrics or Metrics()
-    ctx = JobContext(
-        metrics=metrics,
-        sessions=sessions,
-        storage=storage_for(settings),
-        backends=backends,
-        settings=settings,
-        events=JobEvents(),
-    )
+    ctx = job_context(settings, sessions, backends, metrics)
     if settings.admin_password is not None:
         await admin_service.adopt_configured_password(
             sessions=sessions, password=settings.admin_password.get_secret_value()
@@ -157,6 +152,8 @@ async def running(app: FastAPI, settings: Settings, *, metrics: Metrics | None =
     app.state.services = opened
     sweeper, stop_sweeping = None, asyncio.Event()
     try:
+        if ctx.watch is not None:
+            ctx.watch.start()
         if listener is not None:
             listener.start()
         if scheduler is not None:
@@ -176,8 +173,26 @@ async def running(app: FastAPI, settings: Settings, *, metrics: Metrics | None =
             await scheduler.stop()
         if listener is not None:
             await listener.stop()
+        if ctx.watch is not None:
+            await ctx.watch.stop()
         await backends.aclose()
         await engine.dispose()
+
+
+def job_context(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], backends: BackendSet, metrics: Metrics
+) -> JobContext:
+    """What the job verbs need, with one watch over the jobs this process's requests wait on."""
+    events = JobEvents()
+    return JobContext(
+        metrics=metrics,
+        sessions=sessions,
+        storage=storage_for(settings),
+        backends=backends,
+        settings=settings,
+        events=events,
+        watch=JobWatch(sessions, events, settings.poll_interval_seconds),
+    )
 
 
 def begin_shutdown(app: FastAPI) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import secrets
 import signal
 import socket
 from collections.abc import Callable
@@ -15,12 +17,16 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from imagegate import __version__
+from imagegate.api.headers import SAFE_REQUEST_ID
 from imagegate.app import begin_shutdown
 from imagegate.settings import Settings
 
 logger = logging.getLogger(__name__)
 # After the jobs' grace period, interrupted jobs are settled and their waiters answer: this long is left for that.
 ANSWER_MARGIN_SECONDS = 5
+UVICORN_BACKLOG = 2048  # uvicorn's own default
+LIVENESS_BODY = json.dumps({"status": "ok", "version": __version__}, separators=(",", ":")).encode()
 
 
 class DrainingServer(uvicorn.Server):
@@ -46,17 +52,61 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def with_header_timeout(seconds: float) -> type[asyncio.Protocol]:
+def liveness_answer(scope: dict[str, Any], skip_port: int | None) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The whole answer to `GET /health` (or HEAD) as ASGI messages, or None for any other request.
+
+    Given by the HTTP protocol itself, in the callback that parsed the request: no task, no middleware, no
+    database, and not refused at the connection cap (a server busy with its limit of held requests is alive,
+    and a liveness probe failing then would restart it and lose them all). skip_port is the openai-image-gen
+    listener's, whose /health has the original's shape and goes through its app.
+    """
+    if scope["method"] not in ("GET", "HEAD") or scope["path"] != scope.get("root_path", "") + "/health":
+        return None
+    server = scope.get("server")
+    if skip_port is not None and server is not None and server[1] == skip_port:
+        return None
+    incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+    request_id = incoming if SAFE_REQUEST_ID.match(incoming) else "req_" + secrets.token_hex(12)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(LIVENESS_BODY)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    start = {"type": "http.response.start", "status": 200, "headers": headers}
+    return start, {"type": "http.response.body", "body": LIVENESS_BODY, "more_body": False}
+
+
+def _send_now(cycle: Any, message: dict[str, Any]) -> None:
+    """cycle.send(message) run to its end at once: it only ever awaits while writing is paused."""
+    step = cycle.send(message)
+    try:
+        step.send(None)
+    except StopIteration:
+        return
+    step.close()
+    raise RuntimeError("the response could not be written at once")
+
+
+def with_header_timeout(seconds: float, oig_port: int | None = None) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol, closing a connection whose request headers do not arrive within `seconds`.
 
     uvicorn bounds only the idle time between requests; a client trickling headers (or sending nothing after
-    connecting) would otherwise hold its connection forever. The clock restarts after each response.
+    connecting) would otherwise hold its connection forever. The clock restarts after each response. It also
+    answers `GET /health` itself (liveness_answer), so a probe never queues behind the requests being served.
     """
     base: Any = AutoHTTPProtocol
 
     class HeaderTimeoutProtocol(base):  # type: ignore[misc]
         _header_timer: asyncio.TimerHandle | None = None
         _cycle_when_armed: object = None
+
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            answer = None if self.flow.write_paused else liveness_answer(cycle.scope, oig_port)
+            if answer is None:
+                super()._start_asgi_task(cycle, app)
+                return
+            for message in answer:
+                _send_now(cycle, message)
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
@@ -86,12 +136,22 @@ def with_header_timeout(seconds: float) -> type[asyncio.Protocol]:
 
 def shutdown_options(settings: Settings) -> dict[str, Any]:
     """uvicorn.Config options for shutdown and connection limits (use with DrainingServer)."""
+    oig_port = settings.oig_address[1] if settings.oig_address is not None else None
     return {
         "timeout_graceful_shutdown": int(settings.shutdown_grace_seconds) + ANSWER_MARGIN_SECONDS,
-        "http": with_header_timeout(settings.http_header_timeout_seconds),
+        "http": with_header_timeout(settings.http_header_timeout_seconds, oig_port),
         "timeout_keep_alive": settings.http_keepalive_seconds,
         "limit_concurrency": settings.max_connections,
+        "backlog": listen_backlog(settings),
     }
+
+
+def listen_backlog(settings: Settings) -> int:
+    """Room in the kernel's accept queue for every connection allowed arriving at once, and probes beside them.
+
+    (The kernel clamps it to net.core.somaxconn.)
+    """
+    return max(UVICORN_BACKLOG, 2 * settings.max_connections)
 
 
 def run_processes(count: int, child: Callable[[int, Callable[[], None]], int]) -> int:

@@ -102,9 +102,9 @@ def _serve_many(settings: Settings, workers: int) -> int:
     from imagegate.serving import run_processes
 
     try:
-        sockets = [_bind(settings.host, settings.port)]
+        sockets = [_bind(settings, settings.host, settings.port)]
         if settings.oig_address is not None:
-            sockets.append(_bind(*settings.oig_address))
+            sockets.append(_bind(settings, *settings.oig_address))
     except OSError as error:
         typer.echo(f"Error: cannot listen on {settings.host}:{settings.port}: {error.strerror}", err=True)
         return 3
@@ -123,10 +123,14 @@ def _serve_many(settings: Settings, workers: int) -> int:
     return run_processes(workers, child)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(settings: Settings, host: str, port: int) -> socket.socket:
     import uvicorn
 
-    return uvicorn.Config("imagegate.app:create_app", host=host, port=port).bind_socket()
+    from imagegate.serving import listen_backlog
+
+    return uvicorn.Config(
+        "imagegate.app:create_app", host=host, port=port, backlog=listen_backlog(settings)
+    ).bind_socket()
 
 
 def _serve_one(settings: Settings, sockets: list[socket.socket] | None, on_listening: Callable[[], None] | None) -> int:
@@ -173,7 +177,7 @@ def _with_oig_listener(
 
     oig = create_oig_app(application, settings=settings, metrics=metrics)
     config.app = ListenerDispatch(application, oig, address[1])
-    return sockets or [_bind(settings.host, settings.port), _bind(*address)]
+    return sockets or [_bind(settings, settings.host, settings.port), _bind(settings, *address)]
 
 
 def _say_listening(settings: Settings, workers: int = 1) -> None:

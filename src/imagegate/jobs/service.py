@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,6 +22,7 @@ from imagegate.jobs.models import DeletedBy, Job, JobImage, JobInput, JobKind, J
 from imagegate.jobs.outputs import RecentOutputs
 from imagegate.jobs.queries import JobPage
 from imagegate.jobs.requests import GenerationRequest, ValidRequest, require_storable_text, validate
+from imagegate.jobs.watch import JobWatch
 from imagegate.keys import audit, limits
 from imagegate.keys.models import ApiKey
 from imagegate.logs import current_request_id
@@ -58,6 +60,8 @@ class JobContext:
     # Input images decoded at once in this process: each may take max_input_pixels * 4 bytes while it is.
     decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(DECODE_SLOTS))
     outputs: RecentOutputs = field(default_factory=RecentOutputs)
+    # Looks at the jobs of all waiters at once; without it (or while it is stopped) each waiter polls its own.
+    watch: JobWatch | None = None
 
 
 async def submit(
@@ -284,7 +288,8 @@ async def wait_until_finished(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    with ctx.events.subscribe(job_id) as changed:
+    watch = ctx.watch
+    with ctx.events.subscribe(job_id) as changed, watch.follow(job_id) if watch else contextlib.nullcontext():
         while True:
             changed.clear()  # before reading: a change after the read still wakes us
             if job is None:
@@ -292,10 +297,13 @@ async def wait_until_finished(
             remaining = deadline - loop.time()
             if stop_waiting(ctx, job) or remaining <= 0:
                 return job
-            # A job this process runs announces its end; only jobs of other processes need polling (thousands of
-            # waiters polling every interval would keep the database busy for nothing).
+            # A job this process runs announces its end; any other job's change is found by the watch, one look
+            # for all waiters (thousands of waiters polling every interval kept the database busy for nothing).
             here = runs_here(ctx, job)
-            pause = min(remaining, LOCAL_WAIT_SECONDS if here else ctx.settings.poll_interval_seconds)
+            if watch is not None:
+                watch.saw(job_id, None if here else job.status)
+            told = here or (watch is not None and watch.running)
+            pause = min(remaining, LOCAL_WAIT_SECONDS if told else ctx.settings.poll_interval_seconds)
             try:
                 await asyncio.wait_for(changed.wait(), pause)
             except TimeoutError:
