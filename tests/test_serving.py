@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
@@ -248,3 +250,31 @@ def test_serve_runs_on_uvloop_and_httptools(tmp_path: Path) -> None:
     finally:
         loop.close()
     assert issubclass(config.http, HttpToolsProtocol)  # type: ignore[arg-type]
+
+
+async def test_new_requests_start_a_few_per_turn_of_the_event_loop_in_order() -> None:
+    from imagegate.serving import Admission
+
+    loop = asyncio.get_running_loop()
+    turn = [0]
+
+    def count_turns() -> None:
+        turn[0] += 1
+        loop.call_soon(count_turns)  # runs again in the next turn, after the loop has polled its sockets
+
+    loop.call_soon(count_turns)
+    admission = Admission(per_turn=4)
+    started: list[tuple[int, int]] = []
+
+    def begin(i: int) -> None:
+        started.append((i, turn[0]))
+
+    for i in range(10):  # a burst read in one turn
+        admission.start(loop, functools.partial(begin, i))
+    async with asyncio.timeout(30):
+        while len(started) < 10:
+            await asyncio.sleep(0)
+    assert [i for i, _turn in started] == list(range(10))
+    per_turn = Counter(when for _i, when in started)
+    assert max(per_turn.values()) == 4
+    assert len(per_turn) >= 3

@@ -10,6 +10,7 @@ import os
 import secrets
 import signal
 import socket
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,8 @@ from imagegate.settings import Settings
 logger = logging.getLogger(__name__)
 # After the jobs' grace period, interrupted jobs are settled and their waiters answer: this long is left for that.
 ANSWER_MARGIN_SECONDS = 5
+# New requests whose first step may run in one turn of the event loop (Admission): a few milliseconds each.
+REQUESTS_STARTED_PER_TURN = 4
 UVICORN_BACKLOG = 2048  # uvicorn's own default
 LIVENESS_BODY = json.dumps({"status": "ok", "version": __version__}, separators=(",", ":")).encode()
 
@@ -87,6 +90,38 @@ def _send_now(cycle: Any, message: dict[str, Any]) -> None:
     raise RuntimeError("the response could not be written at once")
 
 
+class Admission:
+    """New requests enter the event loop a few per turn of it, so the loop reads its sockets between them.
+
+    A burst of connections is read in one turn; each request's task then runs its first step (middleware,
+    body, key) in the next turn, all of them back to back: 500 requests arriving at once kept the loop away
+    from its sockets for seconds, and a /health probe with them. Started `per_turn` at a time, the loop polls
+    between batches. The work and its order are the same; only the turns are shorter.
+    """
+
+    def __init__(self, per_turn: int) -> None:
+        self._per_turn = per_turn
+        self._waiting: deque[Callable[[], None]] = deque()
+        self._armed = False
+
+    def start(self, loop: asyncio.AbstractEventLoop, begin: Callable[[], None]) -> None:
+        """begin() now, or in a later turn when this turn has started its share already."""
+        self._waiting.append(begin)
+        if not self._armed:
+            self._drain(loop)
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        for _ in range(min(self._per_turn, len(self._waiting))):
+            self._waiting.popleft()()
+        self._armed = True  # until the next turn, arrivals wait their turn
+        loop.call_soon(self._next_turn, loop)
+
+    def _next_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._armed = False
+        if self._waiting:
+            self._drain(loop)
+
+
 def with_header_timeout(seconds: float, oig_port: int | None = None) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol, closing a connection whose request headers do not arrive within `seconds`.
 
@@ -95,6 +130,7 @@ def with_header_timeout(seconds: float, oig_port: int | None = None) -> type[asy
     answers `GET /health` itself (liveness_answer), so a probe never queues behind the requests being served.
     """
     base: Any = AutoHTTPProtocol
+    admission = Admission(REQUESTS_STARTED_PER_TURN)
 
     class HeaderTimeoutProtocol(base):  # type: ignore[misc]
         _header_timer: asyncio.TimerHandle | None = None
@@ -103,7 +139,8 @@ def with_header_timeout(seconds: float, oig_port: int | None = None) -> type[asy
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
             answer = None if self.flow.write_paused else liveness_answer(cycle.scope, oig_port)
             if answer is None:
-                super()._start_asgi_task(cycle, app)
+                start = super()._start_asgi_task
+                admission.start(self.loop, lambda: start(cycle, app))
                 return
             for message in answer:
                 _send_now(cycle, message)
