@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.fakes.backends import tiny_png
 from tests.helpers import GENERATE, Harness, HarnessFactory
 
 JOBS = 10
-# What one synchronous demo job costs end to end, per job: the key (when its cached copy has aged out), the fair
-# tags, the insert and the queue-size check; a look at the queue and the claim; the next look that finds it empty;
-# the finish and its image row. The waiter answers with the finished job the scheduler hands it, reading nothing.
-# PostgreSQL adds the submit and claim advisory locks, and the NOTIFYs of the queued and the finished job (the
-# hand-offs to other processes, jobs/notify.py).
-STATEMENTS_PER_JOB = {"sqlite": 9, "postgresql": 13}
-TRANSACTIONS_PER_JOB = 6
+# What one synchronous demo job costs end to end, per job, at most: the key (when its cached copy has aged out); the
+# insert (it computes the fair tag and counts the queue); the claim (it says whether others wait, so no look at the
+# queue comes before or after it); the finish and its image row. The waiter answers with the finished job the
+# scheduler hands it, reading nothing. PostgreSQL adds the submit and claim advisory locks, and the NOTIFYs of the
+# queued and the finished job (the hand-offs to other processes, jobs/notify.py). An edit adds its input row, written
+# with the job and read in the claim's transaction.
+STATEMENTS_PER_JOB = {"sqlite": 5, "postgresql": 9}
+EDIT_STATEMENTS_PER_JOB = {"sqlite": 7, "postgresql": 11}
+# Submit, claim, finish, and the key's read when its cached copy has aged out.
+TRANSACTIONS_PER_JOB = 4
 
 
 @dataclass
@@ -51,11 +56,34 @@ def counting(engine: AsyncEngine) -> Iterator[Counts]:
         event.remove(engine.sync_engine, "begin", begin)
 
 
-async def _generate(harness: Harness, auth: dict[str, str], i: int) -> None:
+async def _native(harness: Harness, auth: dict[str, str], i: int) -> None:
     body = {"prompt": f"budget {i}", "model": "demo", "size": "64x64"}
     response = await harness.client.post(GENERATE, json=body, headers=auth)
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "succeeded"
+
+
+async def _openai(harness: Harness, auth: dict[str, str], i: int) -> None:
+    body = {"prompt": f"budget {i}", "model": "demo", "size": "64x64", "response_format": "b64_json"}
+    response = await harness.client.post("/v1/images/generations", json=body, headers=auth)
+    assert response.status_code == 200, response.text
+    assert response.json()["data"][0]["b64_json"]
+
+
+async def _openai_edit(harness: Harness, auth: dict[str, str], i: int) -> None:
+    files = {"image": ("in.png", tiny_png(), "image/png")}
+    data = {"prompt": f"budget {i}", "model": "demo", "size": "64x64", "response_format": "url"}
+    response = await harness.client.post("/v1/images/edits", data=data, files=files, headers=auth)
+    assert response.status_code == 200, response.text
+    assert response.json()["data"][0]["url"]
+
+
+Submit = Callable[[Harness, dict[str, str], int], Awaitable[None]]
+SURFACES: dict[str, tuple[Submit, dict[str, int]]] = {
+    "native": (_native, STATEMENTS_PER_JOB),
+    "openai": (_openai, STATEMENTS_PER_JOB),
+    "openai-edit": (_openai_edit, EDIT_STATEMENTS_PER_JOB),
+}
 
 
 async def _scheduler_idle(harness: Harness) -> None:
@@ -66,16 +94,18 @@ async def _scheduler_idle(harness: Harness) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_a_synchronous_job_stays_within_its_sql_budget(harness_with: HarnessFactory) -> None:
+@pytest.mark.parametrize("surface", list(SURFACES))
+async def test_a_synchronous_job_stays_within_its_sql_budget(harness_with: HarnessFactory, surface: str) -> None:
+    submit, budget = SURFACES[surface]
     # Long polls and heartbeats: only the work a job causes is counted.
     async with harness_with(poll_interval_seconds=60, worker_heartbeat_seconds=60, worker_lease_seconds=180) as harness:
         auth = await harness.auth()
-        await _generate(harness, auth, -1)  # the first request warms caches that later ones reuse
+        await submit(harness, auth, -1)  # the first request warms caches that later ones reuse
         await _scheduler_idle(harness)
         with counting(harness.app.state.services.engine) as counts:
             for i in range(JOBS):
-                await _generate(harness, auth, i)
+                await submit(harness, auth, i)
             await _scheduler_idle(harness)
         dialect = harness.app.state.services.engine.dialect.name
-    assert len(counts.statements) / JOBS <= STATEMENTS_PER_JOB[dialect], "\n".join(counts.statements)
+    assert len(counts.statements) / JOBS <= budget[dialect], "\n".join(counts.statements)
     assert counts.transactions / JOBS <= TRANSACTIONS_PER_JOB

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from imagegate.jobs.models import Job, JobKind, JobStatus
+from imagegate.jobs.models import Job, JobInput, JobKind, JobStatus
 from imagegate.jobs.queue import Claimed, claim
 from tests.helpers import job_row as job
 
@@ -66,3 +66,29 @@ async def test_another_backends_jobs_are_neither_taken_nor_counted(sessions: asy
     claimed = await take(sessions, limit=1)
     assert claimed is not None
     assert claimed.job_id == mine
+
+
+async def test_a_claim_says_whether_more_of_its_backends_jobs_wait(sessions: async_sessionmaker[AsyncSession]) -> None:
+    await add(sessions, job("a", 0), job("b", 0), job("c", 0, backend="other"))
+    first, second = await take(sessions), await take(sessions)
+    assert first is not None
+    assert second is not None
+    assert (first.more_queued, second.more_queued) == (True, False)  # the other backend's job does not count
+
+
+async def test_a_claimed_edit_comes_with_its_input_rows(sessions: async_sessionmaker[AsyncSession]) -> None:
+    edit = job("a", 0)
+    edit.operation = "edit"
+    edit.inputs = [
+        JobInput(index=i, role=role, storage_key=f"inputs/{i}", width=8, height=8, format="png", bytes=9, sha256="0")
+        for i, role in enumerate(["reference", "mask"])
+    ]
+    await add(sessions, edit)
+    claimed = await take(sessions)
+    assert claimed is not None
+    assert claimed.job is not None
+    assert [(item.role, item.storage_key) for item in claimed.job.inputs] == [
+        ("reference", "inputs/0"),
+        ("mask", "inputs/1"),
+    ]
+    assert (claimed.job.status, claimed.job.attempts, claimed.job.operation) == (JobStatus.RUNNING, 1, "edit")

@@ -264,9 +264,11 @@ async def get_job(
     ctx = job_context(request)
     job = await service.get_job(ctx=ctx, job_id=job_id, key=key)
     if wait and not job.is_finished:
-        job = await service.wait_until_finished(ctx=ctx, job_id=job_id, key=key, timeout=wait)
-    async with ctx.sessions() as session:
-        deliveries = await webhooks.deliveries_of(session, job.id)
+        job = await service.wait_until_finished(ctx=ctx, job_id=job_id, key=key, timeout=wait, job=job)
+    deliveries: list[webhooks.DeliveryView] = []
+    if job.webhook is not None:  # a job without a webhook has no deliveries to read
+        async with ctx.sessions() as session:
+            deliveries = await webhooks.deliveries_of(session, job.id)
     return {**render_job(job, base_url(request)), "webhooks": webhooks.render_deliveries(deliveries)}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Request, Response
@@ -193,7 +193,7 @@ async def _run(
         kind = "image_edit" if operation == "edits" else "image_generation"
         return _stream(ctx, key, job, kind, headers)
     job = await service.wait_until_finished(
-        ctx=ctx, job_id=job.id, key=key, timeout=ctx.settings.openai_wait_timeout_seconds
+        ctx=ctx, job_id=job.id, key=key, timeout=ctx.settings.openai_wait_timeout_seconds, job=job
     )
     if job.status != JobStatus.SUCCEEDED:
         return _job_error(job, headers)
@@ -255,12 +255,15 @@ def _stream(ctx: JobContext, key: ApiKey, job: Job, kind: str, headers: dict[str
                         created_at=int(time.time()),
                     )
                     yield sse(f"{kind}.partial_image", event)
-                current = await service.get_job(ctx=ctx, job_id=job.id, key=key)
                 remaining = deadline - asyncio.get_running_loop().time()
                 if service.stop_waiting(ctx, current) or remaining <= 0:
                     break
-                with suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(changed.wait(), min(remaining, ctx.settings.poll_interval_seconds))
+                except TimeoutError:  # no news: the database says whether another process took it over
+                    current = await service.get_job(ctx=ctx, job_id=job.id, key=key)
+                else:
+                    current = await service.current_job(ctx=ctx, job_id=job.id, key=key)
             async for chunk in _final_events(ctx, current, kind):
                 yield chunk
 

@@ -191,15 +191,6 @@ async def active_jobs(session: AsyncSession, key_id: int) -> int:
     return int(count or 0)
 
 
-async def fair_tags(session: AsyncSession, *, backend: str, key_id: int | None) -> tuple[int | None, int | None]:
-    """The smallest fair tag of the backend's active image jobs, and the largest of the key's among them."""
-    active = Job.status.in_(ACTIVE) & (Job.kind == JobKind.IMAGE) & (Job.backend == backend)
-    virtual_time = select(func.min(Job.fair_tag)).where(active).scalar_subquery()
-    last_of_key = select(func.max(Job.fair_tag)).where(Job.key_id == key_id, active).scalar_subquery()
-    row = (await session.execute(select(virtual_time, last_of_key))).one()
-    return row[0], row[1]
-
-
 async def created_since_by_status(session: AsyncSession, since: datetime) -> dict[JobStatus, tuple[int, int]]:
     """Per status: the jobs created since a moment, and the images they delivered."""
     rows = await session.execute(

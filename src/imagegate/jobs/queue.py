@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, case, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Exists, Row, and_, case, func, insert, literal_column, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -16,7 +16,7 @@ from imagegate.db import db_time, utcnow
 from imagegate.errors import ImagegateError, JobInterrupted
 from imagegate.images import ImageInfo
 from imagegate.jobs import notify
-from imagegate.jobs.models import Job, JobImage, JobKind, JobStatus, new_image_id
+from imagegate.jobs.models import Job, JobImage, JobInput, JobKind, JobStatus, new_image_id
 from imagegate.webhooks import service as webhooks
 
 # A job is tried at most this many times when the process running it dies or shuts down.
@@ -24,6 +24,7 @@ MAX_ATTEMPTS = 2
 RETRY_AFTER_CHARS = 64  # the column's width; an HTTP date takes 29
 # Built once: an alias copies every column and foreign key, which per claim cost more than the claim itself.
 QUEUED, RUNNING = aliased(Job), aliased(Job)
+MORE_QUEUED = "more_queued"  # the claim's extra column: whether others still wait
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,10 @@ class Claimed:
     webhook: bool = False  # whether the job has a webhook, so its sender need only be woken then
     # The worker that claimed it; None where another process settles someone else's row (leases._take).
     worker_id: str | None = None
-    # The row as the claim left it, with its inputs, when they are known without reading them (a job without any).
+    # The row as the claim left it, with its inputs: what the run builds the backend's request from.
     job: Job | None = field(default=None, compare=False, repr=False)
+    # Whether another job of the backend was still queued as this one was claimed: the loop claims again at once.
+    more_queued: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ async def claim(
             lease_until=db_time(session, lease_seconds),
             cancel_requested=False,
         )
-        .returning(*Job.__table__.columns)
+        .returning(*Job.__table__.columns, _others_queued(backend).label(MORE_QUEUED))
         .execution_options(synchronize_session=False)
     )
     row = (await session.execute(statement)).first()
@@ -123,15 +126,36 @@ async def claim(
         waited,
         webhook=row.webhook is not None,
         worker_id=worker_id,
-        job=_claimed_job(row),
+        job=await _claimed_job(session, row),
+        more_queued=bool(row._mapping[MORE_QUEUED]),
     )
 
 
-def _claimed_job(row: Row[Any]) -> Job | None:
-    """The claimed row as a Job the run can use as it is, unless it has inputs (those are read with it then)."""
-    if row.operation != Operation.GENERATE:  # only edits and variations carry input images
-        return None
-    return Job(**row._asdict(), inputs=[], images=[])
+def _others_queued(backend: str) -> Exists:
+    """Whether another image job of the backend waits besides the row being claimed (a RETURNING column)."""
+    return (
+        select(QUEUED.seq)
+        .where(
+            QUEUED.status == JobStatus.QUEUED,
+            QUEUED.backend == backend,
+            QUEUED.kind == JobKind.IMAGE,
+            # Spelled out: SQLite's RETURNING drops table names, which would make this compare the inner row to itself.
+            QUEUED.seq != literal_column("job.seq"),
+        )
+        .exists()
+    )
+
+
+async def _claimed_job(session: AsyncSession, row: Row[Any]) -> Job:
+    """The claimed row as a Job the run uses as it is; an edit's or variation's input rows read in the claim."""
+    values = {column.key: row._mapping[column.key] for column in Job.__table__.columns}
+    if row.operation == Operation.GENERATE:  # only edits and variations carry input images
+        return Job(**values, inputs=[], images=[])
+    # Core rows, made into detached objects: nothing the session would flush.
+    inputs = await session.execute(
+        select(*JobInput.__table__.columns).where(JobInput.job_id == row.id).order_by(JobInput.index)
+    )
+    return Job(**values, inputs=[JobInput(**item._asdict()) for item in inputs], images=[])
 
 
 async def promote_vision(sessions: async_sessionmaker[AsyncSession], *, job_id: str, backend: str, limit: int) -> bool:
@@ -185,28 +209,29 @@ async def finish_succeeded(
         ).first()
         if settled is None:
             return None
-        session.add_all(_image_rows(claimed.job_id, images, finished_at))
+        await session.execute(insert(JobImage), _image_rows(claimed.job_id, images, finished_at))
         await webhooks.enqueue(session, claimed.job_id, JobStatus.SUCCEEDED, settled.webhook)
         await notify.announce_finished(session, claimed.job_id, settled.worker_id)
     return finished_at
 
 
-def _image_rows(job_id: str, images: list[StoredImage], at: datetime) -> list[JobImage]:
+def _image_rows(job_id: str, images: list[StoredImage], at: datetime) -> list[dict[str, Any]]:
+    """The job_image rows of the stored images, as a Core insert takes them."""
     return [
-        JobImage(
-            job_id=job_id,
-            index=index,
-            name=image.name,
-            storage_key=image.storage_key,
-            width=image.info.width,
-            height=image.info.height,
-            format=image.info.format,
-            bytes=image.info.bytes,
-            sha256=image.info.sha256,
-            created_at=at,
-            public_id=image.public_id,
-            deleted_at=None,
-        )
+        {
+            "job_id": job_id,
+            "index": index,
+            "name": image.name,
+            "storage_key": image.storage_key,
+            "width": image.info.width,
+            "height": image.info.height,
+            "format": image.info.format,
+            "bytes": image.info.bytes,
+            "sha256": image.info.sha256,
+            "created_at": at,
+            "public_id": image.public_id,
+            "deleted_at": None,
+        }
         for index, image in enumerate(images)
     ]
 
@@ -219,7 +244,13 @@ def succeeded_job(
     values.update(status=JobStatus.SUCCEEDED, finished_at=finished_at, image_count=len(images), logs=logs)
     if metadata:
         values["result"] = metadata
-    return Job(**values, inputs=list(job.inputs), images=_image_rows(job.id, images, finished_at))
+    rows = [JobImage(**row) for row in _image_rows(job.id, images, finished_at)]
+    return Job(**values, inputs=[_copy(item) for item in job.inputs], images=rows)
+
+
+def _copy(item: JobInput) -> JobInput:
+    # A copy: handing the claimed job's own input to another Job would take it out of the claimed job's list.
+    return JobInput(**{column.key: getattr(item, column.key) for column in JobInput.__table__.columns})
 
 
 async def finish_failed(

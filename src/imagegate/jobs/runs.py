@@ -10,9 +10,6 @@ import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
-
 from imagegate.backends import usage
 from imagegate.backends.base import BackendRequest, JobReporter, OutputImage
 from imagegate.db import is_unavailable, write_to_the_end
@@ -90,10 +87,6 @@ class JobRunner:
                 backend_name, claimed, functools.partial(queue.finish_failed, sessions, claimed, error, reporter.text())
             )
             return (JobStatus.FAILED, error.code) if failed else None
-        except _NotLoaded:  # it has not run, so it goes back in the queue
-            logger.warning("job %s could not be loaded (database unavailable); requeueing it", claimed.job_id)
-            await self._record(backend_name, claimed, lambda: self._requeue(claimed))
-            return None
         except Exception as exc:
             logger.exception("job %s failed unexpectedly", claimed.job_id)
             reporter.write("".join(traceback.format_exception(exc)))
@@ -126,10 +119,6 @@ class JobRunner:
         if claimed.job is not None:
             self.succeeded[claimed.job_id] = queue.succeeded_job(claimed.job, stored, logs, metadata, finished_at)
         return True
-
-    async def _requeue(self, claimed: Claimed) -> bool:
-        await queue.settle_interrupted(self.ctx.sessions, claimed, None, retry=True)
-        return False
 
     async def _record(self, backend: str, claimed: Claimed, write: Callable[[], Coroutine[Any, Any, bool]]) -> bool:
         """Write a job's end, retrying while the database is unavailable: the result is kept, never re-run.
@@ -189,19 +178,9 @@ class JobRunner:
         return False
 
     async def _backend_request(self, claimed: Claimed) -> BackendRequest:
-        if claimed.job is not None:  # the claim returned the whole row, and the job has no inputs to read
-            return await backend_request(claimed.job, self.ctx.storage)
-        try:
-            async with self.ctx.sessions() as session:
-                statement = select(Job).where(Job.id == claimed.job_id).options(selectinload(Job.inputs))
-                job = await session.scalar(statement)
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise _NotLoaded from exc
-            raise
-        if job is None:
-            raise BackendError("The job disappeared before it ran.")
-        return await backend_request(job, self.ctx.storage)
+        if claimed.job is None:  # every claim carries its row and inputs; only a settled job comes without
+            raise BackendError("The job was not claimed by this run.")
+        return await backend_request(claimed.job, self.ctx.storage)
 
     async def _store_outputs(self, images: list[OutputImage]) -> list[StoredImage]:
         return await outputs.store(images, storage=self.ctx.storage, recent=self.ctx.outputs)
@@ -212,10 +191,6 @@ class JobRunner:
 
 def _run_key(claimed: Claimed) -> tuple[str, int]:
     return (claimed.job_id, claimed.attempt)
-
-
-class _NotLoaded(Exception):
-    """The job's row could not be read because the database is unavailable."""
 
 
 async def guard(work: Callable[[], Awaitable[None]]) -> None:

@@ -172,11 +172,13 @@ class Scheduler:
     async def _claim_loop(self, backend: str) -> None:
         wake, slots = self._wake[backend], self._slots[backend]
         limit = self.ctx.backends.concurrency[backend]
+        # Look before claiming only when nothing said a job waits: an idle loop then never takes the write lock.
+        look_first = True
         while await self._slot(slots):
             wake.clear()
             self._claims_in_flight += 1
             try:
-                claimed = await self._claim(backend, limit)
+                claimed = await self._claim(backend, limit, look_first=look_first)
             except Exception as exc:
                 self._claims_in_flight -= 1
                 slots.release()
@@ -186,30 +188,34 @@ class Scheduler:
                     )
                 else:
                     logger.exception("claiming a %s job failed; retrying", backend)
-                await self._pause(wake)
+                look_first = not await self._pause(wake)
                 continue
             if claimed is None:
                 self._claims_in_flight -= 1
                 slots.release()
-                await self._pause(wake)
+                look_first = not await self._pause(wake)
                 continue
-            if self.ctx.metrics is not None:
-                self.ctx.metrics.queue_wait.labels(backend).observe(claimed.queued_seconds)
-            earlier = self._running.get(claimed.job_id)
-            if earlier is not None:  # a copy of an earlier attempt still runs here: that attempt is over
-                self._stop_lost(earlier)
-            task = asyncio.create_task(self.runner.run(backend, claimed), name=f"job:{claimed.job_id}")
-            self._running[claimed.job_id] = _Run(claimed, task)
-            self._claims_in_flight -= 1
-            task.add_done_callback(functools.partial(self._finished, backend, claimed, slots))
-            if claimed.webhook:
-                self.webhooks.wake()  # its 'running' event may wait to be sent
-            self.ctx.events.notify(claimed.job_id, claimed.job)  # its waiters learn it runs here and stop polling
+            self._start(backend, claimed, slots)
+            # The claim said whether others wait; if none did, the next job announces itself (or the poll finds it).
+            look_first = False if claimed.more_queued else not await self._pause(wake)
 
-    async def _claim(self, backend: str, limit: int) -> Claimed | None:
-        async with self.ctx.sessions() as session:
-            waiting = await queue.any_queued(session, backend=backend)
-        if not waiting:
+    def _start(self, backend: str, claimed: Claimed, slots: Slots) -> None:
+        if self.ctx.metrics is not None:
+            self.ctx.metrics.queue_wait.labels(backend).observe(claimed.queued_seconds)
+        earlier = self._running.get(claimed.job_id)
+        if earlier is not None:  # a copy of an earlier attempt still runs here: that attempt is over
+            self._stop_lost(earlier)
+        task = asyncio.create_task(self.runner.run(backend, claimed), name=f"job:{claimed.job_id}")
+        self._running[claimed.job_id] = _Run(claimed, task)
+        self._claims_in_flight -= 1
+        task.add_done_callback(functools.partial(self._finished, backend, claimed, slots))
+        if claimed.webhook:
+            self.webhooks.wake()  # its 'running' event may wait to be sent
+        self.ctx.events.notify(claimed.job_id, claimed.job)  # its waiters learn it runs here and stop polling
+
+    async def _claim(self, backend: str, limit: int, *, look_first: bool) -> Claimed | None:
+        """The claim, one statement; a read first (look_first) or after a claim that took nothing, never both."""
+        if look_first and not await self._any_queued(backend):
             return None
         async with self.ctx.sessions() as session, session.begin():
             claimed = await queue.claim(
@@ -219,11 +225,15 @@ class Scheduler:
                 worker_id=self.worker_id,
                 lease_seconds=self.ctx.settings.worker_lease_seconds,
             )
-        if claimed is None:
-            self._full.add(backend)
-        else:
+        if claimed is not None:
             self._full.discard(backend)
+        elif look_first or await self._any_queued(backend):  # jobs wait, but the backend's limit is reached
+            self._full.add(backend)
         return claimed
+
+    async def _any_queued(self, backend: str) -> bool:
+        async with self.ctx.sessions() as session:
+            return await queue.any_queued(session, backend=backend)
 
     async def _slot(self, slots: Slots) -> bool:
         """Wait for a free slot; False once stopping (no slot is then held)."""
@@ -254,12 +264,15 @@ class Scheduler:
         if claimed.webhook:
             self.webhooks.wake()  # its final event may wait to be sent
 
-    async def _pause(self, wake: asyncio.Event) -> None:
-        """Until work is announced, the poll interval passes, or the scheduler stops."""
+    async def _pause(self, wake: asyncio.Event) -> bool:
+        """Until work is announced, the poll interval passes, or the scheduler stops; True when work was announced."""
+        if wake.is_set():
+            return True
         waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(self._stop.wait())]
         await asyncio.wait(waits, timeout=self.ctx.settings.poll_interval_seconds, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waits:
             waiter.cancel()
+        return wake.is_set()
 
     async def _heartbeat_loop(self) -> None:
         settings = self.ctx.settings

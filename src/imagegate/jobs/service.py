@@ -7,6 +7,7 @@ import contextlib
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import case, delete, func, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -40,6 +41,25 @@ LOCAL_WAIT_SECONDS = 30.0
 # A cancel answers once the job has stopped, or after this long with the job still stopping.
 CANCEL_WAIT_SECONDS = 10.0
 DECODE_SLOTS = 2
+# The columns of a queued job that no request sets, written as they are (the Core insert skips the ORM's defaults).
+NOT_YET: dict[str, Any] = {
+    "result": None,
+    "attempts": 0,
+    "worker_id": None,
+    "lease_until": None,
+    "cancel_requested": False,
+    "image_count": 0,
+    "error_code": None,
+    "error_message": None,
+    "error_status": None,
+    "error_retry_after": None,
+    "logs": "",
+    "webhook": None,
+    "started_at": None,
+    "finished_at": None,
+    "deleted_at": None,
+    "deleted_by": None,
+}
 
 
 def new_job_id() -> str:
@@ -170,12 +190,13 @@ def _new_job(
     inputs: list[tuple[str, str, ImageInfo]],
     settings: Settings,
 ) -> Job:
-    """The queued job row, with a row per stored input."""
+    """The queued job row, with a row per stored input: every column set, as it will be written."""
     now = utcnow()
     return Job(
         id=job_id,
         key_id=key.id,
         key_handle=key.handle,
+        kind=JobKind.IMAGE,
         status=JobStatus.QUEUED,
         model=model,
         backend=backend,
@@ -192,6 +213,7 @@ def _new_job(
         surface=request.surface,
         created_at=now,
         expires_at=now + timedelta(days=settings.retention_days),
+        **NOT_YET,
         inputs=[
             JobInput(
                 index=i,
@@ -213,10 +235,7 @@ async def _insert_queued(ctx: JobContext, job: Job, key: ApiKey, idempotency_key
     async with ctx.sessions() as session, session.begin():
         if session.get_bind().dialect.name == "postgresql":
             await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": SUBMIT_LOCK_ID})
-        job.fair_tag = await _fair_tag(session, job)
-        session.add(job)
-        await session.flush()
-        if await queries.queued_image_jobs(session) > ctx.settings.queue_max_size:
+        if await intake.insert_queued(session, job) > ctx.settings.queue_max_size:
             raise QueueFull(
                 f"The queue is full ({ctx.settings.queue_max_size} jobs waiting); retry in a few seconds.",
                 headers={"Retry-After": QUEUE_FULL_RETRY_AFTER},
@@ -226,20 +245,6 @@ async def _insert_queued(ctx: JobContext, job: Job, key: ApiKey, idempotency_key
             await idempotency.complete(session=session, key=key, idempotency_key=idempotency_key, job_id=job.id)
         webhooks.add_delivery(session, job, JobStatus.QUEUED)
         await notify.announce_queued(session, backend=job.backend, job_id=job.id)
-
-
-async def _fair_tag(session: AsyncSession, job: Job) -> int:
-    """Start-time fair queuing: the scheduler runs the smallest tag first.
-
-    The queue's virtual time is the smallest tag still queued or running; a key's next job starts at
-    one past its own latest queued or running job, and never before the virtual time. A key with a long
-    backlog therefore alternates with newcomers instead of making them wait behind all of it.
-    """
-    virtual_time, last_of_key = await queries.fair_tags(session, backend=job.backend, key_id=job.key_id)
-    candidates = [virtual_time or 0]
-    if last_of_key is not None:
-        candidates.append(last_of_key + 1)
-    return max(candidates)
 
 
 async def get_job(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Job:
@@ -310,6 +315,11 @@ async def wait_until_finished(
                 job = None
             else:
                 job = _announced(ctx, job_id, key)
+
+
+async def current_job(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Job:
+    """The job as this process's scheduler last announced it, or as the database has it when it did not say."""
+    return _announced(ctx, job_id, key) or await get_job(ctx=ctx, job_id=job_id, key=key)
 
 
 def _announced(ctx: JobContext, job_id: str, key: ApiKey | None) -> Job | None:
