@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import functools
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, insert, null, select, union_all
+from sqlalchemy import Insert, ScalarSelect, Table, bindparam, func, insert, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -72,6 +73,10 @@ async def input_header(upload: Reference, settings: Settings) -> ImageHeader:
 
 
 OTHER = aliased(Job)  # built once: an alias copies every column (see jobs/queue.py)
+JOB, JOB_INPUT = cast(Table, Job.__table__), cast(Table, JobInput.__table__)
+# Written by the insert's VALUES (everything else the row has is computed in the statement).
+WRITTEN = tuple(column for column in JOB.columns if column.key not in ("seq", "fair_tag"))
+INPUT_COLUMNS = tuple(column.key for column in JOB_INPUT.columns if column.key != "id")
 
 
 async def insert_queued(session: AsyncSession, job: Job) -> int:
@@ -79,42 +84,43 @@ async def insert_queued(session: AsyncSession, job: Job) -> int:
 
     One statement computes its fair tag and counts the queue; job gets the seq and fair tag the database gave it.
     """
-    columns = [column for column in Job.__table__.columns if column.key not in ("seq", "fair_tag")]
-    values: dict[str, Any] = {column.key: _value(getattr(job, column.key)) for column in columns}
+    values = {column.key: getattr(job, column.key) for column in WRITTEN}
+    connection = await session.connection()
+    params = {**values, "tag_backend": job.backend, "tag_key_id": job.key_id, "new_id": job.id}
+    row = (await connection.execute(_insert_statement(), params)).one()
+    job.seq, job.fair_tag = row.seq, row.fair_tag
+    if job.inputs:
+        rows = [{name: getattr(item, name) for name in INPUT_COLUMNS} | {"job_id": job.id} for item in job.inputs]
+        await connection.execute(insert(JOB_INPUT), rows)
+    return int(row.others) + 1
+
+
+@functools.cache
+def _insert_statement() -> Insert:
+    """The queued job's INSERT, built once: its values, the key's and backend's tags and the job's id are bound."""
     # Counted without the new row: SQLite's RETURNING sees it, PostgreSQL's sees the table as it was.
     others = (
         select(func.count())
         .select_from(OTHER)
-        .where(OTHER.status == JobStatus.QUEUED, OTHER.kind == JobKind.IMAGE, OTHER.id != job.id)
+        .where(OTHER.status == JobStatus.QUEUED, OTHER.kind == JobKind.IMAGE, OTHER.id != bindparam("new_id"))
         .scalar_subquery()
     )
-    statement = (
-        insert(Job).values(**values, fair_tag=_fair_tag(job)).returning(Job.seq, Job.fair_tag, others.label("others"))
+    values = {column.key: bindparam(column.key, type_=column.type) for column in WRITTEN}
+    return (
+        insert(JOB).values(**values, fair_tag=_fair_tag()).returning(JOB.c.seq, JOB.c.fair_tag, others.label("others"))
     )
-    row = (await session.execute(statement)).one()
-    job.seq, job.fair_tag = row.seq, row.fair_tag
-    if job.inputs:
-        input_columns = [column.key for column in JobInput.__table__.columns if column.key != "id"]
-        rows = [{name: getattr(item, name) for name in input_columns} | {"job_id": job.id} for item in job.inputs]
-        await session.execute(insert(JobInput), rows)
-    return int(row.others) + 1
 
 
-def _value(value: object) -> object:
-    # None is SQL NULL in every column (a JSON column would otherwise store the JSON text 'null').
-    return null() if value is None else value
-
-
-def _fair_tag(job: Job) -> ColumnElement[int]:
+def _fair_tag() -> ScalarSelect[Any]:
     """Start-time fair queuing: the scheduler runs the smallest tag first.
 
     The queue's virtual time is the smallest tag still queued or running; a key's next job starts at one past its
     own latest queued or running job, and never before the virtual time. A key with a long backlog therefore
     alternates with newcomers instead of making them wait behind all of it.
     """
-    active = OTHER.status.in_(ACTIVE) & (OTHER.kind == JobKind.IMAGE) & (OTHER.backend == job.backend)
+    active = OTHER.status.in_(ACTIVE) & (OTHER.kind == JobKind.IMAGE) & (OTHER.backend == bindparam("tag_backend"))
     candidates = union_all(
         select(func.min(OTHER.fair_tag).label("tag")).where(active),
-        select((func.max(OTHER.fair_tag) + 1).label("tag")).where(active, OTHER.key_id == job.key_id),
+        select((func.max(OTHER.fair_tag) + 1).label("tag")).where(active, OTHER.key_id == bindparam("tag_key_id")),
     ).subquery()
     return select(func.coalesce(func.max(candidates.c.tag), 0)).scalar_subquery()
