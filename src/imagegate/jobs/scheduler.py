@@ -39,6 +39,7 @@ class Scheduler:
         self.runner = JobRunner(ctx)
         self._claims_in_flight = 0  # claimed in the database but maybe not yet in _running
         self._full: set[str] = set()  # backends whose last claim found jobs waiting but the limit reached
+        self._ended = dict.fromkeys(ctx.backends.backends, 0)  # runs ended here, per backend
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._stop = asyncio.Event()
@@ -217,6 +218,7 @@ class Scheduler:
         """The claim, one statement; a read first (look_first) or after a claim that took nothing, never both."""
         if look_first and not await self._any_queued(backend):
             return None
+        ended = self._ended[backend]
         async with self.ctx.sessions() as session, session.begin():
             claimed = await queue.claim(
                 session,
@@ -229,6 +231,8 @@ class Scheduler:
             self._full.discard(backend)
         elif look_first or await self._any_queued(backend):  # jobs wait, but the backend's limit is reached
             self._full.add(backend)
+            if self._ended[backend] != ended:  # a job here ended meanwhile, before it could see the backend full
+                self.wake(backend)
         return claimed
 
     async def _any_queued(self, backend: str) -> bool:
@@ -253,6 +257,7 @@ class Scheduler:
 
     def _finished(self, backend: str, claimed: Claimed, slots: Slots, task: asyncio.Task[None]) -> None:
         slots.release()
+        self._ended[backend] += 1
         if backend in self._full:  # its slot is one the backend's limit kept a waiting job from: claim it now
             self.wake(backend)
         run = self._running.get(claimed.job_id)
