@@ -12,6 +12,7 @@ from sqlalchemy.orm import aliased
 
 from imagegate.errors import PayloadTooLarge
 from imagegate.images import ImageHeader, ImageInfo, inspect_image, read_header
+from imagegate.jobs import notify
 from imagegate.jobs.models import ACTIVE, Job, JobInput, JobKind, JobStatus
 from imagegate.jobs.requests import GenerationRequest, Reference
 from imagegate.settings import Settings
@@ -87,7 +88,10 @@ async def insert_queued(session: AsyncSession, job: Job) -> int:
     values = {column.key: getattr(job, column.key) for column in WRITTEN}
     connection = await session.connection()
     params = {**values, "tag_backend": job.backend, "tag_key_id": job.key_id, "new_id": job.id}
-    row = (await connection.execute(_insert_statement(), params)).one()
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        params["queued_notice"] = notify.queued_notice(backend=job.backend, job_id=job.id)
+    row = (await connection.execute(_insert_statement(dialect), params)).one()
     job.seq, job.fair_tag = row.seq, row.fair_tag
     if job.inputs:
         rows = [{name: getattr(item, name) for name in INPUT_COLUMNS} | {"job_id": job.id} for item in job.inputs]
@@ -96,8 +100,11 @@ async def insert_queued(session: AsyncSession, job: Job) -> int:
 
 
 @functools.cache
-def _insert_statement() -> Insert:
-    """The queued job's INSERT, built once: its values, the key's and backend's tags and the job's id are bound."""
+def _insert_statement(dialect: str) -> Insert:
+    """The queued job's INSERT, built once per dialect: its values, the tags' key and backend, the id are bound.
+
+    On PostgreSQL it also sends the NOTIFY that wakes other processes' workers (on commit, never for a rollback).
+    """
     # Counted without the new row: SQLite's RETURNING sees it, PostgreSQL's sees the table as it was.
     others = (
         select(func.count())
@@ -107,7 +114,9 @@ def _insert_statement() -> Insert:
     )
     values = {column.key: bindparam(column.key, type_=column.type) for column in WRITTEN}
     return (
-        insert(JOB).values(**values, fair_tag=_fair_tag()).returning(JOB.c.seq, JOB.c.fair_tag, others.label("others"))
+        insert(JOB)
+        .values(**values, fair_tag=_fair_tag())
+        .returning(JOB.c.seq, JOB.c.fair_tag, others.label("others"), *notify.queued_returning(dialect))
     )
 
 

@@ -13,11 +13,12 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import ColumnElement, String, bindparam, func, literal
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.jobs.events import JobEvents
+from imagegate.jobs.models import Job
 
 logger = logging.getLogger(__name__)
 
@@ -30,19 +31,27 @@ RECONNECT_MAX_SECONDS = 10.0
 CHECK_SECONDS = 5.0
 
 
-async def announce_queued(session: AsyncSession, *, backend: str, job_id: str) -> None:
-    """Tell every process's idle workers, on commit, that a job waits for the backend (PostgreSQL only)."""
-    await _notify(session, QUEUED, f"{backend} {job_id}")
+def finished_returning(session: AsyncSession, job_id: str) -> tuple[ColumnElement[Any], ...]:
+    """The NOTIFY of the job's end as a RETURNING column of the UPDATE that ends it (PostgreSQL; none elsewhere).
+
+    Sent on commit, and only when that UPDATE changed the row.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return ()
+    payload = literal(f"{job_id} ") + func.coalesce(Job.worker_id, "")
+    return (func.pg_notify(FINISHED, payload).label("notified"),)
 
 
-async def announce_finished(session: AsyncSession, job_id: str, worker_id: str | None) -> None:
-    """Tell every process's waiters, on commit, that the job has ended (PostgreSQL only)."""
-    await _notify(session, FINISHED, f"{job_id} {worker_id or ''}")
+def queued_returning(dialect: str) -> tuple[ColumnElement[Any], ...]:
+    """The NOTIFY of a queued job as a RETURNING column of its INSERT, its payload bound as 'queued_notice'."""
+    if dialect != "postgresql":
+        return ()
+    return (func.pg_notify(QUEUED, bindparam("queued_notice", type_=String())).label("notified"),)
 
 
-async def _notify(session: AsyncSession, channel: str, payload: str) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload})
+def queued_notice(*, backend: str, job_id: str) -> str:
+    """The payload queued_returning sends."""
+    return f"{backend} {job_id}"
 
 
 class Listener:

@@ -203,7 +203,7 @@ async def finish_succeeded(
                 .values(
                     status=JobStatus.SUCCEEDED, finished_at=finished_at, image_count=len(images), logs=logs, **values
                 )
-                .returning(Job.webhook, Job.worker_id)
+                .returning(Job.webhook, *notify.finished_returning(session, claimed.job_id))
                 .execution_options(synchronize_session=False)
             )
         ).first()
@@ -211,7 +211,6 @@ async def finish_succeeded(
             return None
         await session.execute(insert(JobImage), _image_rows(claimed.job_id, images, finished_at))
         await webhooks.enqueue(session, claimed.job_id, JobStatus.SUCCEEDED, settled.webhook)
-        await notify.announce_finished(session, claimed.job_id, settled.worker_id)
     return finished_at
 
 
@@ -336,12 +335,11 @@ async def _settle(
                 update(Job)
                 .where(condition)
                 .values(finished_at=utcnow(), **values)
-                .returning(Job.webhook, Job.worker_id)
+                .returning(Job.webhook, *notify.finished_returning(session, claimed.job_id))
             )
         ).first()
         if settled is not None:
             await webhooks.enqueue(session, claimed.job_id, str(values["status"]), settled.webhook)
-            await notify.announce_finished(session, claimed.job_id, settled.worker_id)
     return settled is not None
 
 

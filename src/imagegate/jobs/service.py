@@ -16,7 +16,7 @@ from imagegate.backends.registry import BackendSet
 from imagegate.db import utcnow
 from imagegate.errors import Conflict, InvalidRequest, NotFound, QueueFull, Refusal
 from imagegate.images import ImageInfo
-from imagegate.jobs import idempotency, intake, notify, queries, quotas
+from imagegate.jobs import idempotency, intake, queries, quotas
 from imagegate.jobs.build import request_shape
 from imagegate.jobs.events import JobEvents
 from imagegate.jobs.models import DeletedBy, Job, JobImage, JobInput, JobKind, JobStatus
@@ -244,7 +244,6 @@ async def _insert_queued(ctx: JobContext, job: Job, key: ApiKey, idempotency_key
         if idempotency_key is not None:
             await idempotency.complete(session=session, key=key, idempotency_key=idempotency_key, job_id=job.id)
         webhooks.add_delivery(session, job, JobStatus.QUEUED)
-        await notify.announce_queued(session, backend=job.backend, job_id=job.id)
 
 
 async def get_job(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Job:
