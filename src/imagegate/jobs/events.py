@@ -103,11 +103,15 @@ class JobEvents:
     def queued(self, backend: str, job_id: str | None = None) -> None:
         """A job was queued for the backend (job_id when this process queued it)."""
         if job_id is not None:
-            self._queued_here[job_id] = None
-            while len(self._queued_here) > QUEUED_HERE_KEPT:
-                self._queued_here.popitem(last=False)
+            self.queuing_here(job_id)
         for listener in self._queued_listeners:
             listener(backend)
+
+    def queuing_here(self, job_id: str) -> None:
+        """This process is about to commit the job: its NOTIFY may come back before the commit returns."""
+        self._queued_here[job_id] = None
+        while len(self._queued_here) > QUEUED_HERE_KEPT:
+            self._queued_here.popitem(last=False)
 
     def queued_here(self, job_id: str) -> bool:
         """Whether this process queued the job lately (and so already woke its own workers)."""

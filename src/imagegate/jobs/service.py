@@ -172,6 +172,7 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
     try:
         for storage_key, upload in zip(input_keys, uploads, strict=True):
             await ctx.storage.put(storage_key, upload.data)
+        ctx.events.queuing_here(job.id)  # before the commit: its NOTIFY is not news to this process's loop
         await _insert_queued(ctx, job, key, idempotency_key)
     except BaseException:
         for storage_key in input_keys:
