@@ -134,7 +134,7 @@ async def respond(ctx: JobContext, job: Job, key: ApiKey, root_path: str) -> JSO
     """Wait for the job like the original held its request; 202 with the job when the wait runs out."""
     if ctx.settings.wait_timeout_seconds > 0:
         job = await service.wait_until_finished(
-            ctx=ctx, job_id=job.id, key=key, timeout=ctx.settings.wait_timeout_seconds
+            ctx=ctx, job_id=job.id, key=key, timeout=ctx.settings.wait_timeout_seconds, job=job
         )
     if not job.is_finished:
         return still_running(job)
