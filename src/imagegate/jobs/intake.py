@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import Insert, ScalarSelect, Table, bindparam, func, insert, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from imagegate.db import utcnow
 from imagegate.errors import PayloadTooLarge
 from imagegate.images import ImageHeader, ImageInfo, inspect_image, read_header
 from imagegate.jobs import notify
 from imagegate.jobs.models import ACTIVE, Job, JobInput, JobKind, JobStatus
-from imagegate.jobs.requests import GenerationRequest, Reference
+from imagegate.jobs.requests import GenerationRequest, Reference, ValidRequest
+from imagegate.keys.models import ApiKey
+from imagegate.logs import current_request_id
 from imagegate.settings import Settings
 from imagegate.webhooks import targets
 from imagegate.webhooks.targets import WebhookTarget
@@ -71,6 +75,78 @@ async def input_header(upload: Reference, settings: Settings) -> ImageHeader:
             param=upload.param,
         )
     return header
+
+
+# The columns of a queued job that no request sets, written as they are (the Core insert skips the ORM's defaults).
+NOT_YET: dict[str, Any] = {
+    "result": None,
+    "attempts": 0,
+    "worker_id": None,
+    "lease_until": None,
+    "cancel_requested": False,
+    "image_count": 0,
+    "error_code": None,
+    "error_message": None,
+    "error_status": None,
+    "error_retry_after": None,
+    "logs": "",
+    "webhook": None,
+    "started_at": None,
+    "finished_at": None,
+    "deleted_at": None,
+    "deleted_by": None,
+}
+
+
+def new_job(
+    job_id: str,
+    key: ApiKey,
+    model: str,
+    backend: str,
+    valid: ValidRequest,
+    request: GenerationRequest,
+    inputs: list[tuple[str, str, ImageInfo]],
+    settings: Settings,
+) -> Job:
+    """The queued job row, with a row per stored input: every column set, as it will be written."""
+    now = utcnow()
+    return Job(
+        id=job_id,
+        key_id=key.id,
+        key_handle=key.handle,
+        kind=JobKind.IMAGE,
+        status=JobStatus.QUEUED,
+        model=model,
+        backend=backend,
+        prompt=valid.prompt,
+        size=valid.size,
+        width=valid.width,
+        height=valid.height,
+        quality=valid.quality,
+        output_format=valid.output_format,
+        count=valid.count,
+        operation=request.resolved_operation,
+        params=dict(request.params),
+        request_id=current_request_id(),
+        surface=request.surface,
+        created_at=now,
+        expires_at=now + timedelta(days=settings.retention_days),
+        **NOT_YET,
+        inputs=[
+            JobInput(
+                index=i,
+                role=role,
+                storage_key=storage_key,
+                width=info.width,
+                height=info.height,
+                format=info.format,
+                bytes=info.bytes,
+                sha256=info.sha256,
+            )
+            for i, (storage_key, role, info) in enumerate(inputs)
+        ],
+        images=[],
+    )
 
 
 OTHER = aliased(Job)  # built once: an alias copies every column (see jobs/queue.py)

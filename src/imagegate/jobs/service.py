@@ -7,7 +7,6 @@ import contextlib
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import case, delete, func, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,18 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from imagegate.backends.registry import BackendSet
 from imagegate.db import utcnow
 from imagegate.errors import Conflict, InvalidRequest, NotFound, QueueFull, Refusal
-from imagegate.images import ImageInfo
 from imagegate.jobs import idempotency, intake, queries, quotas
 from imagegate.jobs.build import request_shape
 from imagegate.jobs.events import JobEvents
 from imagegate.jobs.models import DeletedBy, Job, JobImage, JobInput, JobKind, JobStatus
 from imagegate.jobs.outputs import RecentOutputs
 from imagegate.jobs.queries import JobPage
-from imagegate.jobs.requests import GenerationRequest, ValidRequest, require_storable_text, validate
+from imagegate.jobs.requests import GenerationRequest, require_storable_text, validate
 from imagegate.jobs.watch import JobWatch
 from imagegate.keys import audit, limits
 from imagegate.keys.models import ApiKey
-from imagegate.logs import current_request_id
 from imagegate.metrics import Metrics
 from imagegate.settings import Settings
 from imagegate.storage import Storage
@@ -41,25 +38,6 @@ LOCAL_WAIT_SECONDS = 30.0
 # A cancel answers once the job has stopped, or after this long with the job still stopping.
 CANCEL_WAIT_SECONDS = 10.0
 DECODE_SLOTS = 2
-# The columns of a queued job that no request sets, written as they are (the Core insert skips the ORM's defaults).
-NOT_YET: dict[str, Any] = {
-    "result": None,
-    "attempts": 0,
-    "worker_id": None,
-    "lease_until": None,
-    "cancel_requested": False,
-    "image_count": 0,
-    "error_code": None,
-    "error_message": None,
-    "error_status": None,
-    "error_retry_after": None,
-    "logs": "",
-    "webhook": None,
-    "started_at": None,
-    "finished_at": None,
-    "deleted_at": None,
-    "deleted_by": None,
-}
 
 
 def new_job_id() -> str:
@@ -156,7 +134,7 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
     input_keys = [
         f"inputs/{job_id}/{i}-{role}.{info.format}" for i, (role, info) in enumerate(zip(roles, infos, strict=True))
     ]
-    job = _new_job(
+    job = intake.new_job(
         job_id,
         key,
         route.model,
@@ -179,57 +157,6 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
             await ctx.storage.delete(storage_key)
         raise
     return job
-
-
-def _new_job(
-    job_id: str,
-    key: ApiKey,
-    model: str,
-    backend: str,
-    valid: ValidRequest,
-    request: GenerationRequest,
-    inputs: list[tuple[str, str, ImageInfo]],
-    settings: Settings,
-) -> Job:
-    """The queued job row, with a row per stored input: every column set, as it will be written."""
-    now = utcnow()
-    return Job(
-        id=job_id,
-        key_id=key.id,
-        key_handle=key.handle,
-        kind=JobKind.IMAGE,
-        status=JobStatus.QUEUED,
-        model=model,
-        backend=backend,
-        prompt=valid.prompt,
-        size=valid.size,
-        width=valid.width,
-        height=valid.height,
-        quality=valid.quality,
-        output_format=valid.output_format,
-        count=valid.count,
-        operation=request.resolved_operation,
-        params=dict(request.params),
-        request_id=current_request_id(),
-        surface=request.surface,
-        created_at=now,
-        expires_at=now + timedelta(days=settings.retention_days),
-        **NOT_YET,
-        inputs=[
-            JobInput(
-                index=i,
-                role=role,
-                storage_key=storage_key,
-                width=info.width,
-                height=info.height,
-                format=info.format,
-                bytes=info.bytes,
-                sha256=info.sha256,
-            )
-            for i, (storage_key, role, info) in enumerate(inputs)
-        ],
-        images=[],
-    )
 
 
 async def _insert_queued(ctx: JobContext, job: Job, key: ApiKey, idempotency_key: str | None) -> None:
