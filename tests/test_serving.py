@@ -278,3 +278,26 @@ async def test_new_requests_start_a_few_per_turn_of_the_event_loop_in_order() ->
     per_turn = Counter(when for _i, when in started)
     assert max(per_turn.values()) == 4
     assert len(per_turn) >= 3
+
+
+async def test_what_start_up_made_is_kept_out_of_the_collectors_full_passes() -> None:
+    import gc
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from imagegate.serving import DrainingServer
+
+    app = FastAPI()
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), lifespan="off", log_config=None)
+    config.load()
+    server = DrainingServer(config, app)
+    server.lifespan = config.lifespan_class(config)  # what Server._serve sets before startup
+    gc.unfreeze()
+    try:
+        await server.startup()
+        assert server.started
+        assert gc.get_freeze_count() > 0
+        await server.shutdown()
+    finally:
+        gc.unfreeze()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -46,6 +47,9 @@ class DrainingServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """uvicorn's startup (lifespan, then binding), then the listening announcement."""
         await super().startup(sockets)
+        # What start-up made lives as long as the process: kept out of the collector's full passes, which
+        # would otherwise walk it all again while requests wait (the loop stalls for as long as one takes).
+        gc.freeze()
         if self.started and self.on_listening is not None:
             self.on_listening()
 
