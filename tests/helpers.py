@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import os
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -316,3 +317,16 @@ LEGACY_VALIDATION_CASES: list[tuple[Any, str]] = [
     ({"prompt": "x", "count": "2"}, COUNT),
     ({"prompt": "x", "count": None}, COUNT),
 ]
+
+
+def dead_pid() -> int:
+    """A process id no process of this machine has now (the highest free one below the kernel's usual maximum)."""
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid -= 1

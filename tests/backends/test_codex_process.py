@@ -13,6 +13,7 @@ import pytest
 
 from imagegate import hosts
 from imagegate.backends.codex.process import end_orphan, group_members, write_record
+from tests.helpers import dead_pid
 
 
 @pytest.fixture
@@ -24,16 +25,10 @@ def orphan() -> Iterator[subprocess.Popen[bytes]]:
     process.wait()
 
 
-def _dead_pid() -> int:
-    finished = subprocess.Popen(["true"])
-    finished.wait()
-    return finished.pid
-
-
 def _record_of_dead_starter(path: Path, process: subprocess.Popen[bytes]) -> None:
     write_record(path, process.pid)
     record = json.loads(path.read_text())
-    path.write_text(json.dumps({**record, "owner": _dead_pid()}))
+    path.write_text(json.dumps({**record, "owner": dead_pid()}))
 
 
 def test_an_orphan_recorded_on_this_machine_is_ended(tmp_path: Path, orphan: subprocess.Popen[bytes]) -> None:

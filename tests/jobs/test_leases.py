@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,7 +14,7 @@ from imagegate import hosts
 from imagegate.db import utcnow
 from imagegate.jobs import leases
 from imagegate.jobs.models import Job, Worker
-from tests.helpers import Harness, HarnessFactory, stored_job, submit, wait_status
+from tests.helpers import Harness, HarnessFactory, dead_pid, stored_job, submit, wait_status
 
 # No housekeeping round of the harness's own during these tests: each calls the recovery sweep itself.
 QUIET = {"worker_heartbeat_seconds": 3600.0, "worker_lease_seconds": 3 * 3600.0, "poll_interval_seconds": 3600.0}
@@ -111,7 +110,7 @@ async def test_a_worker_on_another_machine_with_the_same_hostname_is_not_judged_
         await harness.fake.wait_started(1)
         sessions = harness.app.state.services.sessions
         async with sessions() as session, session.begin():
-            session.add(Worker(id="wrk_clone", hostname=elsewhere, pid=_dead_pid(), heartbeat_at=utcnow()))
+            session.add(Worker(id="wrk_clone", hostname=elsewhere, pid=dead_pid(), heartbeat_at=utcnow()))
             await session.flush()
             lease = utcnow() + timedelta(seconds=60)
             await session.execute(update(Job).where(Job.id == job_id).values(worker_id="wrk_clone", lease_until=lease))
@@ -121,15 +120,3 @@ async def test_a_worker_on_another_machine_with_the_same_hostname_is_not_judged_
         assert await harness.app.state.services.scheduler.recover() == []
         assert (await stored_job(harness, job_id)).status == "running"
         harness.fake.open("gate:cloned")
-
-
-def _dead_pid() -> int:
-    pid = 4_000_000
-    while True:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return pid
-        except PermissionError:
-            pass
-        pid -= 1

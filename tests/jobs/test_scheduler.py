@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 from sqlalchemy import func, select, update
 
@@ -11,7 +10,7 @@ from imagegate.hosts import host_identity
 from imagegate.jobs import service
 from imagegate.jobs.models import Job, JobInput, JobStatus, Worker
 from tests.fakes.backends import tiny_png
-from tests.helpers import ASYNC, GENERATE, Harness, HarnessFactory, b64, fake_backends, submit, wait_status
+from tests.helpers import ASYNC, GENERATE, Harness, HarnessFactory, b64, dead_pid, fake_backends, submit, wait_status
 
 
 async def test_a_backlog_does_not_make_another_key_wait_behind_it(harness_with: HarnessFactory) -> None:
@@ -67,22 +66,10 @@ async def _orphan_running_job(harness: Harness, auth: dict[str, str], *, attempt
     job_id = await submit(harness, "gate:orphan", auth)
     await harness.fake.wait_started(1)
     async with harness.app.state.services.sessions() as session, session.begin():
-        session.add(Worker(id="wrk_dead", hostname=host_identity(), pid=_dead_pid()))
+        session.add(Worker(id="wrk_dead", hostname=host_identity(), pid=dead_pid()))
         await session.flush()
         await session.execute(update(Job).where(Job.id == job_id).values(worker_id="wrk_dead", attempts=attempts))
     return job_id
-
-
-def _dead_pid() -> int:
-    pid = 4_000_000
-    while True:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return pid
-        except PermissionError:
-            pass
-        pid -= 1
 
 
 # No housekeeping round of the harness's own: it would settle the orphan before the test's own sweep does.
