@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
-ACTIVE = ("queued", "running")
+from imagegate.jobs.models import ACTIVE
 
 
 class ProgressLine:
