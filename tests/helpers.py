@@ -11,8 +11,9 @@ import base64
 import itertools
 import os
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from typing import Any
 import asyncpg
 import httpx2
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imagegate.api.legacy_listener import create_oig_app
 from imagegate.app import create_app
@@ -330,3 +332,31 @@ def dead_pid() -> int:
         except PermissionError:
             pass
         pid -= 1
+
+
+@dataclass
+class Counts:
+    """Statements sent and transactions begun on an engine while counting."""
+
+    statements: list[str]
+    transactions: int = 0
+
+
+@contextmanager
+def counting(engine: AsyncEngine) -> Iterator[Counts]:
+    """Count every statement and transaction the engine runs inside the block."""
+    counts = Counts([])
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        counts.statements.append(" ".join(sql.split())[:80])
+
+    def begin(_conn: Any) -> None:
+        counts.transactions += 1
+
+    event.listen(engine.sync_engine, "before_cursor_execute", statement)
+    event.listen(engine.sync_engine, "begin", begin)
+    try:
+        yield counts
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", statement)
+        event.remove(engine.sync_engine, "begin", begin)

@@ -97,3 +97,20 @@ def test_no_function_is_over_the_house_limit() -> None:
         and (length := (node.end_lineno or node.lineno) - node.lineno + 1) > MAX_FUNCTION_LINES
     ]
     assert long == [], f"give parts of these their own names (at most {MAX_FUNCTION_LINES} lines)"
+
+
+def test_no_test_module_imports_another() -> None:
+    tests = Path(__file__).parent
+    modules = sorted(tests.rglob("test_*.py"))
+    assert Path(__file__) in modules
+    assert _is_a_test_module("tests.jobs.test_sql_budget")
+    assert not _is_a_test_module("tests.helpers")
+    offenders = {
+        str(path.relative_to(tests)): sorted(name for name in _imported(path) if _is_a_test_module(name))
+        for path in modules
+    }
+    assert {path: names for path, names in offenders.items() if names} == {}, "share helpers through tests/helpers.py"
+
+
+def _is_a_test_module(name: str) -> bool:
+    return name.startswith("tests.") and any(part.startswith("test_") for part in name.split(".")[1:])

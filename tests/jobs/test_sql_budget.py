@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import pytest
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.fakes.backends import tiny_png
-from tests.helpers import GENERATE, Harness, HarnessFactory
+from tests.helpers import GENERATE, Harness, HarnessFactory, counting
 
 JOBS = 10
 # What one synchronous demo job costs end to end, per job, at most: the key (when its cached copy has aged out); the
@@ -26,34 +21,6 @@ STATEMENTS_PER_JOB = {"sqlite": 5, "postgresql": 7}
 EDIT_STATEMENTS_PER_JOB = {"sqlite": 7, "postgresql": 9}
 # Submit, claim, finish, and the key's read when its cached copy has aged out.
 TRANSACTIONS_PER_JOB = 4
-
-
-@dataclass
-class Counts:
-    """Statements sent and transactions begun on an engine while counting."""
-
-    statements: list[str]
-    transactions: int = 0
-
-
-@contextmanager
-def counting(engine: AsyncEngine) -> Iterator[Counts]:
-    """Count every statement and transaction the engine runs inside the block."""
-    counts = Counts([])
-
-    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
-        counts.statements.append(" ".join(sql.split())[:80])
-
-    def begin(_conn: Any) -> None:
-        counts.transactions += 1
-
-    event.listen(engine.sync_engine, "before_cursor_execute", statement)
-    event.listen(engine.sync_engine, "begin", begin)
-    try:
-        yield counts
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", statement)
-        event.remove(engine.sync_engine, "begin", begin)
 
 
 async def _native(harness: Harness, auth: dict[str, str], i: int) -> None:

@@ -12,8 +12,7 @@ from imagegate.jobs import service
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.jobs.service import JobContext
 from imagegate.jobs.watch import JobWatch
-from tests.helpers import Harness, HarnessFactory, submit
-from tests.jobs.test_sql_budget import counting
+from tests.helpers import Harness, HarnessFactory, counting, submit
 
 WAITERS = 20
 TICKS = 3
