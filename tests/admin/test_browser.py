@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +12,7 @@ import httpx2
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.fakes.browser import CHROMIUM_ARGS, chromium_path
 from tests.fakes.chatgpt_usage import login as codex_login
 from tests.fakes.codex import write_fake_codex
 from tests.fakes.postgres import free_port
@@ -22,24 +21,6 @@ from tests.fakes.server import ServerProcess, base_env, serve
 pytestmark = pytest.mark.acceptance
 PASSWORD = "browser-admin-password"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "admin"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def chromium_path() -> str:
-    """Debian's Chromium (installed by the test set-up); never a downloaded browser."""
-    found = os.environ.get("IMAGEGATE_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        raise RuntimeError("Chromium is needed for the browser tests: install Debian's 'chromium' package")
-    return found
 
 
 @pytest.fixture(scope="module")

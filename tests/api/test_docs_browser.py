@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
-from tests.admin.test_browser import CHROMIUM_ARGS, chromium_path
+from tests.fakes.browser import CHROMIUM_ARGS, chromium_path
 from tests.fakes.server import ServerProcess, base_env, serve
 
 pytestmark = pytest.mark.acceptance

@@ -1,0 +1,25 @@
+"""The headless Chromium the browser tests drive: Debian's, with nothing of its own reaching the network."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    """Debian's Chromium (installed by the test set-up); never a downloaded browser."""
+    found = os.environ.get("IMAGEGATE_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        raise RuntimeError("Chromium is needed for the browser tests: install Debian's 'chromium' package")
+    return found
