@@ -19,6 +19,7 @@ from imagegate.cli import app, parse_expiry
 from imagegate.cli import jobs as jobs_cli
 from imagegate.cli.progress import ProgressLine
 from imagegate.client import ClientError, generate_to_files, output_paths
+from tests.fakes.server import imagegate, loopback_client, serve, serve_env
 from tests.helpers import ASYNC, GENERATE, Harness, HarnessFactory, make_settings, stored_job
 
 runner = CliRunner()
@@ -383,6 +384,28 @@ def test_job_links_without_a_public_url_point_where_this_machine_reaches_the_ser
     assert link_base(host="::", port=9000) == "http://[::1]:9000"
     assert link_base(host="localhost", port=80) == "http://localhost:80"
     assert link_base(host=every, public_base_url="https://images.example.com/") == "https://images.example.com"
+
+
+@pytest.mark.acceptance
+def test_job_links_name_the_port_the_server_was_started_on(database_url: str, tmp_path: Path) -> None:
+    env, headers = serve_env(database_url, tmp_path)  # the settings say port 8000; the server gets --port
+    with serve(env, tmp_path) as server, loopback_client(timeout=60) as client:
+        done = client.post(f"{server.url}/v1/images/generate", headers=headers, json={"prompt": "a lighthouse"})
+        assert done.status_code == 200, done.text
+        job_id = done.json()["id"]
+        shown = imagegate("jobs", "show", job_id, env=env, cwd=tmp_path)
+        assert f"image:       {server.url}/generated/" in shown.stdout, shown.stdout + shown.stderr
+        listed = json.loads(imagegate("jobs", "show", job_id, "--json", env=env, cwd=tmp_path).stdout)
+        assert listed["images"][0]["url"].startswith(f"{server.url}/generated/")
+        assert client.get(listed["images"][0]["url"]).status_code == 200
+        proxied = imagegate(
+            "jobs", "show", job_id, env={**env, "IMAGEGATE_PUBLIC_BASE_URL": "https://img.example"}, cwd=tmp_path
+        )
+        assert "image:       https://img.example/generated/" in proxied.stdout  # the proxy's address comes first
+        assert server.terminate() in (0, -15)  # uvicorn re-raises SIGTERM after a clean shutdown
+    assert not (tmp_path / "data" / "listening.json").exists()  # a clean stop removes the record
+    stopped = imagegate("jobs", "show", job_id, env=env, cwd=tmp_path)
+    assert "image:       http://127.0.0.1:8000/generated/" in stopped.stdout  # the settings again
 
 
 def test_generate_refuses_to_overwrite_without_force(tmp_path: Path) -> None:

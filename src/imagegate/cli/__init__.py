@@ -138,6 +138,7 @@ def _serve_one(settings: Settings, sockets: list[socket.socket] | None, on_liste
     import uvicorn
 
     from imagegate.app import create_app
+    from imagegate.cli.recording import RecordingServer
     from imagegate.metrics import Metrics
     from imagegate.serving import DrainingServer, shutdown_options
 
@@ -158,7 +159,12 @@ def _serve_one(settings: Settings, sockets: list[socket.socket] | None, on_liste
     )
     if settings.oig_address is not None:
         sockets = _with_oig_listener(listening, application, settings, metrics, sockets)
-    server = DrainingServer(listening, application, on_listening=on_listening)
+    # The process that announces also records where it really listens, for the CLI's links.
+    server = (
+        RecordingServer(listening, application, settings, on_listening)
+        if on_listening is not None
+        else DrainingServer(listening, application)
+    )
     server.run(sockets=sockets)
     return 0 if server.started else 3
 

@@ -21,6 +21,7 @@ from imagegate.jobs import queries as job_queries
 from imagegate.jobs.events import JobEvents
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.jobs.service import JobContext
+from imagegate.listening import listen_url, recorded_url
 from imagegate.settings import Settings
 from imagegate.storage import storage_for
 
@@ -55,18 +56,12 @@ def run_jobs(settings: Settings, work: Callable[[JobContext], Awaitable[T]]) -> 
         raise typer.Exit(1) from None
 
 
-# A server listening on every address is reached on this machine through loopback.
-WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104 (read, never bound)
-
-
 def base_url(settings: Settings) -> str:
-    """Where the server's links point, as the API builds them: IMAGEGATE_PUBLIC_BASE_URL (the address behind a
-    proxy), else the address the server listens on."""
+    """Where the server's links point: IMAGEGATE_PUBLIC_BASE_URL (the address behind a proxy), else where this
+    data folder's running server recorded it listens (a `--port` of its own), else the configured address."""
     if settings.public_base_url:
         return settings.public_base_url
-    host = WILDCARD_HOSTS.get(settings.host, settings.host)
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{settings.port}{settings.root_path}".rstrip("/")
+    return recorded_url(settings) or listen_url(settings.host, settings.port, settings.root_path)
 
 
 def as_json(job: Job, settings: Settings) -> dict[str, Any]:
