@@ -142,6 +142,14 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def engine_of(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine:
+    """The engine the sessions use: the queue's hot statements run on its connections, without a Session."""
+    engine = sessions.kw["bind"]
+    if not isinstance(engine, AsyncEngine):
+        raise TypeError("the sessions are not bound to an engine")
+    return engine
+
+
 T = TypeVar("T")
 
 

@@ -19,8 +19,7 @@ async def add(sessions: async_sessionmaker[AsyncSession], *jobs: Job) -> list[st
 
 async def take(sessions: async_sessionmaker[AsyncSession], limit: int = 10, backend: str = "fake") -> Claimed | None:
     """One claim, in its own transaction, as a worker makes it."""
-    async with sessions() as session, session.begin():
-        return await claim(session, backend=backend, limit=limit, worker_id="wrk_unit", lease_seconds=60)
+    return await claim(sessions, backend=backend, limit=limit, worker_id="wrk_unit", lease_seconds=60)
 
 
 async def test_the_smallest_fair_tag_goes_first_then_the_oldest(sessions: async_sessionmaker[AsyncSession]) -> None:

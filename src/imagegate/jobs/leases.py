@@ -16,11 +16,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, delete, exists, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from imagegate.db import db_time, utcnow
+from imagegate.db import db_time, engine_of, utcnow
 from imagegate.errors import JobInterrupted
 from imagegate.hosts import host_identity, pid_alive
-from imagegate.jobs import queue
-from imagegate.jobs.models import ACTIVE, Job, JobKind, JobStatus, Worker
+from imagegate.jobs import queue, statements
+from imagegate.jobs.models import Job, JobKind, JobStatus, Worker
 from imagegate.jobs.queue import Claimed
 
 # A vision request of a process without a worker id (no scheduler) counts as abandoned only after this long.
@@ -46,20 +46,14 @@ async def renew(
 ) -> Renewal:
     """Extend the lease of every job this worker holds and say which of its runs (job id → attempt) it lost.
 
-    One transaction: the heartbeat, and the renewal, which returns the rows it renewed. A run whose row it did not
-    renew, in that attempt, is held by no one here any more.
+    One transaction of two prebuilt statements: the heartbeat, and the renewal, which returns the rows it renewed.
+    A run whose row it did not renew, in that attempt, is held by no one here any more.
     """
-    async with sessions() as session, session.begin():
-        await session.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=db_time(session)))
-        renewed = (
-            await session.execute(
-                update(Job)
-                .where(Job.worker_id == worker_id, Job.status.in_(ACTIVE))
-                .values(lease_until=db_time(session, lease_seconds))
-                .returning(Job.id, Job.attempts, Job.cancel_requested)
-                .execution_options(synchronize_session=False)
-            )
-        ).all()
+    params = {"b_worker_id": worker_id, **statements.clock_values(lease_seconds)}
+    async with engine_of(sessions).begin() as connection:
+        dialect = connection.dialect.name
+        await connection.execute(statements.heartbeat(dialect), params)
+        renewed = (await connection.execute(statements.renew_leases(dialect), params)).all()
     held = {(row.id, row.attempts): row.cancel_requested for row in renewed}
     lost = [job_id for job_id, attempt in runs.items() if (job_id, attempt) not in held]
     cancel = [job_id for job_id, attempt in runs.items() if held.get((job_id, attempt))]

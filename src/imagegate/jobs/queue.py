@@ -7,24 +7,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Exists, Row, and_, case, func, insert, literal_column, or_, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import aliased
+from sqlalchemy import ColumnElement, Row, and_, case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from imagegate.backends.base import Operation
-from imagegate.db import db_time, utcnow
+from imagegate.db import engine_of, utcnow
 from imagegate.errors import ImagegateError, JobInterrupted
 from imagegate.images import ImageInfo
-from imagegate.jobs import notify
+from imagegate.jobs import notify, statements
 from imagegate.jobs.models import Job, JobImage, JobInput, JobKind, JobStatus, new_image_id
 from imagegate.webhooks import service as webhooks
 
 # A job is tried at most this many times when the process running it dies or shuts down.
 MAX_ATTEMPTS = 2
 RETRY_AFTER_CHARS = 64  # the column's width; an HTTP date takes 29
-# Built once: an alias copies every column and foreign key, which per claim cost more than the claim itself.
-QUEUED, RUNNING = aliased(Job), aliased(Job)
-MORE_QUEUED = "more_queued"  # the claim's extra column: whether others still wait
+JOB_COLUMNS = tuple(statements.JOB.columns)
 
 
 @dataclass(frozen=True)
@@ -55,69 +52,36 @@ class StoredImage:
     public_id: str = field(default_factory=new_image_id)
 
 
-async def any_queued(session: AsyncSession, *, backend: str) -> bool:
+async def any_queued(sessions: async_sessionmaker[AsyncSession], *, backend: str) -> bool:
     """Whether a job waits for the backend: a read, so an idle claim loop never takes the write lock."""
-    found = await session.scalar(
-        select(Job.seq)
-        .where(Job.status == JobStatus.QUEUED, Job.backend == backend, Job.kind == JobKind.IMAGE)
-        .limit(1)
-    )
+    async with engine_of(sessions).connect() as connection:
+        found = (await connection.execute(statements.any_queued(), {"b_backend": backend})).first()
     return found is not None
 
 
 def _lock_claims(session: AsyncSession, backend: str) -> Any:
     """Serialises claimers of one backend (PostgreSQL) so running counts are exact across processes."""
-    return session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": f"imagegate.claim.{backend}"}
-    )
+    return session.execute(statements.LOCK_CLAIMS, {"b_lock_name": f"imagegate.claim.{backend}"})
 
 
 async def claim(
-    session: AsyncSession, *, backend: str, limit: int, worker_id: str, lease_seconds: float
+    sessions: async_sessionmaker[AsyncSession], *, backend: str, limit: int, worker_id: str, lease_seconds: float
 ) -> Claimed | None:
-    """Take the fairest queued job of the backend if fewer than `limit` of its jobs run anywhere; it is leased."""
-    if session.get_bind().dialect.name == "postgresql":
-        await _lock_claims(session, backend)
-    queued, running = QUEUED, RUNNING
-    next_job = (
-        select(queued.seq)
-        .where(queued.status == JobStatus.QUEUED, queued.backend == backend, queued.kind == JobKind.IMAGE)
-        .order_by(queued.fair_tag, queued.seq)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    # A vision request waiting for a slot holds it: it goes before every queued image job.
-    taken = (
-        select(func.count())
-        .select_from(running)
-        .where(
-            running.backend == backend,
-            or_(
-                running.status == JobStatus.RUNNING,
-                and_(running.status == JobStatus.QUEUED, running.kind == JobKind.VISION),
-            ),
-        )
-        .scalar_subquery()
-    )
-    statement = (
-        update(Job)
-        .where(Job.seq == next_job, taken < limit)
-        .values(
-            status=JobStatus.RUNNING,
-            started_at=utcnow(),
-            attempts=Job.attempts + 1,
-            worker_id=worker_id,
-            lease_until=db_time(session, lease_seconds),
-            cancel_requested=False,
-        )
-        .returning(*Job.__table__.columns, _others_queued(backend).label(MORE_QUEUED))
-        .execution_options(synchronize_session=False)
-    )
-    row = (await session.execute(statement)).first()
-    if row is None:
-        return None
-    await webhooks.enqueue(session, row.id, JobStatus.RUNNING, row.webhook)
+    """Take the fairest queued job of the backend if fewer than `limit` of its jobs run anywhere; it is leased.
+
+    One transaction on a connection: the prebuilt claim (and, on PostgreSQL, the claimers' lock before it).
+    """
+    async with engine_of(sessions).begin() as connection:
+        dialect = connection.dialect.name
+        if dialect == "postgresql":
+            await connection.execute(statements.LOCK_CLAIMS, {"b_lock_name": f"imagegate.claim.{backend}"})
+        params = {"b_backend": backend, "b_limit": limit, "b_worker_id": worker_id}
+        params |= statements.clock_values(lease_seconds)
+        row = (await connection.execute(statements.claim(dialect), params)).first()
+        if row is None:
+            return None
+        await _enqueue_webhook(connection, row.id, JobStatus.RUNNING, row.webhook)
+        job = await _claimed_job(connection, row)
     waited = max((row.started_at - row.created_at).total_seconds(), 0.0)
     return Claimed(
         row.id,
@@ -126,35 +90,27 @@ async def claim(
         waited,
         webhook=row.webhook is not None,
         worker_id=worker_id,
-        job=await _claimed_job(session, row),
-        more_queued=bool(row._mapping[MORE_QUEUED]),
+        job=job,
+        more_queued=bool(row._mapping[statements.MORE_QUEUED]),
     )
 
 
-def _others_queued(backend: str) -> Exists:
-    """Whether another image job of the backend waits besides the row being claimed (a RETURNING column)."""
-    return (
-        select(QUEUED.seq)
-        .where(
-            QUEUED.status == JobStatus.QUEUED,
-            QUEUED.backend == backend,
-            QUEUED.kind == JobKind.IMAGE,
-            # Spelled out: SQLite's RETURNING drops table names, which would make this compare the inner row to itself.
-            QUEUED.seq != literal_column("job.seq"),
-        )
-        .exists()
-    )
+async def _enqueue_webhook(connection: AsyncConnection, job_id: str, event: str, target: Any) -> None:
+    """The job's webhook event, in the connection's transaction: a Session only for a job whose webhook wants it."""
+    if not webhooks.wants(target, event):
+        return
+    async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+        if await webhooks.enqueue(session, job_id, event, target):
+            await session.flush()
 
 
-async def _claimed_job(session: AsyncSession, row: Row[Any]) -> Job:
+async def _claimed_job(connection: AsyncConnection, row: Row[Any]) -> Job:
     """The claimed row as a Job the run uses as it is; an edit's or variation's input rows read in the claim."""
-    values = {column.key: row._mapping[column.key] for column in Job.__table__.columns}
+    values = {column.key: row._mapping[column.key] for column in JOB_COLUMNS}
     if row.operation == Operation.GENERATE:  # only edits and variations carry input images
         return Job(**values, inputs=[], images=[])
-    # Core rows, made into detached objects: nothing the session would flush.
-    inputs = await session.execute(
-        select(*JobInput.__table__.columns).where(JobInput.job_id == row.id).order_by(JobInput.index)
-    )
+    # Core rows, made into detached objects: nothing a session would flush.
+    inputs = await connection.execute(statements.claimed_inputs(), {"b_job_id": row.id})
     return Job(**values, inputs=[JobInput(**item._asdict()) for item in inputs], images=[])
 
 
@@ -163,11 +119,11 @@ async def promote_vision(sessions: async_sessionmaker[AsyncSession], *, job_id: 
     async with sessions() as session, session.begin():
         if session.get_bind().dialect.name == "postgresql":
             await _lock_claims(session, backend)
-        running = RUNNING
+        running = statements.RUNNING
         running_now = (
             select(func.count())
             .select_from(running)
-            .where(running.status == JobStatus.RUNNING, running.backend == backend)
+            .where(running.c.status == JobStatus.RUNNING, running.c.backend == backend)
             .scalar_subquery()
         )
         result = await session.execute(
@@ -192,25 +148,28 @@ async def finish_succeeded(
     logs: str,
     metadata: dict[str, Any],
 ) -> datetime | None:
-    """Record the images and mark the job succeeded; when it finished, or None when the job is no longer ours."""
+    """Record the images and mark the job succeeded; when it finished, or None when the job is no longer ours.
+
+    One transaction on a connection: the prebuilt fenced UPDATE, then the image rows.
+    """
     finished_at = utcnow()
-    values: dict[str, Any] = {"result": metadata} if metadata else {}
-    async with sessions() as session, session.begin():
-        settled = (
-            await session.execute(
-                update(Job)
-                .where(_owned(claimed))
-                .values(
-                    status=JobStatus.SUCCEEDED, finished_at=finished_at, image_count=len(images), logs=logs, **values
-                )
-                .returning(Job.webhook, *notify.finished_returning(session, claimed.job_id))
-                .execution_options(synchronize_session=False)
-            )
-        ).first()
+    by_worker = claimed.worker_id is not None
+    params = {
+        "b_job_id": claimed.job_id,
+        "b_attempt": claimed.attempt,
+        "b_worker_id": claimed.worker_id,
+        "b_finished_at": finished_at,
+        "b_image_count": len(images),
+        "b_logs": logs,
+        "b_result": metadata,
+    }
+    async with engine_of(sessions).begin() as connection:
+        finish = statements.finish_succeeded(connection.dialect.name, by_worker=by_worker, with_result=bool(metadata))
+        settled = (await connection.execute(finish, params)).first()
         if settled is None:
             return None
-        await session.execute(insert(JobImage), _image_rows(claimed.job_id, images, finished_at))
-        await webhooks.enqueue(session, claimed.job_id, JobStatus.SUCCEEDED, settled.webhook)
+        await connection.execute(statements.IMAGE_INSERT, _image_rows(claimed.job_id, images, finished_at))
+        await _enqueue_webhook(connection, claimed.job_id, JobStatus.SUCCEEDED, settled.webhook)
     return finished_at
 
 

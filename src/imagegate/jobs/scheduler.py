@@ -219,14 +219,13 @@ class Scheduler:
         if look_first and not await self._any_queued(backend):
             return None
         ended = self._ended[backend]
-        async with self.ctx.sessions() as session, session.begin():
-            claimed = await queue.claim(
-                session,
-                backend=backend,
-                limit=limit,
-                worker_id=self.worker_id,
-                lease_seconds=self.ctx.settings.worker_lease_seconds,
-            )
+        claimed = await queue.claim(
+            self.ctx.sessions,
+            backend=backend,
+            limit=limit,
+            worker_id=self.worker_id,
+            lease_seconds=self.ctx.settings.worker_lease_seconds,
+        )
         if claimed is not None:
             self._full.discard(backend)
         elif look_first or await self._any_queued(backend):  # jobs wait, but the backend's limit is reached
@@ -236,8 +235,7 @@ class Scheduler:
         return claimed
 
     async def _any_queued(self, backend: str) -> bool:
-        async with self.ctx.sessions() as session:
-            return await queue.any_queued(session, backend=backend)
+        return await queue.any_queued(self.ctx.sessions, backend=backend)
 
     async def _slot(self, slots: Slots) -> bool:
         """Wait for a free slot; False once stopping (no slot is then held)."""
