@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import asyncpg
 import pytest
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 
 from imagegate.db import create_engine, is_unavailable, session_factory
 from imagegate.keys.models import ApiKey
@@ -58,3 +61,15 @@ def test_a_driver_giving_up_connecting_is_an_outage_not_a_bug() -> None:
     assert is_unavailable(TimeoutError())
     assert is_unavailable(ConnectionRefusedError())
     assert not is_unavailable(ValueError("a bug"))
+
+
+def test_a_server_still_starting_is_an_outage_through_the_adapters_error() -> None:
+    # What a finish met in the second after PostgreSQL came back: SQLAlchemy's asyncpg adapter raises its own
+    # error from the driver's CannotConnectNowError. Judged a bug, it ended the run unrecorded and the job ran again.
+    starting = asyncpg.exceptions.CannotConnectNowError("the database system is not yet accepting connections")
+    adapted = AsyncAdapt_asyncpg_dbapi.Error("the database system is not yet accepting connections")  # type: ignore[no-untyped-call]
+    adapted.__cause__ = starting
+    assert is_unavailable(sa_exc.DBAPIError("SELECT 1", None, adapted))
+    bug = AsyncAdapt_asyncpg_dbapi.Error("syntax error")  # type: ignore[no-untyped-call]
+    bug.__cause__ = asyncpg.exceptions.PostgresSyntaxError("syntax error")
+    assert not is_unavailable(sa_exc.DBAPIError("SELECT 1", None, bug))

@@ -113,9 +113,13 @@ def is_unavailable(error: BaseException) -> bool:
     # The pool ran dry; the server refused or reset; the driver gave up connecting (asyncpg raises a bare TimeoutError).
     if isinstance(error, sa_exc.TimeoutError | ConnectionError | TimeoutError):
         return True
-    return any(
+    if any(
         cls.__module__.startswith("asyncpg") and cls.__name__ in ASYNCPG_OUTAGE_ERRORS for cls in type(error).__mro__
-    )
+    ):
+        return True
+    # SQLAlchemy's asyncpg adapter raises its own error from the driver's (a server still starting, for one).
+    cause = error.__cause__
+    return cause is not None and cause is not error and is_unavailable(cause)
 
 
 def create_engine(database_url: str) -> AsyncEngine:
