@@ -24,9 +24,14 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.runtime
 	$(BIN)/imagegate serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist; each has its own PostgreSQL server); the tests that share
+# a module's server, browser or hosts stay on one worker (tests/conftest.py). `make test TEST_WORKERS=0`, or a
+# plain `.venv/bin/pytest tests/...`, runs them serially in one process, for debugging.
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.dev
 	bash scripts/ensure-test-system.sh
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The unit tier alone: no app, no server processes (its database tests still run on SQLite and PostgreSQL).
 test-unit: $(VENV)/.dev

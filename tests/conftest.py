@@ -1,4 +1,8 @@
-"""Shared fixtures: every database test runs on SQLite and on a real PostgreSQL server (helpers: tests/helpers.py)."""
+"""Shared fixtures: every database test runs on SQLite and on a real PostgreSQL server (helpers: tests/helpers.py).
+
+Under pytest-xdist (`make test`) each worker is a process of its own with its own session fixtures: its own
+PostgreSQL server, template database, temp folder (and so metrics folders) and fake upstreams.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,43 @@ from tests.helpers import (
     new_pg_database,
     start,
 )
+
+SHARED_SCOPES = ("class", "module", "package")
+_hosts_networks: set[str] = set()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup`: a module's tests that share a fixture wider than one test (a server, a browser,
+    the hosts) run on one worker, so that it starts once per run rather than once per worker; and the tests that
+    start real processes are handed out first, so that no long one is left running alone at the end."""
+    if not config.getoption("loadgroup", False):  # what pytest-xdist tells its workers under --dist loadgroup
+        return
+    for item in items:
+        if _shares_a_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items.sort(key=lambda item: item.get_closest_marker("acceptance") is None)
+
+
+def _shares_a_fixture(item: pytest.Item) -> bool:
+    # The fixtures an item requests are known at collection only through this attribute (pytest has no public one).
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(defs and defs[-1].scope in SHARED_SCOPES for defs in info.name2fixturedefs.values())
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remember which network tests/hosts ran on (its tests record it), wherever the test ran."""
+    for name, value in report.user_properties:
+        if name == "hosts":
+            _hosts_networks.add(str(value))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Which network tests/hosts ran on (namespaces or loopback) is never left unsaid."""
+    for line in sorted(_hosts_networks):
+        terminalreporter.write_line(f"tests/hosts: {line}")
 
 
 @pytest.fixture(scope="session", autouse=True)
