@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest.nodeid import NodeId
 
 from imagegate.cli.common import metrics_folder
 from imagegate.migrations import upgrade
@@ -44,8 +45,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     for item in items:
         if _shares_a_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+            _join_group(item, item.nodeid.split("::")[0])
     items.sort(key=lambda item: item.get_closest_marker("acceptance") is None)
+
+
+def _join_group(item: pytest.Item, group: str) -> None:
+    item.add_marker(pytest.mark.xdist_group(group))
+    # pytest-xdist 3.8 tells the scheduler a test's group by appending it to the node id, which pytest 9 no longer
+    # lets it do (pytest-xdist issue 1386: the mark is then silently ignored); this does what its fix does.
+    if isinstance(getattr(item, "_id", None), NodeId):
+        item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
 def _shares_a_fixture(item: pytest.Item) -> bool:
