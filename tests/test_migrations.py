@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from imagegate.db import create_engine
 from imagegate.migrations import alembic_config, upgrade
 from imagegate.models import Base
+from imagegate.settings import ModelPrice
 
 
 def _diff(connection: Connection) -> list[Any]:
@@ -175,3 +176,41 @@ async def test_operation_result_and_retry_after_move_out_of_params_and_back(data
     }
     assert downgraded["img_variation"] == {"operation": "variation", "user": "u", "retry_after": "30"}
     assert downgraded["img_edit"] == {"operation": "edit", "result": {"revised_prompt": "R"}}
+
+
+OLD_FINISHED_JOB = (
+    "INSERT INTO job (id, key_handle, kind, status, model, backend, prompt, size, width, height, quality,"
+    " output_format, count, params, result, fair_tag, attempts, cancel_requested, image_count, logs, surface,"
+    " operation, created_at, finished_at, expires_at) VALUES (:id, 'key_x', 'image', 'succeeded', :model, 'openai',"
+    " 'p', 'auto', 8, 8, 'auto', 'png', 1, '{}', :result, 0, 1, false, 1, '', 'native', 'generate', :now, :now, :now)"
+)
+REPORTED_USAGE = {"input_tokens": 0, "output_tokens": 5_000}
+
+
+async def test_the_cost_migration_prices_finished_jobs_with_the_server_s_prices(database_url: str) -> None:
+    await asyncio.to_thread(downgrade, database_url, "0015")
+    old_jobs = {
+        "img_priced": ("gpt-image-1", {"usage": REPORTED_USAGE}),  # the default table: $40 per million out
+        "img_no_usage": ("gpt-image-1", {"revised_prompt": "R"}),
+        "img_no_price": ("other-model", {"usage": REPORTED_USAGE}),
+        "img_no_result": ("gpt-image-1", None),
+    }
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            for job_id, (model, result) in old_jobs.items():
+                values = {"id": job_id, "model": model, "now": datetime(2026, 1, 1)}
+                await connection.execute(text(OLD_FINISHED_JOB), {**values, "result": json.dumps(result)})
+        await asyncio.to_thread(upgrade, database_url)
+        async with engine.connect() as connection:
+            query = text("SELECT id, cost_usd FROM job")
+            costs = {row.id: row.cost_usd for row in (await connection.execute(query)).all()}
+        await asyncio.to_thread(downgrade, database_url, "0015")
+        prices = {"other-model": ModelPrice(output_image=10.0)}
+        await asyncio.to_thread(upgrade, database_url, "head", prices)
+        async with engine.connect() as connection:
+            repriced = {row.id: row.cost_usd for row in (await connection.execute(query)).all()}
+    finally:
+        await engine.dispose()
+    assert costs == {"img_priced": 0.2, "img_no_usage": None, "img_no_price": None, "img_no_result": None}
+    assert repriced == {"img_priced": None, "img_no_usage": None, "img_no_price": 0.05, "img_no_result": None}

@@ -124,7 +124,7 @@ async def running(app: FastAPI, settings: Settings, *, metrics: Metrics | None =
     """Open everything the app needs and put it on app.state.services; close it all in reverse order."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.auto_migrate:
-        await upgrade_async(settings.database_url)
+        await upgrade_async(settings.database_url, settings.prices)
     engine = create_engine(settings.database_url)
     sessions = session_factory(engine)
     backends = BackendSet.from_settings(settings)

@@ -46,7 +46,8 @@ class ModelPrice(BaseModel):
     output_image: float = Field(default=0.0, ge=0)
 
 
-def _default_prices() -> dict[str, ModelPrice]:
+def default_prices() -> dict[str, ModelPrice]:
+    """The price table used when IMAGEGATE_PRICES is not set."""
     # OpenAI's published image-model prices as of 2025-10; estimates, to be checked against the price page.
     return {
         "gpt-image-1": ModelPrice(input_text=5.0, input_image=10.0, output_image=40.0),
@@ -85,7 +86,7 @@ class Settings(BaseSettings):
     models: dict[str, str] = Field(default_factory=lambda: {"demo": "demo"})
     default_model: str = "demo"
     # Dollars per million tokens, by the model name a backend reports usage under.
-    prices: dict[str, ModelPrice] = Field(default_factory=_default_prices)
+    prices: dict[str, ModelPrice] = Field(default_factory=default_prices)
 
     # Queue and scheduler.
     run_scheduler: bool = True

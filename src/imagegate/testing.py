@@ -171,7 +171,8 @@ def cheap_password_hashing() -> Iterator[None]:
 # Prompts starting with 'fail:', 'crash:', 'garbage:', 'empty:' or 'gate:' fail cleanly, raise an unexpected
 # exception, return non-image bytes, return nothing, or wait until the test opens that prompt's gate;
 # 'file:<path>' waits until that file exists (a gate another process can open). It reads images too
-# (describe), by the same prefixes. Its images are PNGs of the requested size, whatever the format asked.
+# (describe), by the same prefixes. Its images are PNGs of the requested size, whatever the format asked. Its option
+# `usage`, when set, is the token usage it reports with every image job, as the OpenAI backend reports tokens.
 
 FILE_GATE_POLL_SECONDS = 0.05
 SECRET_IN_ERROR = "sk-upstream-secret /srv/private/path"  # noqa: S105 - bait: no answer may ever show it
@@ -198,6 +199,7 @@ class FakeBackend:
         self._gates: dict[str, asyncio.Event] = {}
         self._changed = asyncio.Condition()
         self.closed = False
+        self.usage: Mapping[str, Any] | None = options.get("usage")
 
     def gate(self, prompt: str) -> asyncio.Event:
         """The event a 'gate:' prompt waits on."""
@@ -249,7 +251,8 @@ class FakeBackend:
         if prompt.startswith("empty:"):
             return BackendResult(images=[])
         images = [OutputImage(tiny_png(size=(request.width, request.height))) for _ in range(request.count)]
-        return BackendResult(images=images, metadata={"revised_prompt": prompt.upper()})
+        usage = {"usage": dict(self.usage)} if self.usage else {}
+        return BackendResult(images=images, metadata={"revised_prompt": prompt.upper(), **usage})
 
     async def describe(self, request: VisionRequest, reporter: JobReporter) -> str:
         """Read images as the prompt says (gate:, fail:, crash:, empty:); counts as running like a job."""

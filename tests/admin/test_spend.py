@@ -4,33 +4,30 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
-
-from imagegate.jobs.models import Job
-from tests.helpers import Harness, HarnessFactory, admin_csrf, bearer
+from imagegate.settings import BackendConfig
+from tests.helpers import FAKE_TYPE, Harness, HarnessFactory, admin_csrf, bearer
 
 PRICES = {"fake-model": {"input_text": 5.0, "input_image": 10.0, "output_image": 40.0}}
 # 100 text + 200 image tokens in, 4160 image tokens out: $0.1689 at the prices above.
 USAGE = {"input_tokens": 300, "output_tokens": 4160, "input_tokens_details": {"text_tokens": 100, "image_tokens": 200}}
+# The fake backend reports that usage with every image, as the OpenAI backend does; the demo one reports none.
+REPORTING = {"fake": BackendConfig(type=FAKE_TYPE, options={"usage": USAGE}), "demo": BackendConfig(type="demo")}
 
 
 async def _job_with_usage(harness: Harness, token: str) -> str:
-    """A finished job whose backend reported token usage, as the OpenAI backend records it."""
+    """A finished job whose backend reported token usage."""
     answer = await harness.client.post("/v1/images/generate", json={"prompt": "a lamp"}, headers=bearer(token))
     job_id: str = answer.json()["id"]
-    async with harness.app.state.services.sessions() as session, session.begin():
-        job = await session.scalar(select(Job).where(Job.id == job_id))
-        assert job is not None
-        job.result = {**(job.result or {}), "usage": USAGE}
     return job_id
 
 
 async def test_spend_is_shown_per_job_per_key_and_per_day(harness_with: HarnessFactory) -> None:
-    async with harness_with(prices=PRICES) as harness:
+    async with harness_with(prices=PRICES, backends=REPORTING) as harness:
         key, token = await harness.new_key("painter")
         first = await _job_with_usage(harness, token)
         await _job_with_usage(harness, token)
-        await harness.client.post("/v1/images/generate", json={"prompt": "no usage"}, headers=bearer(token))
+        unpriced = {"prompt": "no usage", "model": "demo"}
+        assert (await harness.client.post("/v1/images/generate", json=unpriced, headers=bearer(token))).is_success
         await admin_csrf(harness)
         job_page = (await harness.client.get(f"/admin/jobs/{first}")).text
         assert re.search(r'id="job-cost">\$0\.1689 ', job_page)

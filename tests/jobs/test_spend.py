@@ -1,11 +1,16 @@
-"""Estimated spend: reported token usage priced per million tokens of each kind."""
+"""Estimated spend: reported token usage priced per million tokens of each kind at the finish, summed in SQL."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
+from sqlalchemy import update
 
 from imagegate.jobs import spend
-from imagegate.settings import ModelPrice, Settings
+from imagegate.jobs.models import Job
+from imagegate.settings import BackendConfig, ModelPrice, Settings
+from tests.helpers import FAKE_TYPE, Harness, HarnessFactory, bearer, counting, stored_job
 
 PRICE = ModelPrice(input_text=5.0, input_image=10.0, output_image=40.0)
 USAGE = {
@@ -42,3 +47,64 @@ def test_the_default_price_table_prices_the_known_gpt_image_models() -> None:
 def test_a_price_table_entry_with_an_unknown_field_is_refused() -> None:
     with pytest.raises(ValueError, match="output_text"):
         Settings(prices={"gpt-image-1": {"output_text": 1.0}})
+
+
+# Spend in SQL: priced into the finish, summed by the database.
+
+PRICES = {"fake-model": {"input_text": 5.0, "input_image": 10.0, "output_image": 40.0}}
+REPORTED = {"input_tokens": 0, "output_tokens": 5_000}  # $0.20 at the prices above
+REPORTING = {"fake": BackendConfig(type=FAKE_TYPE, options={"usage": REPORTED}), "demo": BackendConfig(type="demo")}
+
+
+async def _generate(harness: Harness, token: str, model: str = "fake-model") -> str:
+    answer = await harness.client.post(
+        "/v1/images/generate", json={"prompt": "p", "model": model}, headers=bearer(token)
+    )
+    assert answer.status_code == 200, answer.text
+    job_id: str = answer.json()["id"]
+    return job_id
+
+
+async def test_a_job_is_priced_at_its_finish_and_a_key_s_spend_summed_in_sql(harness_with: HarnessFactory) -> None:
+    async with harness_with(prices=PRICES, backends=REPORTING) as harness:
+        key, token = await harness.new_key("spender")
+        priced = await _generate(harness, token)
+        unpriced = await _generate(harness, token, model="demo")  # its backend reports no usage
+        assert (await stored_job(harness, priced)).cost_usd == pytest.approx(0.2)
+        assert (await stored_job(harness, unpriced)).cost_usd is None
+        now = datetime.now(UTC)
+        # Yesterday's job counts for yesterday, and not for a month that starts today.
+        async with harness.app.state.services.sessions() as session, session.begin():
+            yesterday = datetime(now.year, now.month, now.day, tzinfo=UTC) - timedelta(minutes=1)
+            await session.execute(update(Job).where(Job.id == priced).values(created_at=yesterday))
+        await _generate(harness, token)
+        services = harness.app.state.services
+        with counting(services.engine) as counts:
+            async with services.sessions() as session:
+                month = await spend.known_cost_since(session, since=yesterday, key_id=key.id)
+                today = await spend.known_cost_since(session, since=now - timedelta(seconds=1), key_id=key.id)
+        reads = [sql for sql in counts.statements if sql.startswith("SELECT")]  # the scheduler's heartbeats aside
+        assert len(reads) == 2, reads  # one aggregate each
+        assert all(sql.startswith("SELECT sum(job.cost_usd)") for sql in reads), reads
+        assert month == pytest.approx(0.4)
+        assert today == pytest.approx(0.2)  # the second job only
+        async with services.sessions() as session:
+            days = dict(await spend.cost_per_day(session, now=now, days=3, key_id=key.id))
+            everyone = dict(await spend.cost_per_day(session, now=now, days=3))
+        assert days == {
+            now.date(): pytest.approx(0.2),
+            now.date() - timedelta(days=1): pytest.approx(0.2),
+            now.date() - timedelta(days=2): 0.0,
+        }
+        assert everyone == days
+
+
+async def test_a_key_whose_jobs_could_not_be_priced_has_an_unknown_spend(harness_with: HarnessFactory) -> None:
+    async with harness_with(prices=PRICES, backends=REPORTING) as harness:
+        key, token = await harness.new_key("unknown")
+        await _generate(harness, token, model="demo")
+        async with harness.app.state.services.sessions() as session:
+            assert await spend.known_cost_since(session, since=datetime(2000, 1, 1, tzinfo=UTC), key_id=key.id) is None
+            assert await spend.cost_since(session, since=datetime(2000, 1, 1, tzinfo=UTC), key_id=key.id) == 0.0
+        usage = (await harness.client.get("/v1/usage", headers=bearer(token))).json()
+        assert usage["spend"]["estimated_usd"] is None  # unknown, not 0

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.errors import InsufficientScope, ModelNotAllowed, QuotaExceeded, RateLimited, TooManyConcurrentJobs
-from imagegate.jobs import quotas
+from imagegate.jobs import quotas, spend
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.keys import limits
 from imagegate.keys.models import ApiKey
@@ -76,11 +76,11 @@ async def test_a_job_past_the_concurrency_limit_is_refused(sessions: async_sessi
     async with sessions() as session, session.begin():
         session.add(owned(job("unit", 0, status=JobStatus.RUNNING), key))
         await session.flush()
-        await quotas.check(session=session, key=key, now=NOW, prices={})
+        await quotas.check(session=session, key=key, now=NOW)
         session.add(owned(job("unit", 1), key))
         await session.flush()
         with pytest.raises(TooManyConcurrentJobs):
-            await quotas.check(session=session, key=key, now=NOW, prices={})
+            await quotas.check(session=session, key=key, now=NOW)
 
 
 async def test_a_daily_quota_counts_reserved_and_delivered_images(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -90,11 +90,11 @@ async def test_a_daily_quota_counts_reserved_and_delivered_images(sessions: asyn
     async with sessions() as session, session.begin():
         session.add_all([delivered, failed, owned(job("unit", 1), key, count=1)])
         await session.flush()
-        await quotas.check(session=session, key=key, now=NOW, prices={})  # 2 delivered + 1 reserved: at the quota
+        await quotas.check(session=session, key=key, now=NOW)  # 2 delivered + 1 reserved: at the quota
         session.add(owned(job("unit", 2), key, count=1))
         await session.flush()
         with pytest.raises(QuotaExceeded) as caught:
-            await quotas.check(session=session, key=key, now=NOW, prices={})
+            await quotas.check(session=session, key=key, now=NOW)
     assert "daily quota of 3 images and this request would make it 4" in caught.value.message
     assert caught.value.headers["Retry-After"] == "30"  # midnight UTC
 
@@ -109,8 +109,9 @@ PRICES = {"fake-model": ModelPrice(output_image=40.0)}
 
 
 def spent(row: Job, output_tokens: int) -> Job:
-    """The job with the token usage its backend reported."""
+    """The job with the token usage its backend reported, priced as its finish prices it."""
     row.result = {"usage": {"input_tokens": 0, "output_tokens": output_tokens}}
+    row.cost_usd = spend.cost(row.model, row.result, PRICES)
     return row
 
 
@@ -122,11 +123,11 @@ async def test_a_monthly_budget_refuses_once_the_estimated_spend_reaches_it(
         # 20,000 output image tokens at $40 per million: $0.80, under the budget.
         session.add(spent(owned(job("unit", 0, status=JobStatus.SUCCEEDED), key, image_count=1), 20_000))
         await session.flush()
-        await quotas.check(session=session, key=key, now=NOW, prices=PRICES)
+        await quotas.check(session=session, key=key, now=NOW)
         session.add(spent(owned(job("unit", 1, status=JobStatus.SUCCEEDED), key, image_count=1), 5_000))
         await session.flush()
         with pytest.raises(QuotaExceeded) as caught:
-            await quotas.check(session=session, key=key, now=NOW, prices=PRICES)
+            await quotas.check(session=session, key=key, now=NOW)
     assert "monthly budget of $1.00 and has spent an estimated $1.00" in caught.value.message
     assert caught.value.status == 429
     assert caught.value.headers["Retry-After"] == "30"  # the first of the next month, UTC

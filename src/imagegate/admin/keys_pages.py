@@ -171,12 +171,11 @@ async def _key_detail(
 ) -> Response:
     """A key's page; after a refused change, with what was posted and why it was refused."""
     now = utcnow()
-    prices = services(request).settings.prices
     async with services(request).sessions() as session:
         key = await keys.get_by_handle(session=session, handle=handle)
         usage = await queries.key_usage(session, key, now)
-        spend_days = await spend.cost_per_day(session, prices, now=now, days=queries.CHART_DAYS, key_id=key.id)
-        spend_month = await spend.cost_since(session, prices, since=Periods.at(now).month_start, key_id=key.id)
+        spend_days = await spend.cost_per_day(session, now=now, days=queries.CHART_DAYS, key_id=key.id)
+        spend_month = await spend.cost_since(session, since=Periods.at(now).month_start, key_id=key.id)
     grace_ends = key.previous_token_expires_at
     return _with_error_headers(
         page(

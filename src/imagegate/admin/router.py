@@ -123,7 +123,7 @@ async def logout(request: Request, admin: Admin, svc: AppServices) -> Response:
 async def overview(request: Request, admin: Admin, svc: AppServices) -> Response:
     """Queue, last 24 hours, images per day, backends, storage, recent jobs."""
     async with svc.sessions() as session:
-        spend_days = await spend.cost_per_day(session, svc.settings.prices, now=utcnow(), days=queries.CHART_DAYS)
+        spend_days = await spend.cost_per_day(session, now=utcnow(), days=queries.CHART_DAYS)
         figures = await queries.overview(session, utcnow())
         names = await queries.key_names(session, (job.key_handle for job in figures.recent))
     backend_set, settings = svc.backends, svc.settings
@@ -226,7 +226,7 @@ async def job_page(job_id: str, request: Request, admin: Admin, svc: AppServices
         title=job_id,
         active="/admin/history",
         job=job,
-        cost=spend.job_cost(job, svc.settings.prices),
+        cost=job.cost_usd,
         deliveries=deliveries,
         names=names,
         refresh=None if job.is_finished else 2,

@@ -36,7 +36,7 @@ async def usage(key: CallerKey, svc: AppServices) -> dict[str, Any]:
         month = await queries.images_used(session, key.id, periods.month_start)
         active = await queries.active_jobs(session, key.id)
         in_window = await limits.requests_in_window(session, key.id, now)
-        spent = await spend.known_cost_since(session, svc.settings.prices, since=periods.month_start, key_id=key.id)
+        spent = await spend.known_cost_since(session, since=periods.month_start, key_id=key.id)
     return {
         "object": "usage",
         "key": {"handle": key.handle, "name": key.name, "expires_at": _iso(key.expires_at)},

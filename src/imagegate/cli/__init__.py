@@ -249,7 +249,7 @@ def db_upgrade(config: ConfigOption = None) -> None:
     """Apply database migrations up to the newest schema."""
     settings = load(config)
     announce_database(settings, must_exist=False)
-    upgrade(settings.database_url)
+    upgrade(settings.database_url, prices=settings.prices)
     typer.echo("Database is up to date.")
 
 

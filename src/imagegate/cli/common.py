@@ -101,7 +101,7 @@ def announce_database(settings: Settings, *, must_exist: bool = True) -> None:
 async def sessions_for(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     """A migrated database's session factory for the length of a command (an existing database only)."""
     announce_database(settings)
-    await asyncio.to_thread(upgrade, settings.database_url)
+    await asyncio.to_thread(upgrade, settings.database_url, "head", settings.prices)
     engine = create_engine(settings.database_url)
     try:
         yield session_factory(engine)

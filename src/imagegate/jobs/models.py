@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from imagegate.db import Base, UTCDateTime, utcnow
@@ -74,6 +74,8 @@ class Job(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the caller's, as the backend gets them
     # What the backend reported beside the images (revised prompt, usage, …), or a vision request's answer.
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    # Estimated dollars, priced at the finish from the usage in result and IMAGEGATE_PRICES; None when unknown.
+    cost_usd: Mapped[float | None] = mapped_column(Float, default=None)
     fair_tag: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(40), default=None)

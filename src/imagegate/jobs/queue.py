@@ -147,8 +147,10 @@ async def finish_succeeded(
     images: list[StoredImage],
     logs: str,
     metadata: dict[str, Any],
+    cost_usd: float | None = None,
 ) -> datetime | None:
-    """Record the images and mark the job succeeded; when it finished, or None when the job is no longer ours.
+    """Record the images (and the job's estimated cost) and mark the job succeeded; when it finished, or None when
+    the job is no longer ours.
 
     One transaction on a connection: the prebuilt fenced UPDATE, then the image rows.
     """
@@ -162,6 +164,7 @@ async def finish_succeeded(
         "b_image_count": len(images),
         "b_logs": logs,
         "b_result": metadata,
+        "b_cost_usd": cost_usd,
     }
     async with engine_of(sessions).begin() as connection:
         finish = statements.finish_succeeded(connection.dialect.name, by_worker=by_worker, with_result=bool(metadata))
@@ -195,11 +198,17 @@ def _image_rows(job_id: str, images: list[StoredImage], at: datetime) -> list[di
 
 
 def succeeded_job(
-    job: Job, images: list[StoredImage], logs: str, metadata: dict[str, Any], finished_at: datetime
+    job: Job,
+    images: list[StoredImage],
+    logs: str,
+    metadata: dict[str, Any],
+    finished_at: datetime,
+    cost_usd: float | None = None,
 ) -> Job:
     """The claimed job as finish_succeeded recorded it: what its waiters here answer with, without reading it."""
     values = {column.key: getattr(job, column.key) for column in Job.__table__.columns}
     values.update(status=JobStatus.SUCCEEDED, finished_at=finished_at, image_count=len(images), logs=logs)
+    values["cost_usd"] = cost_usd
     if metadata:
         values["result"] = metadata
     rows = [JobImage(**row) for row in _image_rows(job.id, images, finished_at)]

@@ -5,7 +5,6 @@ They are counted from the job table inside the submitting transaction, so they h
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,12 +13,11 @@ from imagegate.errors import QuotaExceeded, TooManyConcurrentJobs
 from imagegate.jobs import queries, spend
 from imagegate.keys.limits import Periods, seconds_until
 from imagegate.keys.models import ApiKey
-from imagegate.settings import ModelPrice
 
 CONCURRENCY_RETRY_AFTER = "5"
 
 
-async def check(*, session: AsyncSession, key: ApiKey, now: datetime, prices: Mapping[str, ModelPrice]) -> None:
+async def check(*, session: AsyncSession, key: ApiKey, now: datetime) -> None:
     """After the new job is in the transaction: refuse it if the key is now over a quota."""
     if key.max_concurrent_jobs is not None and await queries.active_jobs(session, key.id) > key.max_concurrent_jobs:
         raise TooManyConcurrentJobs(
@@ -41,15 +39,16 @@ async def check(*, session: AsyncSession, key: ApiKey, now: datetime, prices: Ma
                 f"{used}; it resets at {resets.isoformat()}.",
                 headers={"Retry-After": str(seconds_until(resets, now))},
             )
-    await _check_budget(session=session, key=key, now=now, prices=prices)
+    await _check_budget(session=session, key=key, now=now)
 
 
-async def _check_budget(*, session: AsyncSession, key: ApiKey, now: datetime, prices: Mapping[str, ModelPrice]) -> None:
-    """Refuse a key whose estimated spend this month has reached its budget (the new job has cost nothing yet)."""
+async def _check_budget(*, session: AsyncSession, key: ApiKey, now: datetime) -> None:
+    """Refuse a key whose estimated spend this month has reached its budget: one aggregate of the priced jobs (the
+    new job has cost nothing yet, so the one that crosses the budget still runs)."""
     if key.monthly_budget_usd is None:
         return
     periods = Periods.at(now)
-    spent = await spend.cost_since(session, prices, since=periods.month_start, key_id=key.id)
+    spent = await spend.cost_since(session, since=periods.month_start, key_id=key.id)
     if spent >= key.monthly_budget_usd:
         raise QuotaExceeded(
             f"API key {key.handle} has a monthly budget of ${key.monthly_budget_usd:,.2f} and has spent an "

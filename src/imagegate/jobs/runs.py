@@ -14,7 +14,7 @@ from imagegate.backends import usage
 from imagegate.backends.base import BackendRequest, JobReporter, OutputImage
 from imagegate.db import is_unavailable, write_to_the_end
 from imagegate.errors import BackendError, ImagegateError
-from imagegate.jobs import outputs, queue
+from imagegate.jobs import outputs, queue, spend
 from imagegate.jobs.build import backend_request
 from imagegate.jobs.models import Job, JobStatus
 from imagegate.jobs.queue import Claimed, StoredImage
@@ -113,11 +113,13 @@ class JobRunner:
         return True
 
     async def _finish(self, claimed: Claimed, stored: list[StoredImage], logs: str, metadata: dict[str, Any]) -> bool:
-        finished_at = await queue.finish_succeeded(self.ctx.sessions, claimed, stored, logs, metadata)
+        # Priced now, into the finish's own UPDATE: a budget check then sums one column.
+        cost = spend.cost(claimed.model, metadata, self.ctx.settings.prices)
+        finished_at = await queue.finish_succeeded(self.ctx.sessions, claimed, stored, logs, metadata, cost)
         if finished_at is None:
             return False
         if claimed.job is not None:
-            self.succeeded[claimed.job_id] = queue.succeeded_job(claimed.job, stored, logs, metadata, finished_at)
+            self.succeeded[claimed.job_id] = queue.succeeded_job(claimed.job, stored, logs, metadata, finished_at, cost)
         return True
 
     async def _record(self, backend: str, claimed: Claimed, write: Callable[[], Coroutine[Any, Any, bool]]) -> bool:

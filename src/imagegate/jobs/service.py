@@ -168,7 +168,7 @@ async def _insert_queued(ctx: JobContext, job: Job, key: ApiKey, idempotency_key
                 f"The queue is full ({ctx.settings.queue_max_size} jobs waiting); retry in a few seconds.",
                 headers={"Retry-After": QUEUE_FULL_RETRY_AFTER},
             )
-        await quotas.check(session=session, key=key, now=job.created_at, prices=ctx.settings.prices)
+        await quotas.check(session=session, key=key, now=job.created_at)
         if idempotency_key is not None:
             await idempotency.complete(session=session, key=key, idempotency_key=idempotency_key, job_id=job.id)
         webhooks.add_delivery(session, job, JobStatus.QUEUED)

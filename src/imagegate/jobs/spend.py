@@ -1,4 +1,5 @@
-"""Estimated spend: a job's reported token usage priced by the settings' price table, summed per key and day."""
+"""Estimated spend: a job's reported token usage priced by the settings' price table at its finish (job.cost_usd),
+summed per key and day in SQL."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.jobs.models import Job
@@ -50,44 +51,41 @@ def cost(model: str, result: Mapping[str, Any] | None, prices: Mapping[str, Mode
     return estimate(usage, price)
 
 
-def job_cost(job: Job, prices: Mapping[str, ModelPrice]) -> float | None:
-    """A job's estimated cost in dollars, if it can be estimated."""
-    return cost(job.model, job.result, prices)
-
-
 async def cost_per_day(
-    session: AsyncSession,
-    prices: Mapping[str, ModelPrice],
-    *,
-    now: datetime,
-    days: int,
-    key_id: int | None = None,
+    session: AsyncSession, *, now: datetime, days: int, key_id: int | None = None
 ) -> list[tuple[date, float]]:
-    """Estimated dollars per UTC day over the last `days` days (newest first), of every key or one."""
+    """Estimated dollars per UTC day over the last `days` days (newest first), of every key or one: summed in SQL."""
     first = (now - timedelta(days=days - 1)).date()
     start = datetime(first.year, first.month, first.day, tzinfo=UTC)
-    statement = select(Job.created_at, Job.model, Job.result).where(Job.created_at >= start)
+    day = _utc_day(session)
+    statement = (
+        select(day, func.sum(Job.cost_usd)).where(Job.created_at >= start, Job.cost_usd.is_not(None)).group_by(day)
+    )
     if key_id is not None:
         statement = statement.where(Job.key_id == key_id)
     totals = {first + timedelta(days=i): 0.0 for i in range(days)}
-    for created, model, result in (await session.execute(statement)).all():
-        day = created.astimezone(UTC).date()
-        dollars = cost(model, result, prices)
-        if dollars is not None and day in totals:
-            totals[day] += dollars
+    for when, dollars in (await session.execute(statement)).all():
+        shown = when if isinstance(when, date) else date.fromisoformat(when)
+        if shown in totals:
+            totals[shown] += float(dollars)
     return sorted(totals.items(), reverse=True)
 
 
-async def cost_since(session: AsyncSession, prices: Mapping[str, ModelPrice], *, since: datetime, key_id: int) -> float:
+def _utc_day(session: AsyncSession) -> ColumnElement[Any]:
+    """A job's UTC creation day: PostgreSQL keeps the zone; SQLite stores UTC without one ('YYYY-MM-DD …')."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date(func.timezone("UTC", Job.created_at))
+    return func.date(Job.created_at)
+
+
+async def cost_since(session: AsyncSession, *, since: datetime, key_id: int) -> float:
     """A key's estimated dollars since a moment (the start of its budget's month)."""
-    return await known_cost_since(session, prices, since=since, key_id=key_id) or 0.0
+    return await known_cost_since(session, since=since, key_id=key_id) or 0.0
 
 
-async def known_cost_since(
-    session: AsyncSession, prices: Mapping[str, ModelPrice], *, since: datetime, key_id: int
-) -> float | None:
-    """A key's estimated dollars since a moment; None when none of its jobs since then could be priced."""
-    statement = select(Job.model, Job.result).where(Job.key_id == key_id, Job.created_at >= since)
-    costs = [cost(model, result, prices) for model, result in (await session.execute(statement)).all()]
-    known = [dollars for dollars in costs if dollars is not None]
-    return sum(known) if known else None
+async def known_cost_since(session: AsyncSession, *, since: datetime, key_id: int) -> float | None:
+    """A key's estimated dollars since a moment, in one aggregate on the (key_id, created_at) index; None when none
+    of its jobs since then could be priced (unknown, not 0)."""
+    statement = select(func.sum(Job.cost_usd)).where(Job.key_id == key_id, Job.created_at >= since)
+    total = await session.scalar(statement)
+    return None if total is None else float(total)

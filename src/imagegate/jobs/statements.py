@@ -17,6 +17,7 @@ from typing import Any, cast
 from sqlalchemy import (
     ColumnElement,
     Exists,
+    Float,
     Insert,
     Integer,
     Interval,
@@ -151,6 +152,8 @@ def finish_succeeded(dialect: str, *, by_worker: bool, with_result: bool) -> Upd
         "finished_at": bindparam("b_finished_at", type_=UTCDateTime()),
         "image_count": bindparam("b_image_count", type_=Integer()),
         "logs": bindparam("b_logs", type_=JOB.c.logs.type),
+        # Priced by the run as it finishes (None when unknown), so a budget check only sums a column.
+        "cost_usd": bindparam("b_cost_usd", type_=Float()),
     }
     if with_result:
         values["result"] = bindparam("b_result", type_=JOB.c.result.type)

@@ -174,7 +174,7 @@ async def _reserve(ctx: JobContext, key: ApiKey, job: Job) -> None:
         async with ctx.sessions() as session, session.begin():
             session.add(job)
             await session.flush()
-            await quotas.check(session=session, key=key, now=job.created_at, prices=ctx.settings.prices)
+            await quotas.check(session=session, key=key, now=job.created_at)
     except Refusal as refusal:
         await audit.record_refusal(sessions=ctx.sessions, handle=key.handle, refusal=refusal, model=job.model)
         raise
