@@ -2,33 +2,27 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from imagegate.db import utcnow
-from imagegate.jobs.models import Job
 from imagegate.keys.service import KeyLimits
-from tests.helpers import Harness, HarnessFactory, bearer
+from imagegate.settings import BackendConfig
+from tests.helpers import FAKE_TYPE, Harness, HarnessFactory, bearer
 
 PRICES = {"fake-model": {"input_text": 5.0, "input_image": 10.0, "output_image": 40.0}}
 # 100 text + 200 image tokens in, 4160 image tokens out: $0.1689 at the prices above.
 USAGE = {"input_tokens": 300, "output_tokens": 4160, "input_tokens_details": {"text_tokens": 100, "image_tokens": 200}}
 
-
-async def _report_usage(harness: Harness, job_id: str) -> None:
-    """Record token usage on a finished job, as the OpenAI backend reports it."""
-    async with harness.app.state.services.sessions() as session, session.begin():
-        job = await session.scalar(select(Job).where(Job.id == job_id))
-        assert job is not None
-        job.result = {**(job.result or {}), "usage": USAGE}
+# The fake backend reports that usage with every image, as the OpenAI backend does; the demo one reports none.
+REPORTING = {"fake": BackendConfig(type=FAKE_TYPE, options={"usage": USAGE}), "demo": BackendConfig(type="demo")}
 
 
 async def test_usage_shows_the_budget_and_this_month_s_estimated_spend(harness_with: HarnessFactory) -> None:
-    async with harness_with(prices=PRICES) as harness:
+    async with harness_with(prices=PRICES, backends=REPORTING) as harness:
         _key, token = await harness.new_key("painter", limits=KeyLimits(monthly_budget_usd=1.0))
         for _ in range(2):
             made = await harness.client.post("/v1/images/generate", json={"prompt": "a lamp"}, headers=bearer(token))
-            await _report_usage(harness, made.json()["id"])
-        await harness.client.post("/v1/images/generate", json={"prompt": "no usage"}, headers=bearer(token))
+            assert made.status_code == 200
+        unpriced = {"prompt": "no usage", "model": "demo"}
+        assert (await harness.client.post("/v1/images/generate", json=unpriced, headers=bearer(token))).is_success
         spend = (await harness.client.get("/v1/usage", headers=bearer(token))).json()["spend"]
     assert (spend["estimated_usd"], spend["budget_usd"], spend["remaining_usd"]) == (0.3378, 1.0, 0.6622)
     assert spend["resets_at"] > utcnow().isoformat()
