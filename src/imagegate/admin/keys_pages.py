@@ -175,7 +175,7 @@ async def _key_detail(
         key = await keys.get_by_handle(session=session, handle=handle)
         usage = await queries.key_usage(session, key, now)
         spend_days = await spend.cost_per_day(session, now=now, days=queries.CHART_DAYS, key_id=key.id)
-        spend_month = await spend.cost_since(session, since=Periods.at(now).month_start, key_id=key.id)
+        spend_month = await spend.known_cost_since(session, since=Periods.at(now).month_start, key_id=key.id)
     grace_ends = key.previous_token_expires_at
     return _with_error_headers(
         page(
