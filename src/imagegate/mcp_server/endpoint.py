@@ -12,9 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 from imagegate.api.errors import native_error
 from imagegate.errors import ImagegateError
-from imagegate.keys import service as keys
-from imagegate.keys.auth import bearer_token
-from imagegate.services import services
+from imagegate.keys.auth import bearer_token, verified_key
 from imagegate.settings import Settings
 
 if TYPE_CHECKING:
@@ -39,9 +37,7 @@ class McpEndpoint:
         scope["route"] = self  # the request log and metrics name the route /mcp, not 'unmatched'
         request = Request(scope)
         try:
-            token = bearer_token(request)
-            async with services(request).sessions() as session, session.begin():
-                key = await keys.verify(session=session, token=token)
+            key = await verified_key(request, bearer_token(request))  # the HTTP API's cache: revoked within its bound
             request.state.key_handle = key.handle  # logged beside the request, as on the HTTP API
         except ImagegateError as error:
             await native_error(error)(scope, receive, send)
