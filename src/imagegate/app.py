@@ -26,17 +26,11 @@ from imagegate.api import docs as api_docs
 from imagegate.api import errors, files, health, legacy, native, openai, usage, vision
 from imagegate.api import metrics as metrics_api
 from imagegate.api import openapi as api_openapi
-from imagegate.api.guard import UrlGuardMiddleware
-from imagegate.api.headers import (
-    RateLimitHeadersMiddleware,
-    RequestIdMiddleware,
-    WebhookHeaderMiddleware,
-    request_base,
-)
+from imagegate.api.headers import request_base
 from imagegate.api.legacy_listener import check_anonymous_key
 from imagegate.api.legacy_shapes import render_legacy_error
-from imagegate.api.limits import BodyLimitMiddleware, BodyTimeoutMiddleware
-from imagegate.api.observe import ObserveMiddleware
+from imagegate.api.limits import InputGuardMiddleware
+from imagegate.api.observe import RequestMiddleware
 from imagegate.api.openai_shapes import render_openai_error
 from imagegate.backends.registry import BackendSet
 from imagegate.db import create_engine, session_factory
@@ -84,14 +78,14 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         api_docs.install(app)
         api_openapi.install(app, settings)
     surfaces = errors.SurfaceErrors()
-    app.add_middleware(UrlGuardMiddleware, surfaces=surfaces)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, surfaces=surfaces)
-    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.http_body_timeout_seconds)
-    app.add_middleware(RateLimitHeadersMiddleware)
+    app.add_middleware(
+        InputGuardMiddleware,
+        max_bytes=settings.max_body_bytes,
+        surfaces=surfaces,
+        seconds=settings.http_body_timeout_seconds,
+    )
     app.add_middleware(AdminHeadersMiddleware)
-    app.add_middleware(WebhookHeaderMiddleware, base=request_base(settings))
-    app.add_middleware(ObserveMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestMiddleware, metrics=metrics, base=request_base(settings))
     errors.install(app, surfaces)
     for path in openai.PREFIXES:
         surfaces.register(path, render_openai_error)

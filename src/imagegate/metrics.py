@@ -34,6 +34,7 @@ RESERVE_BYTES = 64 * 1024
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
+MAX_CHILDREN = 10_000  # labelled children kept per metric (a bound, not a limit: more are still written)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -95,15 +96,36 @@ class Guarded:
     warned = False
 
     def __init__(self, metric: Counter | Histogram) -> None:
+        self._children: dict[tuple[str, ...], Sample] = {}
         self.metric = metric
 
+    @property
+    def metric(self) -> Counter | Histogram:
+        """The prometheus_client metric written to."""
+        return self._metric
+
+    @metric.setter
+    def metric(self, metric: Counter | Histogram) -> None:
+        self._metric = metric
+        self._children = {}
+
     def labels(self, *values: str) -> Sample:
-        """The labelled child, or a sample that records nothing when it could not be made."""
+        """The labelled child, or a sample that records nothing when it could not be made.
+
+        Children are kept here by their label values (bounded: no label names a key or a prompt), so a request's
+        observations skip prometheus_client's lock and label checks; a child made is valid for the process's life.
+        """
+        sample = self._children.get(values)
+        if sample is not None:
+            return sample
         try:
-            return Sample(self.metric.labels(*values))
+            sample = Sample(self.metric.labels(*values))
         except Exception:
             lost_sample()
             return Sample(None)
+        if len(self._children) < MAX_CHILDREN:
+            self._children[values] = sample
+        return sample
 
 
 class Sample:

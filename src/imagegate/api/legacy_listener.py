@@ -15,16 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imagegate.api import errors, legacy
-from imagegate.api.guard import UrlGuardMiddleware
-from imagegate.api.headers import (
-    RateLimitHeadersMiddleware,
-    RequestIdMiddleware,
-    WebhookHeaderMiddleware,
-    main_listener_base,
-)
+from imagegate.api.headers import main_listener_base
 from imagegate.api.legacy_shapes import DEFAULT_MODEL, render_legacy_error
-from imagegate.api.limits import BodyLimitMiddleware
-from imagegate.api.observe import ObserveMiddleware
+from imagegate.api.limits import InputGuardMiddleware
+from imagegate.api.observe import RequestMiddleware
 from imagegate.errors import ImagegateError, InvalidApiKey
 from imagegate.keys import service as keys_service
 from imagegate.metrics import Metrics
@@ -44,12 +38,8 @@ def create_oig_app(main: FastAPI, *, settings: Settings, metrics: Metrics) -> Fa
     app.state = main.state  # one lifespan opens everything, for both listeners
     surfaces = errors.SurfaceErrors()
     surfaces.register("/", render_legacy_error)
-    app.add_middleware(UrlGuardMiddleware, surfaces=surfaces)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, surfaces=surfaces)
-    app.add_middleware(RateLimitHeadersMiddleware)
-    app.add_middleware(WebhookHeaderMiddleware, base=main_listener_base(settings))
-    app.add_middleware(ObserveMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(InputGuardMiddleware, max_bytes=settings.max_body_bytes, surfaces=surfaces)
+    app.add_middleware(RequestMiddleware, metrics=metrics, base=main_listener_base(settings))
     errors.install(app, surfaces)
     app.add_api_route("/health", health, methods=["GET"])
     app.include_router(legacy.router)
