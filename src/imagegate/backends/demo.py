@@ -147,7 +147,11 @@ def blurred(data: bytes, output_format: str, step: int) -> bytes:
 
 
 def _background(width: int, height: int, seed: bytes) -> Image.Image:
-    gradient = Image.linear_gradient("L").rotate(seed[6] % 360).resize((width, height))
+    gradient = Image.linear_gradient("L")  # 256x256
+    if width <= gradient.width and height <= gradient.height:  # shrunk first: fewer pixels to turn
+        gradient = gradient.resize((width, height), Image.Resampling.BILINEAR).rotate(seed[6] % 360)
+    else:
+        gradient = gradient.rotate(seed[6] % 360).resize((width, height))
     start = Image.new("RGB", (width, height), (seed[0], seed[1], seed[2]))
     end = Image.new("RGB", (width, height), (seed[3], seed[4], seed[5]))
     return Image.composite(end, start, gradient)
@@ -192,6 +196,7 @@ def _caption(image: Image.Image, prompt: str) -> None:
 def _encode(image: Image.Image, output_format: str) -> bytes:
     buffer = io.BytesIO()
     pil_format = PIL_FORMATS[output_format]
-    options: dict[str, Any] = {"quality": 90} if pil_format in ("JPEG", "WEBP") else {}
+    # PNG at zlib's fastest level: a demo picture is small, and the encode was most of its render.
+    options: dict[str, Any] = {"quality": 90} if pil_format in ("JPEG", "WEBP") else {"compress_level": 1}
     image.save(buffer, format=pil_format, **options)
     return buffer.getvalue()
