@@ -160,7 +160,10 @@ async def _submit(
         request=generation,
         key=key,
         idempotency_key=idempotency_key,
-        fingerprint=idempotency.request_hash(surface, body.model_dump(exclude_unset=True)),
+        # Only a request with an Idempotency-Key is compared by it: no canonical JSON of every body (and its images).
+        fingerprint=idempotency.request_hash(surface, body.model_dump(exclude_unset=True))
+        if idempotency_key is not None
+        else "",
     )
 
 
