@@ -141,6 +141,37 @@ def test_liveness_skips_the_app() -> None:
     assert liveness_answer({**scope, "root_path": "/gate", "path": "/gate/health"}, skip_port=None) is not None
 
 
+def test_liveness_answered_by_the_protocol_is_logged_and_counted(strict_server: ServerProcess) -> None:
+    with _connect(strict_server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: probe-counted-5678\r\n\r\n")
+        received = b""
+        while b"}" not in received:
+            received += sock.recv(65536)
+    until(lambda: "probe-counted-5678" in strict_server.output(), "the probe's access line")
+    line = next(line for line in strict_server.output().splitlines() if "probe-counted-5678" in line)
+    assert "GET /health 200" in line
+    assert "route=/health" in line
+    scraped = httpx2.get(f"{strict_server.url}/metrics", timeout=WAIT_SECONDS).text.splitlines()
+    assert any(
+        line.startswith("imagegate_http_requests_total{") and 'route="/health"' in line and 'status="200"' in line
+        for line in scraped
+    )
+    assert any(line.startswith('imagegate_http_request_duration_seconds_count{route="/health"}') for line in scraped)
+
+
+def test_the_uvicorn_hook_liveness_and_admission_rely_on_is_still_called() -> None:
+    import inspect
+
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    from imagegate.serving import START_HOOK
+
+    # A private method of uvicorn's httptools protocol: an upgrade that renames it or stops calling it where a
+    # request's headers are complete would make /health queue behind requests again, silently.
+    assert hasattr(AutoHTTPProtocol, START_HOOK)
+    assert f"self.{START_HOOK}(" in inspect.getsource(AutoHTTPProtocol)
+
+
 def test_a_port_already_taken_is_said_and_never_announced_as_listening(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

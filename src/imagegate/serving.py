@@ -8,9 +8,9 @@ import gc
 import json
 import logging
 import os
-import secrets
 import signal
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +20,10 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from imagegate import __version__
-from imagegate.api.headers import SAFE_REQUEST_ID
+from imagegate.api.observe import NamedRoute, new_request_id, observe
 from imagegate.app import begin_shutdown
+from imagegate.logs import request_id_var
+from imagegate.metrics import Metrics
 from imagegate.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,10 @@ ANSWER_MARGIN_SECONDS = 5
 # New requests whose first step may run in one turn of the event loop (Admission): a few milliseconds each.
 REQUESTS_STARTED_PER_TURN = 4
 UVICORN_BACKLOG = 2048  # uvicorn's own default
+LIVENESS_ROUTE = NamedRoute("/health")
+# The hook in uvicorn's httptools protocol that starts each request's task (private: tests/test_serving.py checks
+# it is still there and still called; without it, requests and /health go through the app like any other).
+START_HOOK = "_start_asgi_task"
 LIVENESS_BODY = json.dumps({"status": "ok", "version": __version__}, separators=(",", ":")).encode()
 
 
@@ -72,8 +78,7 @@ def liveness_answer(scope: dict[str, Any], skip_port: int | None) -> tuple[dict[
     server = scope.get("server")
     if skip_port is not None and server is not None and server[1] == skip_port:
         return None
-    incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-    request_id = incoming if SAFE_REQUEST_ID.match(incoming) else "req_" + secrets.token_hex(12)
+    request_id = new_request_id(dict(scope["headers"]).get(b"x-request-id"))
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(LIVENESS_BODY)).encode()),
@@ -81,6 +86,16 @@ def liveness_answer(scope: dict[str, Any], skip_port: int | None) -> tuple[dict[
     ]
     start = {"type": "http.response.start", "status": 200, "headers": headers}
     return start, {"type": "http.response.body", "body": LIVENESS_BODY, "more_body": False}
+
+
+def observe_liveness(metrics: Metrics, scope: dict[str, Any], start: dict[str, Any], elapsed: float) -> None:
+    """The protocol's /health answer counted and logged as the app's requests are (route /health)."""
+    request_id = dict(start["headers"])[b"x-request-id"].decode("latin-1")
+    token = request_id_var.set(request_id)
+    try:
+        observe(metrics, {**scope, "route": LIVENESS_ROUTE}, start["status"], elapsed)
+    finally:
+        request_id_var.reset(token)
 
 
 def _send_now(cycle: Any, message: dict[str, Any]) -> None:
@@ -126,7 +141,9 @@ class Admission:
             self._drain(loop)
 
 
-def with_header_timeout(seconds: float, oig_port: int | None = None) -> type[asyncio.Protocol]:
+def with_header_timeout(
+    seconds: float, oig_port: int | None = None, metrics: Metrics | None = None
+) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol, closing a connection whose request headers do not arrive within `seconds`.
 
     uvicorn bounds only the idle time between requests; a client trickling headers (or sending nothing after
@@ -135,6 +152,8 @@ def with_header_timeout(seconds: float, oig_port: int | None = None) -> type[asy
     """
     base: Any = AutoHTTPProtocol
     admission = Admission(REQUESTS_STARTED_PER_TURN)
+    if not hasattr(base, START_HOOK):
+        logger.warning("uvicorn's HTTP protocol has no %s: /health and admission go through the app", START_HOOK)
 
     class HeaderTimeoutProtocol(base):  # type: ignore[misc]
         _header_timer: asyncio.TimerHandle | None = None
@@ -146,8 +165,11 @@ def with_header_timeout(seconds: float, oig_port: int | None = None) -> type[asy
                 start = super()._start_asgi_task
                 admission.start(self.loop, lambda: start(cycle, app))
                 return
+            started = time.perf_counter()
             for message in answer:
                 _send_now(cycle, message)
+            if metrics is not None:
+                observe_liveness(metrics, cycle.scope, answer[0], time.perf_counter() - started)
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
@@ -175,12 +197,13 @@ def with_header_timeout(seconds: float, oig_port: int | None = None) -> type[asy
     return HeaderTimeoutProtocol
 
 
-def shutdown_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn.Config options for shutdown and connection limits (use with DrainingServer)."""
+def shutdown_options(settings: Settings, metrics: Metrics | None = None) -> dict[str, Any]:
+    """uvicorn.Config options for shutdown and connection limits (use with DrainingServer); metrics: the app's,
+    where the protocol's own /health answers are counted."""
     oig_port = settings.oig_address[1] if settings.oig_address is not None else None
     return {
         "timeout_graceful_shutdown": int(settings.shutdown_grace_seconds) + ANSWER_MARGIN_SECONDS,
-        "http": with_header_timeout(settings.http_header_timeout_seconds, oig_port),
+        "http": with_header_timeout(settings.http_header_timeout_seconds, oig_port, metrics),
         "timeout_keep_alive": settings.http_keepalive_seconds,
         "limit_concurrency": settings.max_connections,
         "backlog": listen_backlog(settings),

@@ -155,7 +155,7 @@ def _serve_one(settings: Settings, sockets: list[socket.socket] | None, on_liste
         forwarded_allow_ips=settings.forwarded_allow_ips.strip() or None,
         access_log=False,  # the app logs each request itself, with its request id
         log_config=None,  # keep configure_logging's handler: uvicorn's lines are escaped and formatted alike
-        **shutdown_options(settings),
+        **shutdown_options(settings, metrics),
     )
     if settings.oig_address is not None:
         sockets = _with_oig_listener(listening, application, settings, metrics, sockets)
