@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -27,6 +28,7 @@ OWN_LOGGERS = ("imagegate", "uvicorn")
 # Control characters (and lone surrogates, which cannot be written as UTF-8) would let a value forge or break
 # log lines: each is written as an escape instead.
 UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+NEEDS_QUOTES = re.compile('[ "=]')
 # A driver's error may quote values (the parameter it could not send, PostgreSQL's DETAIL naming a duplicate
 # key or a failing row); the log keeps the error, not the values.
 QUOTED_VALUES = [
@@ -38,7 +40,8 @@ QUOTED_VALUES = [
 
 def escape(text: str) -> str:
     """The text with every control character as a visible escape (a newline becomes \\n): one line, always."""
-    return UNSAFE.sub(_escaped, text)
+    # Every character UNSAFE matches is unprintable, so a printable text (most are) has nothing to escape.
+    return text if text.isprintable() else UNSAFE.sub(_escaped, text)
 
 
 def _escaped(match: re.Match[str]) -> str:
@@ -90,7 +93,7 @@ class KeyValueFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """One line per record (tracebacks follow on their own lines)."""
-        when = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        when = _second(int(record.created))
         pairs = " ".join(f"{escape(str(k))}={_quote(v)}" for k, v in _fields(record).items())
         line = f"{when} {record.levelname} {record.name}: {escape(scrub_exception(record.getMessage()))}" + (
             f" {pairs}" if pairs else ""
@@ -118,6 +121,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(body, default=str, ensure_ascii=True)
 
 
+@functools.lru_cache(maxsize=4)  # lines come in order: the last few seconds cover nearly all
+def _second(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def escape_lines(text: str) -> str:
     """A multi-line text (a traceback) kept on its own lines, every other control character escaped."""
     return "\n".join(escape(line) for line in text.split("\n"))
@@ -125,7 +133,7 @@ def escape_lines(text: str) -> str:
 
 def _quote(value: Any) -> str:
     text = escape(str(value))
-    return json.dumps(text) if (not text or any(c in text for c in ' "=')) else text
+    return json.dumps(text) if (not text or NEEDS_QUOTES.search(text)) else text
 
 
 def configure(*, level: str, fmt: str) -> None:
