@@ -290,6 +290,9 @@ def test_a_phone_sized_screen(browser: Browser, server: ServerProcess) -> None:
     page.get_by_role("link", name="Keys").click()
     page.get_by_label("Name", exact=True).fill("phone")
     page.get_by_role("button", name="Create key").click()
+    expect(page.locator("#new-key")).to_be_visible()
+    assert_fits(page, "keys")
+    shot(page, "09a-phone-keys")
     page.get_by_role("link", name="phone").click()
     expect(page).to_have_url(re.compile(r"/admin/keys/[^/?]+$"))  # measured once the key page is there
     page.wait_for_load_state()
