@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.jobs.models import Job, JobInput, JobKind, JobStatus
@@ -18,8 +18,17 @@ async def add(sessions: async_sessionmaker[AsyncSession], *jobs: Job) -> list[st
 
 
 async def take(sessions: async_sessionmaker[AsyncSession], limit: int = 10, backend: str = "fake") -> Claimed | None:
-    """One claim, in its own transaction, as a worker makes it."""
-    return await claim(sessions, backend=backend, limit=limit, worker_id="wrk_unit", lease_seconds=60)
+    """One claim of one job, in its own transaction, as a worker makes it."""
+    claimed = await take_many(sessions, 1, limit=limit, backend=backend)
+    assert len(claimed) <= 1
+    return claimed[0] if claimed else None
+
+
+async def take_many(
+    sessions: async_sessionmaker[AsyncSession], count: int, *, limit: int = 10, backend: str = "fake"
+) -> list[Claimed]:
+    """One claim of up to count jobs, as a worker with that many free slots makes it."""
+    return await claim(sessions, backend=backend, limit=limit, worker_id="wrk_unit", lease_seconds=60, count=count)
 
 
 async def test_the_smallest_fair_tag_goes_first_then_the_oldest(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -91,3 +100,29 @@ async def test_a_claimed_edit_comes_with_its_input_rows(sessions: async_sessionm
         ("mask", "inputs/1"),
     ]
     assert (claimed.job.status, claimed.job.attempts, claimed.job.operation) == (JobStatus.RUNNING, 1, "edit")
+
+
+async def test_one_claim_takes_several_jobs_in_the_order_single_claims_would(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    backlog = await add(sessions, job("a", 0), job("a", 1), job("a", 2))
+    newcomer = await add(sessions, job("b", 0))
+    first = await take_many(sessions, 3)
+    assert [c.job_id for c in first] == [backlog[0], newcomer[0], backlog[1]]
+    assert [c.more_queued for c in first][-1] is True  # the last says the rest still wait
+    rest = await take_many(sessions, 3)
+    assert [c.job_id for c in rest] == [backlog[2]]
+    assert rest[-1].more_queued is False
+    assert await take_many(sessions, 3) == []
+
+
+async def test_a_batch_claim_stays_within_the_backends_limit(sessions: async_sessionmaker[AsyncSession]) -> None:
+    await add(sessions, job("a", 0, status=JobStatus.RUNNING), job("v", 0, kind=JobKind.VISION))
+    await add(sessions, *(job("b", i) for i in range(5)))
+    claimed = await take_many(sessions, 5, limit=4)  # one runs and a vision request holds a slot: two are free
+    assert len(claimed) == 2
+    assert claimed[-1].more_queued is True
+    assert await take_many(sessions, 5, limit=4) == []  # the limit is reached: none, never a negative LIMIT's all
+    async with sessions() as session:
+        running = await session.scalar(select(func.count()).where(Job.status == JobStatus.RUNNING))
+    assert running == 3

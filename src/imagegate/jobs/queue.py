@@ -38,7 +38,7 @@ class Claimed:
     worker_id: str | None = None
     # The row as the claim left it, with its inputs: what the run builds the backend's request from.
     job: Job | None = field(default=None, compare=False, repr=False)
-    # Whether another job of the backend was still queued as this one was claimed: the loop claims again at once.
+    # Whether a job of the backend waited after this one in fair order as it was claimed: the loop claims again at once.
     more_queued: bool = False
 
 
@@ -65,23 +65,34 @@ def _lock_claims(session: AsyncSession, backend: str) -> Any:
 
 
 async def claim(
-    sessions: async_sessionmaker[AsyncSession], *, backend: str, limit: int, worker_id: str, lease_seconds: float
-) -> Claimed | None:
-    """Take the fairest queued job of the backend if fewer than `limit` of its jobs run anywhere; it is leased.
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    backend: str,
+    limit: int,
+    worker_id: str,
+    lease_seconds: float,
+    count: int = 1,
+) -> list[Claimed]:
+    """Take up to `count` of the backend's fairest queued jobs, as many as keep `limit` of its jobs running anywhere.
 
-    One transaction on a connection: the prebuilt claim (and, on PostgreSQL, the claimers' lock before it).
+    One transaction on a connection: the prebuilt claim (and, on PostgreSQL, the claimers' lock before it). The jobs
+    come in fair order, leased to this worker; the last says whether others still wait.
     """
     async with engine_of(sessions).begin() as connection:
         dialect = connection.dialect.name
         if dialect == "postgresql":
             await connection.execute(statements.LOCK_CLAIMS, {"b_lock_name": f"imagegate.claim.{backend}"})
-        params = {"b_backend": backend, "b_limit": limit, "b_worker_id": worker_id}
+        params = {"b_backend": backend, "b_limit": limit, "b_worker_id": worker_id, "b_count": count}
         params |= statements.clock_values(lease_seconds)
-        row = (await connection.execute(statements.claim(dialect), params)).first()
-        if row is None:
-            return None
-        await _enqueue_webhook(connection, row.id, JobStatus.RUNNING, row.webhook)
-        job = await _claimed_job(connection, row)
+        rows = (await connection.execute(statements.claim(dialect), params)).all()
+        in_order = sorted(rows, key=lambda row: (row.fair_tag, row.seq))  # RETURNING's order is the database's
+        claimed = [await _claimed(connection, row, worker_id) for row in in_order]
+    return claimed
+
+
+async def _claimed(connection: AsyncConnection, row: Row[Any], worker_id: str) -> Claimed:
+    """One claimed row as the run takes it, its webhook's 'running' event queued in the claim's transaction."""
+    await _enqueue_webhook(connection, row.id, JobStatus.RUNNING, row.webhook)
     waited = max((row.started_at - row.created_at).total_seconds(), 0.0)
     return Claimed(
         row.id,
@@ -90,7 +101,7 @@ async def claim(
         waited,
         webhook=row.webhook is not None,
         worker_id=worker_id,
-        job=job,
+        job=await _claimed_job(connection, row),
         more_queued=bool(row._mapping[statements.MORE_QUEUED]),
     )
 

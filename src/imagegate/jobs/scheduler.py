@@ -178,8 +178,9 @@ class Scheduler:
         while await self._slot(slots):
             wake.clear()
             self._claims_in_flight += 1
+            count = 1 + slots.spare()  # one claim takes as many jobs as this process has free slots
             try:
-                claimed = await self._claim(backend, limit, look_first=look_first)
+                claimed = await self._claim(backend, limit, count, look_first=look_first)
             except Exception as exc:
                 self._claims_in_flight -= 1
                 slots.release()
@@ -191,14 +192,19 @@ class Scheduler:
                     logger.exception("claiming a %s job failed; retrying", backend)
                 look_first = not await self._pause(wake)
                 continue
-            if claimed is None:
+            if not claimed:
                 self._claims_in_flight -= 1
                 slots.release()
                 look_first = not await self._pause(wake)
                 continue
-            self._start(backend, claimed, slots)
+            slots.hold(len(claimed) - 1)
+            self._claims_in_flight += len(claimed) - 1
+            for job in claimed:
+                self._start(backend, job, slots)
             # The claim said whether others wait; if none did, the next job announces itself (or the poll finds it).
-            look_first = False if claimed.more_queued else not await self._pause(wake)
+            # Fewer than asked with others waiting: the backend's limit is reached, so a job's end wakes the loop.
+            more = claimed[-1].more_queued and len(claimed) == count
+            look_first = False if more else not await self._pause(wake)
 
     def _start(self, backend: str, claimed: Claimed, slots: Slots) -> None:
         if self.ctx.metrics is not None:
@@ -214,10 +220,10 @@ class Scheduler:
             self.webhooks.wake()  # its 'running' event may wait to be sent
         self.ctx.events.notify(claimed.job_id, claimed.job)  # its waiters learn it runs here and stop polling
 
-    async def _claim(self, backend: str, limit: int, *, look_first: bool) -> Claimed | None:
-        """The claim, one statement; a read first (look_first) or after a claim that took nothing, never both."""
+    async def _claim(self, backend: str, limit: int, count: int, *, look_first: bool) -> list[Claimed]:
+        """The claim of up to count jobs, one statement; a read first (look_first) or after an empty one, never both."""
         if look_first and not await self._any_queued(backend):
-            return None
+            return []
         ended = self._ended[backend]
         claimed = await queue.claim(
             self.ctx.sessions,
@@ -225,10 +231,15 @@ class Scheduler:
             limit=limit,
             worker_id=self.worker_id,
             lease_seconds=self.ctx.settings.worker_lease_seconds,
+            count=count,
         )
-        if claimed is not None:
+        if claimed:
+            limited = len(claimed) < count and claimed[-1].more_queued  # others wait, but not in the backend's limit
+        else:
+            limited = look_first or await self._any_queued(backend)
+        if not limited:
             self._full.discard(backend)
-        elif look_first or await self._any_queued(backend):  # jobs wait, but the backend's limit is reached
+        else:
             self._full.add(backend)
             if self._ended[backend] != ended:  # a job here ended meanwhile, before it could see the backend full
                 self.wake(backend)

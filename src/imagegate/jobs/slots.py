@@ -25,6 +25,14 @@ class Slots:
             await self._freed.wait()
         self.held += 1
 
+    def spare(self) -> int:
+        """How many more could be held now without waiting."""
+        return max(self.capacity - self.held, 0)
+
+    def hold(self, count: int) -> None:
+        """Hold count more at once: slots spare() said were free (only the one claim loop of a backend takes them)."""
+        self.held += count
+
     def release(self) -> None:
         """Give one back."""
         self.held -= 1

@@ -68,19 +68,11 @@ def _lease_until(dialect: str) -> ColumnElement[Any]:
 
 @functools.cache
 def claim(dialect: str) -> Update:
-    """Take the fairest queued job of :b_backend if fewer than :b_limit of its jobs run anywhere; the row returned.
+    """Take up to :b_count of the fairest queued jobs of :b_backend, as many as keep its running jobs within :b_limit.
 
-    The row leased to :b_worker_id, with a column saying whether another job of the backend still waits.
+    They are leased to :b_worker_id; each row returned says whether a job of the backend waits after it in fair order.
     """
     backend = bindparam("b_backend", type_=String())
-    next_job = (
-        select(QUEUED.c.seq)
-        .where(QUEUED.c.status == JobStatus.QUEUED, QUEUED.c.backend == backend, QUEUED.c.kind == JobKind.IMAGE)
-        .order_by(QUEUED.c.fair_tag, QUEUED.c.seq)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
     # A vision request waiting for a slot holds it: it goes before every queued image job.
     taken = (
         select(func.count())
@@ -94,9 +86,16 @@ def claim(dialect: str) -> Update:
         )
         .scalar_subquery()
     )
+    next_jobs = (
+        select(QUEUED.c.seq)
+        .where(QUEUED.c.status == JobStatus.QUEUED, QUEUED.c.backend == backend, QUEUED.c.kind == JobKind.IMAGE)
+        .order_by(QUEUED.c.fair_tag, QUEUED.c.seq)
+        .limit(_room(dialect, bindparam("b_limit", type_=Integer()) - taken))
+        .with_for_update(skip_locked=True)
+    )
     return (
         update(JOB)
-        .where(JOB.c.seq == next_job, taken < bindparam("b_limit", type_=Integer()))
+        .where(JOB.c.seq.in_(next_jobs))
         .values(
             status=JobStatus.RUNNING,
             started_at=bindparam("b_now", type_=UTCDateTime()),
@@ -105,20 +104,34 @@ def claim(dialect: str) -> Update:
             lease_until=_lease_until(dialect),
             cancel_requested=False,
         )
-        .returning(*JOB.columns, _others_queued(backend).label(MORE_QUEUED))
+        .returning(*JOB.columns, _queued_after(backend).label(MORE_QUEUED))
     )
 
 
-def _others_queued(backend: ColumnElement[Any]) -> Exists:
-    """Whether another image job of the backend waits besides the row being claimed (a RETURNING column)."""
+def _room(dialect: str, free: ColumnElement[Any]) -> ColumnElement[Any]:
+    """How many to take: :b_count, no more than the backend's free slots, never below none (SQLite reads -1 as all)."""
+    count = bindparam("b_count", type_=Integer())
+    if dialect == "postgresql":
+        return func.greatest(func.least(count, free), 0)
+    return func.max(func.min(count, free), 0)
+
+
+def _queued_after(backend: ColumnElement[Any]) -> Exists:
+    """Whether an image job of the backend waits after the claimed row in fair order (a RETURNING column).
+
+    For the batch's last row in that order this is whether any job was left: none after it is in the batch, so the
+    answer is the same whether the database evaluates it before the update (PostgreSQL) or row by row (SQLite).
+    """
+    # Spelled out: SQLite's RETURNING drops table names, which would make this compare the inner row to itself.
+    tag: ColumnElement[Any] = literal_column("job.fair_tag")
+    seq: ColumnElement[Any] = literal_column("job.seq")
     return (
         select(QUEUED.c.seq)
         .where(
             QUEUED.c.status == JobStatus.QUEUED,
             QUEUED.c.backend == backend,
             QUEUED.c.kind == JobKind.IMAGE,
-            # Spelled out: SQLite's RETURNING drops table names, which would make this compare the inner row to itself.
-            QUEUED.c.seq != literal_column("job.seq"),
+            or_(QUEUED.c.fair_tag > tag, and_(QUEUED.c.fair_tag == tag, QUEUED.c.seq > seq)),
         )
         .exists()
     )
