@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx2
@@ -13,6 +12,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.fakes.browser import CHROMIUM_ARGS, chromium_path
+from tests.fakes.chatgpt_usage import hours_ago
 from tests.fakes.chatgpt_usage import login as codex_login
 from tests.fakes.codex import write_fake_codex
 from tests.fakes.postgres import free_port
@@ -50,7 +50,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
             },
         },
     }
-    codex_login(tmp_path / "cx", "at-browser-secret", refresh_token="rt-browser-secret", last_refresh=_hours_ago(30))
+    codex_login(tmp_path / "cx", "at-browser-secret", refresh_token="rt-browser-secret", last_refresh=hours_ago(30))
     env = base_env(
         IMAGEGATE_ADMIN_PASSWORD=PASSWORD,
         IMAGEGATE_BACKENDS=json.dumps(backends),
@@ -58,10 +58,6 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     )
     with serve(env, tmp_path) as running:
         yield running
-
-
-def _hours_ago(hours: float) -> str:
-    return (datetime.now(UTC) - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def shot(page: Page, name: str) -> None:

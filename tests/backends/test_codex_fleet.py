@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from imagegate.backends.codex import CodexBackend
 from imagegate.cli import app as cli
 from tests.fakes.backends import tiny_png
-from tests.fakes.chatgpt_usage import fake_usage_endpoint, usage, window
+from tests.fakes.chatgpt_usage import fake_usage_endpoint, hours_ago, usage, window
 from tests.fakes.chatgpt_usage import login as codex_login
 from tests.fakes.codex import exec_intervals
 from tests.helpers import (
@@ -202,10 +202,10 @@ async def test_the_accounts_page_shows_every_account_with_its_quota_and_token_he
     harness_with: HarnessFactory, tmp_path: Path
 ) -> None:
     with fake_usage_endpoint() as endpoint:
-        codex_login(tmp_path / "home0", "tok-two", last_refresh="2026-11-30T10:00:00Z")
-        codex_login(tmp_path / "home1", "tok-weekly", last_refresh="2026-11-22T10:00:00Z")
+        codex_login(tmp_path / "home0", "tok-two", last_refresh=hours_ago(2 * 24))
+        codex_login(tmp_path / "home1", "tok-weekly", last_refresh=hours_ago(8 * 24))
         codex_login(tmp_path / "home2", "tok-malformed")
-        codex_login(tmp_path / "home3", "tok-expired", last_refresh="2026-11-01T10:00:00Z")
+        codex_login(tmp_path / "home3", "tok-expired", last_refresh=hours_ago(31 * 24))
         endpoint.answers = {
             "tok-two": usage(window(37.0, 18_000), window(12.5, 604_800)),
             "tok-weekly": usage(window(60, 604_800), None, plan="team"),

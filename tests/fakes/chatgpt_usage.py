@@ -7,11 +7,17 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 RESET_AT = 1_795_350_000
+
+
+def hours_ago(hours: float) -> str:
+    """A `last_refresh` stamp this long before now: token ages are judged against the wall clock."""
+    return (datetime.now(UTC) - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def window(used: Any, seconds: int) -> dict[str, Any]:
@@ -53,7 +59,7 @@ def login(
             "refresh_token": refresh_token,
             "account_id": "acc0123456789abcdef",
         },
-        "last_refresh": last_refresh or "2026-11-28T10:00:00Z",
+        "last_refresh": last_refresh or hours_ago(4 * 24),
     }
     (home / "auth.json").write_text(json.dumps(auth))
 
