@@ -47,6 +47,9 @@ def test_every_surface_answers_503_with_retry_after_while_the_database_is_down(
             "database_unavailable"
         )
         assert httpx2.get(f"{server.url}/ready", timeout=30).status_code == 503
+        unknown = httpx2.get(f"{server.url}/admin/jobz", cookies={COOKIE: "a-session-cookie"}, timeout=30)
+        assert unknown.status_code == 404  # its page renders without the session it could not look up
+        assert "No such endpoint: GET /admin/jobz." in unknown.text
 
         outage_pg.start()
         response = until(

@@ -21,7 +21,7 @@ from imagegate.admin import router as admin_router
 from imagegate.admin import service as admin_service
 from imagegate.admin import status as admin_status
 from imagegate.admin.password import ensure_admin_password
-from imagegate.admin.web import AdminHeadersMiddleware, LoginRequired, error_page, prefix
+from imagegate.admin.web import AdminHeadersMiddleware, LoginRequired, error_page, identify_admin, prefix
 from imagegate.api import docs as api_docs
 from imagegate.api import errors, files, health, legacy, native, openai, usage, vision
 from imagegate.api import metrics as metrics_api
@@ -90,6 +90,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     for path in openai.PREFIXES:
         surfaces.register(path, render_openai_error)
     surfaces.register("/admin", error_page)
+    surfaces.identify_with("/admin", identify_admin)
     for path in legacy.PREFIXES:
         surfaces.register(path, render_legacy_error)
     surfaces.register("/generated/", lambda _request, error: errors.native_error(error))  # not "/generate"

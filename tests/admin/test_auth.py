@@ -120,6 +120,23 @@ async def test_admin_errors_are_pages_not_json(harness: Harness) -> None:
     assert "YYYY-MM-DD" in bad_date.text
 
 
+async def test_an_unknown_admin_page_is_a_404_that_keeps_the_navigation(harness: Harness) -> None:
+    stranger = await harness.client.get("/admin/jobz")
+    assert stranger.status_code == 404
+    assert "Log out" not in stranger.text
+    await login(harness.client)
+    for method, path in (("GET", "/admin/jobz"), ("GET", "/admin/keys/a/b/c"), ("POST", "/admin/jobz")):
+        missing = await harness.client.request(method, path)
+        assert missing.status_code == 404, path
+        assert missing.headers["content-type"].startswith("text/html")
+        assert f"No such endpoint: {method} {path}." in missing.text
+        assert "Log out" in missing.text  # the navigation, as on every other admin page
+        assert 'href="/admin/history"' in missing.text
+    wrong_method = await harness.client.get("/admin/logout")
+    assert wrong_method.status_code == 405
+    assert "Log out" in wrong_method.text
+
+
 async def test_it_works_under_a_url_prefix(harness: Harness) -> None:
     # What uvicorn --root-path (imagegate serve with IMAGEGATE_ROOT_PATH) hands the app behind a proxy.
     transport = httpx2.ASGITransport(app=harness.app, root_path="/images")

@@ -11,11 +11,13 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import FormData
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate.admin import service
 from imagegate.admin.models import AdminSession
+from imagegate.db import is_unavailable
 from imagegate.errors import ImagegateError
 from imagegate.services import find_services, services
 
@@ -143,6 +145,19 @@ async def require_admin(request: Request) -> AdminSession:
         raise LoginRequired(request.url.path[len(prefix(request)) :] or "/admin")
     request.state.admin = found  # an error page for this request keeps the navigation
     return found
+
+
+async def identify_admin(request: Request) -> None:
+    """Find this browser's admin session for an error page of a path no route took, so it keeps the navigation."""
+    if getattr(request.state, "admin", None) is not None:
+        return
+    cookie = request.cookies.get(COOKIE)
+    try:
+        request.state.admin = await service.find_session(sessions=services(request).sessions, cookie=cookie)
+    except (SQLAlchemyError, OSError) as error:
+        if not is_unavailable(error):
+            raise
+        request.state.admin = None  # during an outage the error page still renders, without the navigation
 
 
 Admin = Annotated[AdminSession, Depends(require_admin)]

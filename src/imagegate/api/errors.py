@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 DATABASE_RETRY_AFTER = "5"
 
 Renderer = Callable[[Request, ImagegateError], Response]
+Identify = Callable[[Request], Awaitable[None]]
 
 HTTP_CODES = {
     400: "invalid_request",
@@ -90,19 +91,36 @@ class SurfaceErrors:
 
     def __init__(self) -> None:
         self._table: list[tuple[str, Renderer]] = []
+        self._identify: list[tuple[str, Identify]] = []
 
     def register(self, prefix: str, renderer: Renderer) -> None:
         """Paths starting with prefix render errors with renderer (the longest prefix wins)."""
         self._table.append((prefix, renderer))
         self._table.sort(key=lambda item: len(item[0]), reverse=True)
 
+    def identify_with(self, prefix: str, step: Identify) -> None:
+        """Before an HTTP error under prefix is rendered, step finds who asked (no route ran its dependencies)."""
+        self._identify.append((prefix, step))
+
+    async def identify(self, request: Request) -> None:
+        """Run the identifying step of the surface that owns the path, if it has one."""
+        path = _app_path(request)
+        for prefix, step in self._identify:
+            if path.startswith(prefix):
+                await step(request)
+                return
+
     def render(self, request: Request, error: ImagegateError) -> Response:
         """The error in the shape of the surface that owns the path."""
-        path = request.url.path[len(request.scope.get("root_path", "").rstrip("/")) :]
+        path = _app_path(request)
         for prefix, renderer in self._table:
             if path.startswith(prefix):
                 return renderer(request, error)
         return native_error(error)
+
+
+def _app_path(request: Request) -> str:
+    return request.url.path[len(request.scope.get("root_path", "").rstrip("/")) :]
 
 
 def install(app: FastAPI, surfaces: SurfaceErrors) -> None:
@@ -124,6 +142,7 @@ def install(app: FastAPI, surfaces: SurfaceErrors) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "HTTP error"
         if exc.status_code == 404 and message == "Not Found":
             message = f"No such endpoint: {request.method} {request.url.path}."
+        await surfaces.identify(request)
         return render(request, HttpError(exc.status_code, message, dict(exc.headers or {})))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
