@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 import httpx2
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,6 +29,7 @@ from imagegate.api.legacy_listener import create_oig_app
 from imagegate.app import create_app
 from imagegate.backends import usage
 from imagegate.db import utcnow
+from imagegate.jobs import idempotency
 from imagegate.jobs.models import Job, JobKind, JobStatus
 from imagegate.keys import service as keys
 from imagegate.keys.models import ApiKey
@@ -360,3 +362,16 @@ def counting(engine: AsyncEngine) -> Iterator[Counts]:
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", statement)
         event.remove(engine.sync_engine, "begin", begin)
+
+
+def count_fingerprints(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The surfaces whose request bodies are fingerprinted for Idempotency-Key from now on, one per fingerprint."""
+    original = idempotency.request_hash
+    surfaces: list[str] = []
+
+    def counted(surface: str, body: Any) -> str:
+        surfaces.append(surface)
+        return original(surface, body)
+
+    monkeypatch.setattr(idempotency, "request_hash", counted)
+    return surfaces

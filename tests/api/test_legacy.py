@@ -17,7 +17,15 @@ from imagegate.jobs.models import Job, JobImage
 from imagegate.keys.service import KeyLimits
 from imagegate.settings import BackendConfig
 from tests.fakes.openai_upstream import FakeOpenAI, running_fake_openai
-from tests.helpers import LEGACY_VALIDATION_CASES, Harness, HarnessFactory, fake_backends, login, oig_client
+from tests.helpers import (
+    LEGACY_VALIDATION_CASES,
+    Harness,
+    HarnessFactory,
+    count_fingerprints,
+    fake_backends,
+    login,
+    oig_client,
+)
 
 ORIGINAL_MODELS = {"dall-e-2": "fake", "dall-e-3": "fake"}
 
@@ -365,3 +373,16 @@ async def test_a_nul_in_the_url_is_a_400_on_the_second_listener_too(original: Ha
     async with oig_client(original) as oig:
         for url in ("/images/abc%00def", "/images/x?y=%00"):
             assert_legacy_error(await oig.get(url, headers=headers), 400, "HTTP_ERROR")
+
+
+async def test_only_a_request_with_an_idempotency_key_is_fingerprinted(
+    original: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fingerprinted = count_fingerprints(monkeypatch)
+    auth = await original.auth()
+    plain = await original.client.post("/generate", json={"prompt": "no key"}, headers=auth)
+    assert plain.status_code == 200, plain.text
+    assert fingerprinted == []
+    keyed = await original.client.post("/generate", json={"prompt": "a key"}, headers={**auth, "Idempotency-Key": "k"})
+    assert keyed.status_code == 200, keyed.text
+    assert fingerprinted == ["oig.generate"]

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from imagegate.db import utcnow
 from imagegate.jobs.models import IdempotencyRecord, Job
 from tests.fakes.backends import tiny_png
-from tests.helpers import GENERATE, Harness, b64
+from tests.helpers import GENERATE, Harness, b64, count_fingerprints
 
 
 async def count_jobs(harness: Harness) -> int:
@@ -102,3 +102,17 @@ async def test_a_malformed_idempotency_key_is_400(harness: Harness, value: str) 
     response = await harness.client.post(GENERATE, json={"prompt": "x"}, headers=auth)
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "Idempotency-Key"
+
+
+@pytest.mark.parametrize("path", [GENERATE, "/v1/images/generations"])
+async def test_only_a_request_with_an_idempotency_key_is_fingerprinted(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    fingerprinted = count_fingerprints(monkeypatch)
+    auth = await harness.auth()
+    plain = await harness.client.post(path, json={"prompt": "no key"}, headers=auth)
+    assert plain.status_code == 200, plain.text
+    assert fingerprinted == []
+    keyed = await harness.client.post(path, json={"prompt": "a key"}, headers={**auth, "Idempotency-Key": "fp-1"})
+    assert keyed.status_code == 200, keyed.text
+    assert len(fingerprinted) == 1

@@ -94,7 +94,8 @@ async def generate(
         request=to_generation(body),
         key=key,
         idempotency_key=idempotency_key,
-        fingerprint=idempotency.request_hash("oig.generate", body.fingerprint()),
+        # Only a request with an Idempotency-Key is compared by it (as the native and OpenAI surfaces do).
+        fingerprint="" if idempotency_key is None else idempotency.request_hash("oig.generate", body.fingerprint()),
     )
     response = await respond(ctx, submitted.job, key, request.scope.get("root_path", ""))
     if submitted.replayed:

@@ -184,7 +184,8 @@ async def _run(
         request=generation,
         key=key,
         idempotency_key=idempotency_key,
-        fingerprint=await _fingerprint(operation, fields, generation, idempotency_key),
+        # Only a request with an Idempotency-Key is compared by it: no canonical JSON of every body otherwise.
+        fingerprint="" if idempotency_key is None else await _fingerprint(operation, fields, generation),
     )
     headers = {**NO_RETRY, **({"Idempotent-Replayed": "true"} if submitted.replayed else {})}
     job = submitted.job
@@ -209,14 +210,11 @@ async def _run(
     return FastJSONResponse(body, headers=headers)
 
 
-async def _fingerprint(
-    operation: str, fields: BaseModel, generation: GenerationRequest, idempotency_key: str | None
-) -> str:
+async def _fingerprint(operation: str, fields: BaseModel, generation: GenerationRequest) -> str:
     """The request's identity for Idempotency-Key: its fields and, for uploads, the files' digests."""
     body: dict[str, Any] = fields.model_dump(exclude_unset=True)
-    if idempotency_key is not None:
-        uploads = [*generation.references, *([generation.mask] if generation.mask else [])]
-        body["files"] = [await asyncio.to_thread(sha256_of, upload.data) for upload in uploads]
+    uploads = [*generation.references, *([generation.mask] if generation.mask else [])]
+    body["files"] = [await asyncio.to_thread(sha256_of, upload.data) for upload in uploads]
     return idempotency.request_hash(f"openai.{operation}", body)
 
 
