@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from imagegate import onehop
 from imagegate.api.legacy_listener import create_oig_app
 from imagegate.app import create_app
 from imagegate.backends import usage
@@ -355,13 +356,16 @@ def counting(engine: AsyncEngine) -> Iterator[Counts]:
     def begin(_conn: Any) -> None:
         counts.transactions += 1
 
-    event.listen(engine.sync_engine, "before_cursor_execute", statement)
-    event.listen(engine.sync_engine, "begin", begin)
+    engines = onehop.sync_engines(engine)  # the hot transactions' own engine on SQLite, too
+    for each in engines:
+        event.listen(each, "before_cursor_execute", statement)
+        event.listen(each, "begin", begin)
     try:
         yield counts
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", statement)
-        event.remove(engine.sync_engine, "begin", begin)
+        for each in engines:
+            event.remove(each, "before_cursor_execute", statement)
+            event.remove(each, "begin", begin)
 
 
 def count_fingerprints(monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, not_, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Row, and_, delete, exists, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from imagegate import onehop
 from imagegate.db import db_time, engine_of, utcnow
 from imagegate.errors import JobInterrupted
 from imagegate.hosts import host_identity, pid_alive
@@ -50,10 +51,13 @@ async def renew(
     A run whose row it did not renew, in that attempt, is held by no one here any more.
     """
     params = {"b_worker_id": worker_id, **statements.clock_values(lease_seconds)}
-    async with engine_of(sessions).begin() as connection:
+
+    def renew_all(connection: Connection) -> Sequence[Row[Any]]:
         dialect = connection.dialect.name
-        await connection.execute(statements.heartbeat(dialect), params)
-        renewed = (await connection.execute(statements.renew_leases(dialect), params)).all()
+        connection.execute(statements.heartbeat(dialect), params)
+        return connection.execute(statements.renew_leases(dialect), params).all()
+
+    renewed = await onehop.transaction(engine_of(sessions), renew_all)
     held = {(row.id, row.attempts): row.cancel_requested for row in renewed}
     lost = [job_id for job_id, attempt in runs.items() if (job_id, attempt) not in held]
     cancel = [job_id for job_id, attempt in runs.items() if held.get((job_id, attempt))]

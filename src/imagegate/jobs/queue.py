@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, case, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from sqlalchemy import ColumnElement, Connection, Row, and_, case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, selectinload
 
+from imagegate import onehop
 from imagegate.backends.base import Operation
 from imagegate.db import engine_of, utcnow
 from imagegate.errors import ImagegateError, JobInterrupted
@@ -78,21 +80,22 @@ async def claim(
     One transaction on a connection: the prebuilt claim (and, on PostgreSQL, the claimers' lock before it). The jobs
     come in fair order, leased to this worker; the last says whether others still wait.
     """
-    async with engine_of(sessions).begin() as connection:
+    params = {"b_backend": backend, "b_limit": limit, "b_worker_id": worker_id, "b_count": count}
+
+    def claim_now(connection: Connection) -> list[Claimed]:
         dialect = connection.dialect.name
         if dialect == "postgresql":
-            await connection.execute(statements.LOCK_CLAIMS, {"b_lock_name": f"imagegate.claim.{backend}"})
-        params = {"b_backend": backend, "b_limit": limit, "b_worker_id": worker_id, "b_count": count}
-        params |= statements.clock_values(lease_seconds)
-        rows = (await connection.execute(statements.claim(dialect), params)).all()
+            connection.execute(statements.LOCK_CLAIMS, {"b_lock_name": f"imagegate.claim.{backend}"})
+        rows = connection.execute(statements.claim(dialect), params | statements.clock_values(lease_seconds)).all()
         in_order = sorted(rows, key=lambda row: (row.fair_tag, row.seq))  # RETURNING's order is the database's
-        claimed = [await _claimed(connection, row, worker_id) for row in in_order]
-    return claimed
+        return [_claimed(connection, row, worker_id) for row in in_order]
+
+    return await onehop.transaction(engine_of(sessions), claim_now)
 
 
-async def _claimed(connection: AsyncConnection, row: Row[Any], worker_id: str) -> Claimed:
+def _claimed(connection: Connection, row: Row[Any], worker_id: str) -> Claimed:
     """One claimed row as the run takes it, its webhook's 'running' event queued in the claim's transaction."""
-    await _enqueue_webhook(connection, row.id, JobStatus.RUNNING, row.webhook)
+    _enqueue_webhook(connection, row.id, JobStatus.RUNNING, row.webhook)
     waited = max((row.started_at - row.created_at).total_seconds(), 0.0)
     return Claimed(
         row.id,
@@ -101,27 +104,30 @@ async def _claimed(connection: AsyncConnection, row: Row[Any], worker_id: str) -
         waited,
         webhook=row.webhook is not None,
         worker_id=worker_id,
-        job=await _claimed_job(connection, row),
+        job=_claimed_job(connection, row),
         more_queued=bool(row._mapping[statements.MORE_QUEUED]),
     )
 
 
-async def _enqueue_webhook(connection: AsyncConnection, job_id: str, event: str, target: Any) -> None:
+def _enqueue_webhook(connection: Connection, job_id: str, event: str, target: Any) -> None:
     """The job's webhook event, in the connection's transaction: a Session only for a job whose webhook wants it."""
     if not webhooks.wants(target, event):
         return
-    async with AsyncSession(bind=connection, expire_on_commit=False) as session:
-        if await webhooks.enqueue(session, job_id, event, target):
-            await session.flush()
+    with Session(bind=connection, expire_on_commit=False) as session:
+        job = session.scalar(
+            select(Job).where(Job.id == job_id).options(selectinload(Job.images), selectinload(Job.inputs))
+        )
+        if job is not None and webhooks.add_delivery(session, job, event):
+            session.flush()
 
 
-async def _claimed_job(connection: AsyncConnection, row: Row[Any]) -> Job:
+def _claimed_job(connection: Connection, row: Row[Any]) -> Job:
     """The claimed row as a Job the run uses as it is; an edit's or variation's input rows read in the claim."""
     values = {column.key: row._mapping[column.key] for column in JOB_COLUMNS}
     if row.operation == Operation.GENERATE:  # only edits and variations carry input images
         return Job(**values, inputs=[], images=[])
     # Core rows, made into detached objects: nothing a session would flush.
-    inputs = await connection.execute(statements.claimed_inputs(), {"b_job_id": row.id})
+    inputs = connection.execute(statements.claimed_inputs(), {"b_job_id": row.id})
     return Job(**values, inputs=[JobInput(**item._asdict()) for item in inputs], images=[])
 
 
@@ -177,14 +183,17 @@ async def finish_succeeded(
         "b_result": metadata,
         "b_cost_usd": cost_usd,
     }
-    async with engine_of(sessions).begin() as connection:
+
+    def finish_now(connection: Connection) -> datetime | None:
         finish = statements.finish_succeeded(connection.dialect.name, by_worker=by_worker, with_result=bool(metadata))
-        settled = (await connection.execute(finish, params)).first()
+        settled = connection.execute(finish, params).first()
         if settled is None:
             return None
-        await connection.execute(statements.IMAGE_INSERT, _image_rows(claimed.job_id, images, finished_at))
-        await _enqueue_webhook(connection, claimed.job_id, JobStatus.SUCCEEDED, settled.webhook)
-    return finished_at
+        connection.execute(statements.IMAGE_INSERT, _image_rows(claimed.job_id, images, finished_at))
+        _enqueue_webhook(connection, claimed.job_id, JobStatus.SUCCEEDED, settled.webhook)
+        return finished_at
+
+    return await onehop.transaction(engine_of(sessions), finish_now)
 
 
 def _image_rows(job_id: str, images: list[StoredImage], at: datetime) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from imagegate.db import utcnow
 from imagegate.jobs import queries
@@ -40,7 +40,7 @@ def wants(target: Mapping[str, Any] | None, event: str) -> bool:
     return bool(target) and event in (target or {}).get("events", ())
 
 
-def add_delivery(session: AsyncSession, job: Job, event: str) -> bool:
+def add_delivery(session: AsyncSession | Session, job: Job, event: str) -> bool:
     """Queue the event of a job loaded with its images and inputs, if its webhook wants it; True when queued.
 
     Call inside the transaction that changes the job, so the event is never lost nor sent for a change rolled back.
