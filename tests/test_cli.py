@@ -6,6 +6,8 @@ import asyncio
 import io
 import json
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -227,9 +229,10 @@ def test_an_unknown_key_in_the_toml_file_is_an_error(env: dict[str, str], tmp_pa
 def command_paths(group: Any, prefix: str = "imagegate") -> list[str]:
     """Every leaf command of the CLI as a user types it, e.g. 'imagegate keys create'."""
     paths = []
-    for name, command in sorted(group.commands.items()):
-        full = f"{prefix} {name}"
-        paths += command_paths(command, full) if hasattr(command, "commands") else [full]
+    context = typer.Context(group)
+    for name in sorted(group.list_commands(context)):  # list_commands imports the lazily loaded groups
+        command, full = group.get_command(context, name), f"{prefix} {name}"
+        paths += command_paths(command, full) if hasattr(command, "list_commands") else [full]
     return paths
 
 
@@ -456,3 +459,44 @@ def test_progress_is_one_line_per_status_off_a_terminal_and_rewritten_on_one() -
     for status, seconds in (("running", 0.0), ("running", 12.0), ("failed", 13.0)):
         line({"id": "img_1", "status": status}, seconds)
     assert screen.getvalue() == "\rimg_1: running, 0 s\rimg_1: running, 12 s\rimg_1: failed, 13 s \n"
+
+
+HEAVY = ("fastapi", "starlette", "sqlalchemy", "alembic", "PIL", "openai", "httpx2", "prometheus_client")
+OURS_HEAVY = ("imagegate.app", "imagegate.backends", "imagegate.jobs", "imagegate.keys", "imagegate.settings")
+SHOW_MODULES = """
+import sys
+sys.argv = ["imagegate", *sys.argv[1:]]
+from imagegate.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print("MODULES", *sorted(sys.modules))
+"""
+
+
+def modules_imported_by(*args: str) -> set[str]:
+    """The modules a fresh `imagegate ARGS` process has imported when it ends."""
+    done = subprocess.run([sys.executable, "-c", SHOW_MODULES, *args], capture_output=True, text=True, check=True)
+    return set(done.stdout.split("MODULES", 1)[1].split())
+
+
+def heavy_modules(imported: set[str]) -> list[str]:
+    """The app's, the database's and the SDKs' modules among those imported."""
+    return sorted(m for m in imported if m.split(".")[0] in HEAVY or m.startswith(OURS_HEAVY))
+
+
+def test_version_imports_no_heavy_module() -> None:
+    imported = modules_imported_by("--version")
+    assert heavy_modules(imported) == []
+    assert "pydantic" not in imported  # typer's help imports it; --version must not
+
+
+def test_help_of_a_group_imports_no_heavy_module() -> None:
+    assert heavy_modules(modules_imported_by("db", "--help")) == []
+
+
+def test_a_command_imports_its_own_group_only() -> None:
+    imported = modules_imported_by("keys", "--help")
+    assert "imagegate.cli.keys" in imported
+    assert not {"fastapi", "imagegate.cli.jobs", "imagegate.backends.registry", "imagegate.app"} & imported

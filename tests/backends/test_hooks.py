@@ -101,8 +101,11 @@ def test_the_built_in_codex_backend_uses_the_same_hooks() -> None:
 def test_a_backend_s_commands_load_before_the_cli_package() -> None:
     # In a fresh interpreter: within this test process something has usually imported imagegate.cli already.
     code = (
-        "import imagegate.backends.codex.cli as c, imagegate.cli as cli\n"
-        "print(c.codex_app is dict(cli.cli_command_groups())['codex'])"
+        "import typer, imagegate.backends.codex.cli as c, imagegate.cli as cli\n"
+        "from imagegate.backends.registry import cli_command_groups\n"
+        "root = typer.main.get_command(cli.app)\n"
+        "listed = 'codex' in root.list_commands(typer.Context(root))\n"  # the root group imports groups lazily
+        "print(listed and c.codex_app is dict(cli_command_groups())['codex'])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from imagegate.backends.registry import cli_command_groups
 from imagegate.cli.common import (
     ConfigOption,
     announce_database,
@@ -24,12 +23,7 @@ from imagegate.cli.common import (
     prepare_metrics,
     sessions_for,
 )
-from imagegate.cli.imports import import_app
-from imagegate.cli.jobs import jobs_app
-from imagegate.cli.keys import audit_command, keys_app
-from imagegate.cli.storage import storage_app
-from imagegate.metrics import follow_multiprocess_setting
-from imagegate.migrations import upgrade
+from imagegate.cli.lazy import LazyGroup
 
 if TYPE_CHECKING:
     import uvicorn
@@ -38,18 +32,12 @@ if TYPE_CHECKING:
     from imagegate.metrics import Metrics
     from imagegate.settings import Settings
 
-app = typer.Typer(help="ImageGate: a self-hosted image-generation gateway.", no_args_is_help=True)
+# keys, jobs, import, storage, audit and the backends' groups are imported when used (cli/lazy.py).
+app = typer.Typer(help="ImageGate: a self-hosted image-generation gateway.", no_args_is_help=True, cls=LazyGroup)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-app.add_typer(jobs_app, name="jobs")
 app.add_typer(db_app, name="db")
-app.add_typer(import_app, name="import")
-app.add_typer(storage_app, name="storage")
 admin_app = typer.Typer(help="The admin web UI's login.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
-app.command("audit")(audit_command)
-for _group, _commands in cli_command_groups():  # commands backends contribute (HasCliCommands)
-    app.add_typer(_commands, name=_group)
 
 __all__ = ["app", "main", "parse_expiry"]
 
@@ -88,6 +76,8 @@ def serve(
     settings = load(config, host=host, port=port)
     configure_logging(settings)
     prepare_metrics(settings)
+    from imagegate.metrics import follow_multiprocess_setting
+
     follow_multiprocess_setting()  # this process's counters go to the shared files, whatever was imported first
     if workers == 1:
         code = _serve_one(settings, None, lambda: _say_listening(settings))
@@ -203,6 +193,8 @@ def worker(config: ConfigOption = None) -> None:
     settings = load(config, run_scheduler=True)
     configure_logging(settings)
     prepare_metrics(settings)
+    from imagegate.metrics import follow_multiprocess_setting
+
     follow_multiprocess_setting()  # this process's counters go to the shared files, whatever was imported first
     from imagegate.app import create_app, running
 
@@ -247,6 +239,8 @@ def mcp(
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
     """Apply database migrations up to the newest schema."""
+    from imagegate.migrations import upgrade
+
     settings = load(config)
     announce_database(settings, must_exist=False)
     upgrade(settings.database_url, prices=settings.prices)

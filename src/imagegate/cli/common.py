@@ -11,18 +11,14 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from imagegate import logs
-from imagegate.db import create_engine, session_factory, utcnow
-from imagegate.errors import ImagegateError
-from imagegate.migrations import upgrade
-from imagegate.settings import Settings, load_settings
+if TYPE_CHECKING:  # the rest is imported by the commands that use it: `imagegate --version` imports little
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from imagegate.settings import Settings
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file (also IMAGEGATE_CONFIG).")
@@ -36,6 +32,10 @@ UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"
 
 def load(config: Path | None, **overrides: Any) -> Settings:
     """Settings for a command; a readable message and exit code 2 when they are wrong."""
+    from pydantic import ValidationError
+
+    from imagegate.settings import load_settings
+
     try:
         return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
     except (ValidationError, FileNotFoundError, ValueError) as exc:
@@ -45,6 +45,8 @@ def load(config: Path | None, **overrides: Any) -> Settings:
 
 def configure_logging(settings: Settings) -> None:
     """key=value or JSON log lines at the configured level."""
+    from imagegate import logs
+
     logs.configure(level=settings.log_level, fmt=settings.log_format)
 
 
@@ -80,6 +82,8 @@ def announce_database(settings: Settings, *, must_exist: bool = True) -> None:
     A command run from another folder would otherwise create a fresh ./data there, and keys made in it would
     be refused by the running server.
     """
+    from sqlalchemy.engine import make_url
+
     url = make_url(settings.database_url)
     path = (
         Path(url.database)
@@ -100,6 +104,9 @@ def announce_database(settings: Settings, *, must_exist: bool = True) -> None:
 @contextlib.asynccontextmanager
 async def sessions_for(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     """A migrated database's session factory for the length of a command (an existing database only)."""
+    from imagegate.db import create_engine, session_factory
+    from imagegate.migrations import upgrade
+
     announce_database(settings)
     await asyncio.to_thread(upgrade, settings.database_url, "head", settings.prices)
     engine = create_engine(settings.database_url)
@@ -111,6 +118,7 @@ async def sessions_for(settings: Settings) -> AsyncIterator[async_sessionmaker[A
 
 def run_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Run work in one transaction; domain errors become a message and exit code 1."""
+    from imagegate.errors import ImagegateError
 
     async def main() -> T:
         async with sessions_for(settings) as sessions, sessions() as session, session.begin():
@@ -142,6 +150,8 @@ def parse_duration(value: str) -> timedelta:
 
 def parse_expiry(value: str, now: datetime | None = None) -> datetime:
     """'30d', '12h', '90m', '2w', or an ISO date/time (UTC unless it says otherwise)."""
+    from imagegate.db import utcnow
+
     now = now or utcnow()
     if DURATION.match(value.strip()):
         return now + parse_duration(value)  # bounded: cannot overflow datetime
