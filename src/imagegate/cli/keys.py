@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -25,6 +28,41 @@ ModelsOption = Annotated[
 ScopesOption = Annotated[str | None, typer.Option(help="Comma-separated: generate, edit, read, delete, vision.")]
 BudgetOption = Annotated[str | None, typer.Option(help="Dollars of estimated spend a month (12.50), or 'none'.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")]
+# The options of `keys create` and `keys update` that set a key's limits, in the order --help shows them.
+LIMIT_OPTIONS: dict[str, Any] = {
+    "models": ModelsOption,
+    "scopes": ScopesOption,
+    "rate_limit": LimitOption,
+    "daily_quota": LimitOption,
+    "monthly_quota": LimitOption,
+    "max_concurrent": LimitOption,
+    "monthly_budget_usd": BudgetOption,
+}
+
+
+def with_limit_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The command with the limit options and --config after its own; it is given `settings` and `limits`.
+
+    Typer reads a command's options from its signature, so the wrapper's signature is the command's own
+    parameters, then the limit options, then --config.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name not in ("settings", "limits")]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=annotation)
+        for name, annotation in {**LIMIT_OPTIONS, "config": ConfigOption}.items()
+    ]
+    parameters = [*own, *added]
+
+    @functools.wraps(command)
+    def wrapper(**given: Any) -> None:
+        settings = load(given.pop("config"))
+        options = {name: given.pop(name) for name in LIMIT_OPTIONS}
+        command(**given, settings=settings, limits=_limits(settings=settings, **options))
+
+    wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
+    return wrapper
 
 
 def _limit(value: str | None, option: str) -> Any:
@@ -150,31 +188,16 @@ def _status(key: ApiKey) -> str:
 
 
 @keys_app.command("create")
+@with_limit_options
 def keys_create(
     name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
     expires: Annotated[str | None, typer.Option(help="30d, 12h, 2w, or an ISO date.")] = None,
-    models: ModelsOption = None,
-    scopes: ScopesOption = None,
-    rate_limit: LimitOption = None,
-    daily_quota: LimitOption = None,
-    monthly_quota: LimitOption = None,
-    max_concurrent: LimitOption = None,
-    monthly_budget_usd: BudgetOption = None,
-    config: ConfigOption = None,
+    *,
+    settings: Settings,
+    limits: KeyLimits,
 ) -> None:
     """Create a key and print it once."""
-    settings = load(config)
     expires_at = parse_expiry(expires) if expires else None
-    limits = _limits(
-        settings=settings,
-        models=models,
-        scopes=scopes,
-        rate_limit=rate_limit,
-        daily_quota=daily_quota,
-        monthly_quota=monthly_quota,
-        max_concurrent=max_concurrent,
-        monthly_budget_usd=monthly_budget_usd,
-    )
     key, token = run_db(
         settings, lambda s: keys.create_key(session=s, name=name, expires_at=expires_at, limits=limits, actor="cli")
     )
@@ -185,31 +208,16 @@ def keys_create(
 
 
 @keys_app.command("update")
+@with_limit_options
 def keys_update(
     handle: str,
     name: Annotated[str | None, typer.Option(help="A new name.")] = None,
     expires: Annotated[str | None, typer.Option(help="30d, 12h, an ISO date, or 'never'.")] = None,
-    models: ModelsOption = None,
-    scopes: ScopesOption = None,
-    rate_limit: LimitOption = None,
-    daily_quota: LimitOption = None,
-    monthly_quota: LimitOption = None,
-    max_concurrent: LimitOption = None,
-    monthly_budget_usd: BudgetOption = None,
-    config: ConfigOption = None,
+    *,
+    settings: Settings,
+    limits: KeyLimits,
 ) -> None:
     """Change a key's name, expiry or limits (options not given stay as they are)."""
-    settings = load(config)
-    limits = _limits(
-        settings=settings,
-        models=models,
-        scopes=scopes,
-        rate_limit=rate_limit,
-        daily_quota=daily_quota,
-        monthly_quota=monthly_quota,
-        max_concurrent=max_concurrent,
-        monthly_budget_usd=monthly_budget_usd,
-    )
     if name is not None:
         limits.name = name
     if expires is not None:
