@@ -22,14 +22,14 @@ import asyncpg
 import httpx2
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imagegate import onehop
 from imagegate.api.legacy_listener import create_oig_app
 from imagegate.app import create_app
 from imagegate.backends import usage
-from imagegate.db import utcnow
+from imagegate.db import create_engine, session_factory, utcnow
 from imagegate.jobs import idempotency
 from imagegate.jobs.models import Job, JobKind, JobStatus
 from imagegate.keys import service as keys
@@ -167,6 +167,19 @@ async def submit(harness: Harness, prompt: str, auth: dict[str, str]) -> str:
     assert response.status_code == 202, response.text
     job_id: str = response.json()["id"]
     return job_id
+
+
+async def generated(harness: Harness, token: str, prompt: str = "p", **body: Any) -> str:
+    """Generate and wait for the job (the native API's synchronous answer); returns its id."""
+    answer = await harness.client.post(GENERATE, json={"prompt": prompt, **body}, headers=bearer(token))
+    assert answer.status_code == 200, answer.text
+    job_id: str = answer.json()["id"]
+    return job_id
+
+
+def reporting_backends(usage: dict[str, Any]) -> dict[str, BackendConfig]:
+    """The fake backend reporting this token usage with every image (as OpenAI's does), and the demo, none."""
+    return {"fake": BackendConfig(type=FAKE_TYPE, options={"usage": usage}), "demo": BackendConfig(type="demo")}
 
 
 async def wait_status(harness: Harness, job_id: str, auth: dict[str, str], status: str, timeout: float = 60) -> None:
@@ -379,3 +392,13 @@ def count_fingerprints(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(idempotency, "request_hash", counted)
     return surfaces
+
+
+async def disable_key_elsewhere(harness: Harness, key: ApiKey) -> None:
+    """Disable a key through an engine of its own, as another process would (this one's cache is not told)."""
+    other = create_engine(harness.app.state.services.settings.database_url)
+    try:
+        async with session_factory(other)() as session, session.begin():
+            await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(enabled=False))
+    finally:
+        await other.dispose()

@@ -115,13 +115,18 @@ def test_connections_beyond_the_cap_get_503_but_liveness_is_still_answered(tmp_p
             assert _read_response(probe).startswith(b"HTTP/1.1 200")
 
 
-def test_liveness_is_answered_by_the_protocol_as_the_app_would(strict_server: ServerProcess) -> None:
-    with _connect(strict_server) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: probe-1234-abcd\r\n\r\n")
+def _health_probe(server: ServerProcess, request_id: str) -> bytes:
+    """A raw GET /health with this request id; the response up to the end of its JSON body."""
+    with _connect(server) as sock:
+        sock.sendall(f"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: {request_id}\r\n\r\n".encode())
         received = b""
         while b"}" not in received:
             received += sock.recv(65536)
-    head, body = received.split(b"\r\n\r\n", 1)
+    return received
+
+
+def test_liveness_is_answered_by_the_protocol_as_the_app_would(strict_server: ServerProcess) -> None:
+    head, body = _health_probe(strict_server, "probe-1234-abcd").split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 200")
     assert b"x-request-id: probe-1234-abcd" in head.lower()
     assert b"content-type: application/json" in head.lower()
@@ -142,11 +147,7 @@ def test_liveness_skips_the_app() -> None:
 
 
 def test_liveness_answered_by_the_protocol_is_logged_and_counted(strict_server: ServerProcess) -> None:
-    with _connect(strict_server) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: probe-counted-5678\r\n\r\n")
-        received = b""
-        while b"}" not in received:
-            received += sock.recv(65536)
+    _health_probe(strict_server, "probe-counted-5678")
     until(lambda: "probe-counted-5678" in strict_server.output(), "the probe's access line")
     line = next(line for line in strict_server.output().splitlines() if "probe-counted-5678" in line)
     assert "GET /health 200" in line

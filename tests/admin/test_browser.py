@@ -9,9 +9,9 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.fakes.browser import CHROMIUM_ARGS, chromium_path
+from tests.fakes.browser import launched_chromium
 from tests.fakes.chatgpt_usage import hours_ago
 from tests.fakes.chatgpt_usage import login as codex_login
 from tests.fakes.codex import write_fake_codex
@@ -26,10 +26,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "admin"
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """One headless Chromium for the module."""
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+    with launched_chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

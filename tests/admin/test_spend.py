@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import re
 
-from imagegate.settings import BackendConfig
-from tests.helpers import FAKE_TYPE, Harness, HarnessFactory, admin_csrf, bearer
+from tests.helpers import Harness, HarnessFactory, admin_csrf, bearer, generated, reporting_backends
 
 PRICES = {"fake-model": {"input_text": 5.0, "input_image": 10.0, "output_image": 40.0}}
 # 100 text + 200 image tokens in, 4160 image tokens out: $0.1689 at the prices above.
 USAGE = {"input_tokens": 300, "output_tokens": 4160, "input_tokens_details": {"text_tokens": 100, "image_tokens": 200}}
-# The fake backend reports that usage with every image, as the OpenAI backend does; the demo one reports none.
-REPORTING = {"fake": BackendConfig(type=FAKE_TYPE, options={"usage": USAGE}), "demo": BackendConfig(type="demo")}
+REPORTING = reporting_backends(USAGE)
 
 
 async def _job_with_usage(harness: Harness, token: str) -> str:
     """A finished job whose backend reported token usage."""
-    answer = await harness.client.post("/v1/images/generate", json={"prompt": "a lamp"}, headers=bearer(token))
-    job_id: str = answer.json()["id"]
-    return job_id
+    return await generated(harness, token, "a lamp")
 
 
 async def test_spend_is_shown_per_job_per_key_and_per_day(harness_with: HarnessFactory) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect
 
-from tests.fakes.browser import CHROMIUM_ARGS, chromium_path
+from tests.fakes.browser import launched_chromium
 from tests.fakes.server import ServerProcess, base_env, serve
 
 pytestmark = pytest.mark.acceptance
@@ -24,10 +24,8 @@ RENDERED_MS = 60_000  # a deadline, not a measurement: parsing a 1-2 MB bundle o
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """One headless Chromium for the module."""
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+    with launched_chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from sqlalchemy import update
 
 from imagegate.jobs import spend
 from imagegate.jobs.models import Job
-from imagegate.settings import BackendConfig, ModelPrice, Settings
-from tests.helpers import FAKE_TYPE, Harness, HarnessFactory, bearer, counting, stored_job
+from imagegate.settings import ModelPrice, Settings
+from tests.helpers import Harness, HarnessFactory, bearer, counting, generated, reporting_backends, stored_job
 
 PRICE = ModelPrice(input_text=5.0, input_image=10.0, output_image=40.0)
 USAGE = {
@@ -53,16 +53,11 @@ def test_a_price_table_entry_with_an_unknown_field_is_refused() -> None:
 
 PRICES = {"fake-model": {"input_text": 5.0, "input_image": 10.0, "output_image": 40.0}}
 REPORTED = {"input_tokens": 0, "output_tokens": 5_000}  # $0.20 at the prices above
-REPORTING = {"fake": BackendConfig(type=FAKE_TYPE, options={"usage": REPORTED}), "demo": BackendConfig(type="demo")}
+REPORTING = reporting_backends(REPORTED)
 
 
 async def _generate(harness: Harness, token: str, model: str = "fake-model") -> str:
-    answer = await harness.client.post(
-        "/v1/images/generate", json={"prompt": "p", "model": model}, headers=bearer(token)
-    )
-    assert answer.status_code == 200, answer.text
-    job_id: str = answer.json()["id"]
-    return job_id
+    return await generated(harness, token, model=model)
 
 
 async def test_a_job_is_priced_at_its_finish_and_a_key_s_spend_summed_in_sql(harness_with: HarnessFactory) -> None:

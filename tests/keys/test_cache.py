@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from sqlalchemy import event, update
-
-from imagegate.db import create_engine, session_factory
 from imagegate.keys import service as keys
 from imagegate.keys.cache import KeyCache, key_changed
 from imagegate.keys.models import ApiKey
-from tests.helpers import Harness
+from tests.helpers import Harness, counting, disable_key_elsewhere
 
 JOBS = "/v1/images/jobs"
 MODELS = "/v1/images/models"
@@ -58,30 +54,16 @@ async def test_a_cached_key_is_not_read_again(harness: Harness) -> None:
     _key, token = await harness.new_key()
     auth = {"Authorization": f"Bearer {token}"}
     assert (await harness.client.get(MODELS, headers=auth)).status_code == 200
-    statements: list[str] = []
-
-    def seen(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
-        statements.append(sql)
-
-    engine = harness.app.state.services.engine
-    event.listen(engine.sync_engine, "before_cursor_execute", seen)
-    try:
+    with counting(harness.app.state.services.engine) as counts:
         assert (await harness.client.get(MODELS, headers=auth)).status_code == 200
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", seen)
-    assert statements == []
+    assert counts.statements == []
 
 
 async def test_a_key_disabled_by_another_process_is_refused_soon(harness: Harness) -> None:
     key, token = await harness.new_key()
     auth = {"Authorization": f"Bearer {token}"}
     assert (await harness.client.get(JOBS, headers=auth)).status_code == 200  # now cached here
-    other = create_engine(harness.app.state.services.settings.database_url)  # another process's connection
-    try:
-        async with session_factory(other)() as session, session.begin():
-            await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(enabled=False))
-    finally:
-        await other.dispose()
+    await disable_key_elsewhere(harness, key)
     async with asyncio.timeout(30):  # a deadline for a loaded machine; the cache lives half a second
         while (response := await harness.client.get(JOBS, headers=auth)).status_code == 200:
             await asyncio.sleep(0.05)

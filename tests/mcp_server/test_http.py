@@ -10,7 +10,6 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx2
 import pytest
@@ -18,13 +17,10 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ImageContent, TextContent
 from PIL import Image
-from sqlalchemy import event, update
 
-from imagegate.db import create_engine, session_factory
 from imagegate.keys import service as keys
-from imagegate.keys.models import ApiKey
 from tests.fakes.backends import tiny_png
-from tests.helpers import Harness
+from tests.helpers import Harness, counting, disable_key_elsewhere
 
 
 @asynccontextmanager
@@ -142,30 +138,16 @@ async def test_a_key_verified_moments_ago_is_not_read_again(harness: Harness) ->
     _key, token = await harness.new_key()
     auth = {"Authorization": f"Bearer {token}"}
     assert (await harness.client.post("/mcp", json={}, headers=auth)).status_code != 401  # now cached
-    statements: list[str] = []
-
-    def seen(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
-        statements.append(sql)
-
-    engine = harness.app.state.services.engine
-    event.listen(engine.sync_engine, "before_cursor_execute", seen)
-    try:
+    with counting(harness.app.state.services.engine) as counts:
         assert (await harness.client.post("/mcp", json={}, headers=auth)).status_code != 401
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", seen)
-    assert [sql for sql in statements if "api_key" in sql] == []
+    assert [sql for sql in counts.statements if "api_key" in sql] == []
 
 
 async def test_a_key_disabled_elsewhere_is_refused_within_the_cache_lifetime(harness: Harness) -> None:
     key, token = await harness.new_key()
     auth = {"Authorization": f"Bearer {token}"}
     assert (await harness.client.post("/mcp", json={}, headers=auth)).status_code != 401
-    other = create_engine(harness.app.state.services.settings.database_url)  # another process's connection
-    try:
-        async with session_factory(other)() as session, session.begin():
-            await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(enabled=False))
-    finally:
-        await other.dispose()
+    await disable_key_elsewhere(harness, key)
     async with asyncio.timeout(30):  # a deadline for a loaded machine; the cache lives half a second
         while (response := await harness.client.post("/mcp", json={}, headers=auth)).status_code != 403:
             await asyncio.sleep(0.05)
