@@ -101,14 +101,19 @@ async def any_job(session: AsyncSession, job_id: str) -> Job | None:
     )
 
 
-async def job_as_it_is_now(session: AsyncSession, job_id: str) -> Job | None:
-    """The job with its images and inputs as this transaction sees it now (objects the session holds refreshed)."""
-    return await session.scalar(
+def job_now(job_id: str) -> Select[Job]:
+    """The job with its images and inputs as a transaction sees it now (objects its session holds refreshed)."""
+    return (
         select(Job)
         .where(Job.id == job_id)
         .options(selectinload(Job.images), selectinload(Job.inputs))
         .execution_options(populate_existing=True)
     )
+
+
+async def job_as_it_is_now(session: AsyncSession, job_id: str) -> Job | None:
+    """The job with its images and inputs as this transaction sees it now (objects the session holds refreshed)."""
+    return await session.scalar(job_now(job_id))
 
 
 async def newest_failure(session: AsyncSession, backend: str) -> Job | None:

@@ -9,14 +9,14 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, and_, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from imagegate import onehop
 from imagegate.backends.base import Operation
 from imagegate.db import engine_of, utcnow
 from imagegate.errors import ImagegateError, JobInterrupted
 from imagegate.images import ImageInfo
-from imagegate.jobs import notify, statements
+from imagegate.jobs import notify, queries, statements
 from imagegate.jobs.models import Job, JobImage, JobInput, JobKind, JobStatus, new_image_id
 from imagegate.webhooks import service as webhooks
 
@@ -114,9 +114,7 @@ def _enqueue_webhook(connection: Connection, job_id: str, event: str, target: An
     if not webhooks.wants(target, event):
         return
     with Session(bind=connection, expire_on_commit=False) as session:
-        job = session.scalar(
-            select(Job).where(Job.id == job_id).options(selectinload(Job.images), selectinload(Job.inputs))
-        )
+        job = session.scalar(queries.job_now(job_id))
         if job is not None and webhooks.add_delivery(session, job, event):
             session.flush()
 
