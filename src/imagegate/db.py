@@ -16,7 +16,7 @@ take `session` or `sessions` first, positionally; the name says who commits in t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
@@ -57,6 +58,22 @@ class Base(DeclarativeBase):
     """Declarative base whose constraint names are stable across SQLite and PostgreSQL."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+ModelT = TypeVar("ModelT", bound=Base)
+
+
+def detached(model: type[ModelT], values: Mapping[str, Any], **collections: Sequence[Any]) -> ModelT:
+    """A transient object holding values and its relationships' collections, for reading only (never flushed).
+
+    Built the way the ORM builds a loaded row, without an attribute event per column: a Job made with Job(**values)
+    costs ~40 change events on the event loop, for an object nobody will flush.
+    """
+    instance: ModelT = model.__mapper__.class_manager.new_instance()
+    instance.__dict__.update(values)
+    for key, items in collections.items():
+        set_committed_value(instance, key, list(items))
+    return instance
 
 
 def utcnow() -> datetime:

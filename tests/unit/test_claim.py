@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from imagegate.db import utcnow
+from imagegate.images import ImageInfo
 from imagegate.jobs.models import Job, JobInput, JobKind, JobStatus
-from imagegate.jobs.queue import Claimed, claim
+from imagegate.jobs.queue import Claimed, StoredImage, claim, succeeded_job
 from tests.helpers import job_row as job
 
 
@@ -100,6 +102,36 @@ async def test_a_claimed_edit_comes_with_its_input_rows(sessions: async_sessionm
         ("mask", "inputs/1"),
     ]
     assert (claimed.job.status, claimed.job.attempts, claimed.job.operation) == (JobStatus.RUNNING, 1, "edit")
+
+
+async def test_the_claimed_job_and_its_finished_copy_are_built_without_change_tracking(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # Read, never flushed: built as the ORM loads a row, not with an attribute event per column on the event loop.
+    edit = job("a", 0)
+    edit.operation = "edit"
+    edit.inputs = [
+        JobInput(index=0, role="reference", storage_key="inputs/0", width=8, height=8, format="png", bytes=9, sha256="0")
+    ]
+    await add(sessions, edit)
+    claimed = await take(sessions)
+    assert claimed is not None
+    assert claimed.job is not None
+    stored = [StoredImage("out.png", "images/out.png", ImageInfo(8, 8, "png", 9, "1"))]
+    finished_at = utcnow()
+    done = succeeded_job(claimed.job, stored, "logs", {"seed": 1}, finished_at, 0.25)
+
+    assert [inspect(item).modified for item in (claimed.job, *claimed.job.inputs, done, *done.images)] == [False] * 4
+    assert (done.id, done.status, done.finished_at, done.image_count) == (
+        claimed.job_id,
+        JobStatus.SUCCEEDED,
+        finished_at,
+        1,
+    )
+    assert (done.logs, done.result, done.cost_usd, done.operation) == ("logs", {"seed": 1}, 0.25, "edit")
+    assert [(image.index, image.name, image.sha256) for image in done.live_images] == [(0, "out.png", "1")]
+    assert [item.storage_key for item in done.inputs] == ["inputs/0"]
+    assert (claimed.job.status, claimed.job.images, len(claimed.job.inputs)) == (JobStatus.RUNNING, [], 1)
 
 
 async def test_one_claim_takes_several_jobs_in_the_order_single_claims_would(

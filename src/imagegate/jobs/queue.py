@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from imagegate import onehop
 from imagegate.backends.base import Operation
-from imagegate.db import engine_of, utcnow
+from imagegate.db import detached, engine_of, utcnow
 from imagegate.errors import ImagegateError, JobInterrupted
 from imagegate.images import ImageInfo
 from imagegate.jobs import notify, queries, statements
@@ -123,10 +123,10 @@ def _claimed_job(connection: Connection, row: Row[Any]) -> Job:
     """The claimed row as a Job the run uses as it is; an edit's or variation's input rows read in the claim."""
     values = {column.key: row._mapping[column.key] for column in JOB_COLUMNS}
     if row.operation == Operation.GENERATE:  # only edits and variations carry input images
-        return Job(**values, inputs=[], images=[])
+        return detached(Job, values, inputs=(), images=())
     # Core rows, made into detached objects: nothing a session would flush.
     inputs = connection.execute(statements.claimed_inputs(), {"b_job_id": row.id})
-    return Job(**values, inputs=[JobInput(**item._asdict()) for item in inputs], images=[])
+    return detached(Job, values, inputs=[detached(JobInput, item._asdict()) for item in inputs], images=())
 
 
 async def promote_vision(sessions: async_sessionmaker[AsyncSession], *, job_id: str, backend: str, limit: int) -> bool:
@@ -229,13 +229,9 @@ def succeeded_job(
     values["cost_usd"] = cost_usd
     if metadata:
         values["result"] = metadata
-    rows = [JobImage(**row) for row in _image_rows(job.id, images, finished_at)]
-    return Job(**values, inputs=[_copy(item) for item in job.inputs], images=rows)
-
-
-def _copy(item: JobInput) -> JobInput:
-    # A copy: handing the claimed job's own input to another Job would take it out of the claimed job's list.
-    return JobInput(**{column.key: getattr(item, column.key) for column in JobInput.__table__.columns})
+    rows = [detached(JobImage, row) for row in _image_rows(job.id, images, finished_at)]
+    # The claimed job's own input objects, shared: a detached object's collection moves nothing (no backref event).
+    return detached(Job, values, inputs=job.inputs, images=rows)
 
 
 async def finish_failed(
