@@ -110,9 +110,8 @@ async def test_the_claimed_job_and_its_finished_copy_are_built_without_change_tr
     # Read, never flushed: built as the ORM loads a row, not with an attribute event per column on the event loop.
     edit = job("a", 0)
     edit.operation = "edit"
-    edit.inputs = [
-        JobInput(index=0, role="reference", storage_key="inputs/0", width=8, height=8, format="png", bytes=9, sha256="0")
-    ]
+    reference = {"index": 0, "role": "reference", "storage_key": "inputs/0", "format": "png", "sha256": "0"}
+    edit.inputs = [JobInput(**reference, width=8, height=8, bytes=9)]
     await add(sessions, edit)
     claimed = await take(sessions)
     assert claimed is not None
