@@ -1,9 +1,11 @@
-"""A regression guard on the synchronous path's cost: SQL statements and transactions per job, counted, not timed."""
+"""A regression guard on the synchronous path's cost: SQL statements, transactions and thread steps per job, counted,
+not timed."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import select
@@ -13,6 +15,7 @@ from tests.fakes.backends import tiny_png
 from tests.helpers import GENERATE, Harness, HarnessFactory, counting, fake_backends, job_row
 
 JOBS = 10
+T = TypeVar("T")
 # What one synchronous demo job costs end to end, per job, at most: the key (when its cached copy has aged out); the
 # insert (it computes the fair tag and counts the queue); the claim (it says whether others wait, so no look at the
 # queue comes before or after it); the finish and its image row. The waiter answers with the finished job the
@@ -23,6 +26,9 @@ STATEMENTS_PER_JOB = {"sqlite": 5, "postgresql": 7}
 EDIT_STATEMENTS_PER_JOB = {"sqlite": 7, "postgresql": 9}
 # Submit, claim, finish, and the key's read when its cached copy has aged out.
 TRANSACTIONS_PER_JOB = 4
+# asyncio.to_thread steps of a synchronous demo job: the demo's render, then the output's check and its write to local
+# storage together (the database's own hand-offs are aiosqlite's and onehop's, counted as statements above).
+THREAD_STEPS_PER_JOB = 2
 
 
 async def _native(harness: Harness, auth: dict[str, str], i: int) -> None:
@@ -111,3 +117,26 @@ async def test_a_burst_is_claimed_in_one_transaction(harness_with: HarnessFactor
     assert len({started for _status, started in ended}) == 1  # one claim statement started them all
     statements = [sql for sql in counts.statements if not any(part in sql for part in HOUSEKEEPING)]
     assert len(statements) / BURST <= BURST_STATEMENTS_PER_JOB[dialect], "\n".join(statements)
+
+
+async def test_a_synchronous_demo_job_takes_two_thread_steps(
+    harness_with: HarnessFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        steps.append(getattr(func, "__qualname__", repr(func)))
+        return await to_thread(func, *args, **kwargs)
+
+    async with harness_with(poll_interval_seconds=60, worker_heartbeat_seconds=60, worker_lease_seconds=180) as harness:
+        auth = await harness.auth()
+        await _native(harness, auth, -1)
+        await _scheduler_idle(harness)
+        monkeypatch.setattr(asyncio, "to_thread", counted)
+        for i in range(JOBS):
+            await _native(harness, auth, i)
+        await _scheduler_idle(harness)
+        monkeypatch.undo()
+    assert len(steps) / JOBS <= THREAD_STEPS_PER_JOB, steps
+    assert "render" in steps  # the count sees the backend's own steps

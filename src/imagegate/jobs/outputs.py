@@ -7,9 +7,10 @@ from collections import OrderedDict
 
 from imagegate.backends.base import OutputImage
 from imagegate.errors import BackendError, ImagegateError
-from imagegate.images import check_output, new_output_name
+from imagegate.images import ImageInfo, check_output, new_output_name
 from imagegate.jobs.queue import StoredImage
 from imagegate.storage import Storage
+from imagegate.storage.base import BlockingPut
 
 # The base64 texts kept for answers not yet rendered, in characters (oldest dropped first).
 RECENT_MAX_CHARS = 64 * 1024 * 1024
@@ -55,20 +56,39 @@ async def store(images: list[OutputImage], *, storage: Storage, recent: RecentOu
     stored: list[StoredImage] = []
     try:
         for index, image in enumerate(images):
-            try:
-                info = await asyncio.to_thread(check_output, image.data, param=f"output[{index}]")
-            except ImagegateError:
-                raise BackendError("The backend returned bytes that are not an image.") from None
-            name = new_output_name(info.format)
-            key = f"images/{name}"
-            await storage.put(key, image.data)
-            stored.append(StoredImage(name, key, info))
+            one = await _store_one(image.data, index, storage)
+            stored.append(one)
             if image.b64 is not None:
-                recent.remember(key, image.b64)
+                recent.remember(one.storage_key, image.b64)
     except BaseException:
         await discard(stored, storage=storage, recent=recent)
         raise
     return stored
+
+
+async def _store_one(data: bytes, index: int, storage: Storage) -> StoredImage:
+    """One output checked and written: one thread step where the store's write blocks (local files), else two."""
+    if isinstance(storage, BlockingPut):
+        return await asyncio.to_thread(_check_and_put, data, index, storage)
+    info = await asyncio.to_thread(_checked, data, index)
+    name = new_output_name(info.format)
+    await storage.put(f"images/{name}", data)
+    return StoredImage(name, f"images/{name}", info)
+
+
+def _check_and_put(data: bytes, index: int, storage: BlockingPut) -> StoredImage:
+    info = _checked(data, index)
+    name = new_output_name(info.format)
+    storage.put_blocking(f"images/{name}", data)
+    return StoredImage(name, f"images/{name}", info)
+
+
+def _checked(data: bytes, index: int) -> ImageInfo:
+    """The output's header and hash (call in a thread); BackendError when the bytes are not a whole image."""
+    try:
+        return check_output(data, param=f"output[{index}]")
+    except ImagegateError:
+        raise BackendError("The backend returned bytes that are not an image.") from None
 
 
 async def discard(stored: list[StoredImage], *, storage: Storage, recent: RecentOutputs) -> None:

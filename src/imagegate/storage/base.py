@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from imagegate.errors import StorageUnavailable
 
@@ -79,6 +79,16 @@ class Storage(Protocol):
 
     def local_path(self, key: str) -> Path | None:
         """The object's file on local disk, when there is one (served without a copy)."""
+        ...
+
+
+@runtime_checkable
+class BlockingPut(Protocol):
+    """A store whose write is a blocking call underneath (local files): work already in a worker thread writes there
+    itself, saving a hand-off of its own."""
+
+    def put_blocking(self, key: str, data: bytes | BinaryIO) -> None:
+        """What put() does, in the calling thread; never call it on the event loop."""
         ...
 
 

@@ -42,9 +42,13 @@ class LocalStorage(StoreChecks):
 
     async def put(self, key: str, data: bytes | BinaryIO) -> None:
         """Write to a temporary file beside the target, then rename it into place (StorageFull when full)."""
+        await asyncio.to_thread(self.put_blocking, key, data)
+
+    def put_blocking(self, key: str, data: bytes | BinaryIO) -> None:
+        """put() in the calling thread, for work already in a worker thread (storage.base.BlockingPut)."""
         path = self.path_for(key)
         try:
-            await asyncio.to_thread(self._put, path, data)
+            self._put(path, data)
         except OSError as error:
             raise storage_error(error, action="writing", key=key) from None
 
