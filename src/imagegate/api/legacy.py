@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import update
 
-from imagegate.api.common import job_context
+from imagegate.api.common import FastJSONResponse, job_context
 from imagegate.api.errors import HttpError
 from imagegate.api.files import stored_response
 from imagegate.api.headers import POLL_RETRY_AFTER
@@ -141,7 +141,7 @@ async def respond(ctx: JobContext, job: Job, key: ApiKey, root_path: str) -> JSO
         return still_running(job)
     if job.status != JobStatus.SUCCEEDED:
         return legacy_error(job_error(job))
-    return JSONResponse(render_completed(job, root_path))
+    return FastJSONResponse(render_completed(job, root_path))
 
 
 def still_running(job: Job) -> JSONResponse:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from imagegate.api.common import base_url, job_context
+from imagegate.api.common import FastJSONResponse, base_url, job_context
 from imagegate.api.headers import POLL_RETRY_AFTER
 from imagegate.backends.base import describer, sizes_of
 from imagegate.errors import QueueFull
@@ -125,18 +125,18 @@ async def _mask(body: GenerateBody) -> Reference | None:
 def _finished_response(job: Job, base: str) -> JSONResponse:
     """A finished job: 200 when it succeeded, else the job with its error's status (and `detail`, as FastAPI)."""
     if job.status == JobStatus.SUCCEEDED:
-        return JSONResponse(render_job(job, base))
+        return FastJSONResponse(render_job(job, base))
     error = job_error(job, unrecorded="The job did not finish.")
     body = render_job(job, base)
     body["error"], body["error_code"], body["detail"] = error.message, error.code, error.message
-    return JSONResponse(body, status_code=error.status, headers=error.headers or None)
+    return FastJSONResponse(body, status_code=error.status, headers=error.headers or None)
 
 
 def _accepted(job: Job, base: str, *, preference_applied: bool) -> JSONResponse:
     headers = {"Location": f"{base}/v1/images/jobs/{job.id}", "Retry-After": POLL_RETRY_AFTER}
     if preference_applied:
         headers["Preference-Applied"] = "respond-async"
-    return JSONResponse(render_job(job, base), status_code=202, headers=headers)
+    return FastJSONResponse(render_job(job, base), status_code=202, headers=headers)
 
 
 async def _submit(

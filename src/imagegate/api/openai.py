@@ -17,13 +17,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from imagegate.api.common import base_url, job_context
+from imagegate.api.common import FastJSONResponse, base_url, job_context
 from imagegate.api.errors import errors_to_invalid
 from imagegate.api.openai_shapes import (
     PASSTHROUGH,
     EditFields,
     EditJsonBody,
-    FastJSONResponse,
     GenerationsBody,
     ImageOptions,
     VariationFields,

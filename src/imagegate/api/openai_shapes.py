@@ -111,14 +111,6 @@ def default_response_format(model: str) -> str:
     return "url" if model.startswith("dall-e") else "b64_json"
 
 
-class FastJSONResponse(JSONResponse):
-    """JSON rendered by orjson: answers carry megabytes of base64, which the standard encoder scans slowly."""
-
-    def render(self, content: Any) -> bytes:
-        """The compact UTF-8 JSON of content."""
-        return orjson.dumps(content)
-
-
 async def image_data(
     job: Job, *, response_format: str, base: str, storage: Storage, recent: RecentOutputs | None = None
 ) -> list[dict[str, Any]]:

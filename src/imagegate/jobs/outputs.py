@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import OrderedDict
+from typing import cast
 
 from imagegate.backends.base import OutputImage
 from imagegate.errors import BackendError, ImagegateError
@@ -68,12 +70,18 @@ async def store(images: list[OutputImage], *, storage: Storage, recent: RecentOu
 
 async def _store_one(data: bytes, index: int, storage: Storage) -> StoredImage:
     """One output checked and written: one thread step where the store's write blocks (local files), else two."""
-    if isinstance(storage, BlockingPut):
-        return await asyncio.to_thread(_check_and_put, data, index, storage)
+    if _blocks(type(storage)):
+        return await asyncio.to_thread(_check_and_put, data, index, cast(BlockingPut, storage))
     info = await asyncio.to_thread(_checked, data, index)
     name = new_output_name(info.format)
     await storage.put(f"images/{name}", data)
     return StoredImage(name, f"images/{name}", info)
+
+
+@functools.cache
+def _blocks(store: type) -> bool:
+    # Asked once per class: an isinstance() check against a runtime Protocol walks its members every time.
+    return issubclass(store, BlockingPut)
 
 
 def _check_and_put(data: bytes, index: int, storage: BlockingPut) -> StoredImage:
