@@ -106,6 +106,7 @@ def test_connections_beyond_the_cap_get_503_but_liveness_is_still_answered(tmp_p
     with serve(env, tmp_path) as server, ExitStack() as held:
         for _ in range(3):
             held.enter_context(_connect(server)).sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+        _read_so_far(server)
         with _connect(server) as extra:
             extra.sendall(b"GET /ready HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert extra.recv(65536).startswith(b"HTTP/1.1 503")
@@ -113,6 +114,54 @@ def test_connections_beyond_the_cap_get_503_but_liveness_is_still_answered(tmp_p
         with _connect(server) as probe:
             probe.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert _read_response(probe).startswith(b"HTTP/1.1 200")
+
+
+def _read_so_far(server: ServerProcess) -> None:
+    """A /health round trip on a new connection: the server has then read what other connections sent before."""
+    with _connect(server) as probe:
+        probe.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert _read_response(probe).startswith(b"HTTP/1.1 200")
+
+
+def test_the_cap_admits_that_many_requests_whatever_probes_and_idle_connections_are_open(tmp_path: Path) -> None:
+    env = base_env(IMAGEGATE_ADMIN_PASSWORD="x" * 16, IMAGEGATE_MAX_CONNECTIONS="3")
+    with serve(env, tmp_path) as server, ExitStack() as held:
+        for _ in range(2):  # two requests under way, their headers not complete yet
+            held.enter_context(_connect(server)).sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+        held.enter_context(_connect(server))  # a probe's connection, its request not sent yet
+        answered = held.enter_context(_connect(server))  # a probe answered, its connection kept open
+        answered.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert _read_response(answered).startswith(b"HTTP/1.1 200")
+        _read_so_far(server)
+        # The third request of a cap of 3: uvicorn's check counted six open connections, this one among them.
+        with _connect(server) as third:
+            third.sendall(b"GET /ready HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert _read_response(third).startswith(b"HTTP/1.1 200")
+            held.enter_context(_connect(server)).sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+            _read_so_far(server)
+            with _connect(server) as fourth:  # three under way again: the fourth is one beyond the cap
+                fourth.sendall(b"GET /ready HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                assert _read_response(fourth).startswith(b"HTTP/1.1 503")
+
+
+def test_the_cap_counts_the_requests_under_way_but_not_the_one_it_judges() -> None:
+    from imagegate.serving import RequestCap
+
+    cap = RequestCap(2)
+    first, second, third = object(), object(), object()
+    cap.begin(first)
+    assert not cap.refuses(first, running_tasks=0)
+    cap.begin(second)
+    assert not cap.refuses(second, running_tasks=1)  # the second of two: within the cap
+    assert cap.refuses(third, running_tasks=0)  # two under way besides it
+    cap.begin(third)
+    assert cap.refuses(third, running_tasks=0)
+    cap.end(first)
+    assert not cap.refuses(third, running_tasks=1)
+    assert cap.refuses(third, running_tasks=2)  # requests whose connections are gone still run
+    cap.end(first)  # ended twice (answered, then its connection lost): counted once
+    assert cap.refuses(object(), running_tasks=0)
+    assert not RequestCap(None).refuses(first, running_tasks=10**6)
 
 
 def _health_probe(server: ServerProcess, request_id: str) -> bytes:

@@ -18,6 +18,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.http.flow_control import service_unavailable
 
 from imagegate import __version__
 from imagegate.api.observe import NamedRoute, new_request_id, observe
@@ -141,17 +142,66 @@ class Admission:
             self._drain(loop)
 
 
+class RequestCap:
+    """At most `limit` requests under way at once (IMAGEGATE_MAX_CONNECTIONS); one beyond is answered 503 at once.
+
+    A request is under way from its first byte until its response is complete or its connection is lost; a task
+    still running after that counts too. The request being judged is not counted against itself, and neither is
+    a connection that has sent nothing yet or whose request the protocol answered itself (/health). uvicorn's own
+    check counted every open connection, the asking one included: a cap of 2,000 refused the 2,000th of 2,000
+    held requests, and every request judged while a liveness probe's connection was open.
+    """
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self._under_way: set[object] = set()
+
+    def begin(self, connection: object) -> None:
+        """The connection's request has begun (its first byte was read)."""
+        self._under_way.add(connection)
+
+    def end(self, connection: object) -> None:
+        """The connection's request is answered, or the connection is gone."""
+        self._under_way.discard(connection)
+
+    def refuses(self, connection: object, running_tasks: int) -> bool:
+        """Whether the connection's request would be one beyond the limit (running_tasks: uvicorn's, not its own)."""
+        if self.limit is None:
+            return False
+        others = len(self._under_way) - (connection in self._under_way)
+        return others >= self.limit or running_tasks >= self.limit
+
+    def app_for(self, connection: object, app: Any, running_tasks: int) -> Any:
+        """The app to run the connection's request, now under way: uvicorn's 503 when it is one beyond the limit."""
+        self.begin(connection)  # again for a pipelined request, whose predecessor's end removed it
+        if not self.refuses(connection, running_tasks):
+            return app
+        logger.warning("a request beyond IMAGEGATE_MAX_CONNECTIONS (%s under way) answered 503", self.limit)
+        return service_unavailable
+
+
+def _answer_liveness(cycle: Any, answer: tuple[dict[str, Any], dict[str, Any]], metrics: Metrics | None) -> None:
+    """The protocol's own /health answer written at once, then counted and logged."""
+    started = time.perf_counter()
+    for message in answer:
+        _send_now(cycle, message)
+    if metrics is not None:
+        observe_liveness(metrics, cycle.scope, answer[0], time.perf_counter() - started)
+
+
 def with_header_timeout(
-    seconds: float, oig_port: int | None = None, metrics: Metrics | None = None
+    seconds: float, oig_port: int | None = None, metrics: Metrics | None = None, max_requests: int | None = None
 ) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol, closing a connection whose request headers do not arrive within `seconds`.
 
     uvicorn bounds only the idle time between requests; a client trickling headers (or sending nothing after
     connecting) would otherwise hold its connection forever. The clock restarts after each response. It also
-    answers `GET /health` itself (liveness_answer), so a probe never queues behind the requests being served.
+    answers `GET /health` itself (liveness_answer), so a probe never queues behind the requests being served,
+    and refuses requests beyond max_requests under way (RequestCap) in place of uvicorn's limit_concurrency.
     """
     base: Any = AutoHTTPProtocol
     admission = Admission(REQUESTS_STARTED_PER_TURN)
+    cap = RequestCap(max_requests)
     if not hasattr(base, START_HOOK):
         logger.warning("uvicorn's HTTP protocol has no %s: /health and admission go through the app", START_HOOK)
 
@@ -161,25 +211,28 @@ def with_header_timeout(
 
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
             answer = None if self.flow.write_paused else liveness_answer(cycle.scope, oig_port)
-            if answer is None:
-                start = super()._start_asgi_task
-                admission.start(self.loop, lambda: start(cycle, app))
+            if answer is not None:
+                _answer_liveness(cycle, answer, metrics)
                 return
-            started = time.perf_counter()
-            for message in answer:
-                _send_now(cycle, message)
-            if metrics is not None:
-                observe_liveness(metrics, cycle.scope, answer[0], time.perf_counter() - started)
+            app = cap.app_for(self, app, len(self.tasks))
+            start = super()._start_asgi_task
+            admission.start(self.loop, lambda: start(cycle, app))
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             self._arm_header_timer()
 
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            cap.begin(self)
+
         def on_response_complete(self) -> None:
+            cap.end(self)
             super().on_response_complete()
             self._arm_header_timer()
 
         def connection_lost(self, exc: Exception | None) -> None:
+            cap.end(self)
             if self._header_timer is not None:
                 self._header_timer.cancel()
             super().connection_lost(exc)
@@ -203,9 +256,10 @@ def shutdown_options(settings: Settings, metrics: Metrics | None = None) -> dict
     oig_port = settings.oig_address[1] if settings.oig_address is not None else None
     return {
         "timeout_graceful_shutdown": int(settings.shutdown_grace_seconds) + ANSWER_MARGIN_SECONDS,
-        "http": with_header_timeout(settings.http_header_timeout_seconds, oig_port, metrics),
+        "http": with_header_timeout(settings.http_header_timeout_seconds, oig_port, metrics, settings.max_connections),
         "timeout_keep_alive": settings.http_keepalive_seconds,
-        "limit_concurrency": settings.max_connections,
+        # Judged by the protocol (RequestCap) where it can; uvicorn's own check counts what it should not.
+        "limit_concurrency": None if hasattr(AutoHTTPProtocol, START_HOOK) else settings.max_connections,
         "backlog": listen_backlog(settings),
     }
 
