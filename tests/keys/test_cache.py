@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from imagegate.errors import InvalidApiKey
 from imagegate.keys import service as keys
 from imagegate.keys.cache import KeyCache, key_changed
 from imagegate.keys.models import ApiKey
@@ -85,3 +86,65 @@ async def test_a_cached_rate_limited_key_still_counts_every_request(harness: Har
     auth = {"Authorization": f"Bearer {token}"}
     statuses = [(await harness.client.get(MODELS, headers=auth)).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
+
+
+class Verifications:
+    """A fake verification of one key that waits until released, counting its calls."""
+
+    def __init__(self, fails: bool = False) -> None:
+        self.calls = 0
+        self.released = asyncio.Event()
+        self.fails = fails
+
+    async def __call__(self) -> ApiKey:
+        self.calls += 1
+        await self.released.wait()
+        if self.fails and self.calls == 1:
+            raise InvalidApiKey("the first verification fails")
+        return ApiKey(handle=f"key_{self.calls}")
+
+
+async def _release_when_waiting(verifications: Verifications, cache: KeyCache, followers: int) -> None:
+    """Release the verification once the followers wait for it (polled with a deadline)."""
+    async with asyncio.timeout(30):
+        while len(cache._flights) < 1 or _waiting(cache) < followers:
+            await asyncio.sleep(0)
+    verifications.released.set()
+
+
+def _waiting(cache: KeyCache) -> int:
+    """How many wait for a verification now (each follower's shield adds a callback to it)."""
+    return sum(len(future._callbacks) for future, _generation in cache._flights.values())
+
+
+async def test_requests_asking_while_a_key_is_verified_share_that_verification() -> None:
+    cache, verifications = KeyCache(0.5, Clock()), Verifications()
+    release = asyncio.create_task(_release_when_waiting(verifications, cache, followers=7))
+    answers = await asyncio.gather(*(cache.verify_once("digest", verifications) for _ in range(8)))
+    await release
+    assert verifications.calls == 1
+    assert {key.handle for key, _own in answers} == {"key_1"}
+    assert sorted(own for _key, own in answers) == [False] * 7 + [True]
+    assert cache.get("digest") is answers[0][0]
+
+
+async def test_a_failed_verification_is_not_shared() -> None:
+    cache, verifications = KeyCache(0.5, Clock()), Verifications(fails=True)
+    release = asyncio.create_task(_release_when_waiting(verifications, cache, followers=2))
+    answers = await asyncio.gather(
+        *(cache.verify_once("digest", verifications) for _ in range(3)), return_exceptions=True
+    )
+    await release
+    assert isinstance(answers[0], InvalidApiKey)
+    # The two that waited were not handed the error: they verified again (together or each).
+    assert verifications.calls > 1
+    assert all(isinstance(answer, tuple) and answer[0].handle != "key_1" for answer in answers[1:])
+
+
+async def test_a_burst_with_the_key_not_cached_reads_it_once(harness: Harness) -> None:
+    _key, token = await harness.new_key()
+    auth = {"Authorization": f"Bearer {token}"}
+    with counting(harness.app.state.services.engine) as counts:
+        statuses = await asyncio.gather(*(harness.client.get(MODELS, headers=auth) for _ in range(8)))
+    assert [response.status_code for response in statuses] == [200] * 8
+    assert len([sql for sql in counts.statements if sql.startswith("SELECT api_key.id")]) == 1

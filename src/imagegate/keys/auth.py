@@ -48,10 +48,10 @@ async def require_key(
     cached = cache.get(digest)
     if cached is not None:
         return await _admit_cached(request, cached, digest)
-    generation = cache.generation()
-    key = await admit(request, lambda session: service.verify(session=session, token=token))
-    cache.put(digest, key, generation)
-    return key
+    key, own = await cache.verify_once(
+        digest, lambda: admit(request, lambda session: service.verify(session=session, token=token))
+    )
+    return key if own else await _admit_cached(request, key, digest)
 
 
 async def verified_key(request: Request, token: str) -> ApiKey:

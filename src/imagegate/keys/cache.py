@@ -6,9 +6,10 @@ process (the CLI, another server) is seen once the entry is older than the cache
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from imagegate.keys.models import ApiKey
@@ -38,6 +39,8 @@ class KeyCache:
         self.seconds = seconds
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
+        # Digests being verified now → the verification's answer (None when it failed) and its generation.
+        self._flights: dict[str, tuple[asyncio.Future[ApiKey | None], int]] = {}
 
     def get(self, digest: str) -> ApiKey | None:
         """The key verified for this digest less than `seconds` ago, with no key changed here since."""
@@ -60,3 +63,29 @@ class KeyCache:
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
         self._entries[digest] = _Entry(key, self._clock(), generation)
+
+    async def verify_once(self, digest: str, verify: Callable[[], Awaitable[ApiKey]]) -> tuple[ApiKey, bool]:
+        """The key verify() finds, shared by the requests that ask for it while one verification runs: (key, own).
+
+        When the cached entry ages out under a burst, every request in flight would otherwise read the key
+        itself, each holding a database connection the submits wait for. own is False for a key another request
+        verified (the caller treats it as a cached one); a failed verification is not shared: each tries its own.
+        """
+        flight = self._flights.get(digest) if self.seconds > 0 else None
+        if flight is not None:
+            future, generation = flight
+            shared = await asyncio.shield(future)  # a cancelled follower leaves the verification running
+            if shared is not None and generation == _generation:
+                return shared, False
+        generation = _generation
+        future = asyncio.get_running_loop().create_future()
+        self._flights.setdefault(digest, (future, generation))
+        key = None
+        try:
+            key = await verify()
+        finally:
+            if self._flights.get(digest, (None, 0))[0] is future:
+                del self._flights[digest]
+            future.set_result(key)
+        self.put(digest, key, generation)
+        return key, True
