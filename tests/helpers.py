@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -352,10 +352,16 @@ def dead_pid() -> int:
 
 @dataclass
 class Counts:
-    """Statements sent and transactions begun on an engine while counting."""
+    """Statements sent and transactions begun on an engine while counting.
+
+    Those of the async engine's own connections are also listed apart: on a SQLite file that is aiosqlite, a
+    thread hand-off per statement (and per BEGIN and COMMIT), where onehop's writer takes one per transaction.
+    """
 
     statements: list[str]
     transactions: int = 0
+    async_statements: list[str] = field(default_factory=list)
+    async_transactions: int = 0
 
 
 @contextmanager
@@ -363,11 +369,14 @@ def counting(engine: AsyncEngine) -> Iterator[Counts]:
     """Count every statement and transaction the engine runs inside the block."""
     counts = Counts([])
 
-    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+    def statement(conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
         counts.statements.append(" ".join(sql.split())[:80])
+        if conn.engine is engine.sync_engine:
+            counts.async_statements.append(counts.statements[-1])
 
-    def begin(_conn: Any) -> None:
+    def begin(conn: Any) -> None:
         counts.transactions += 1
+        counts.async_transactions += conn.engine is engine.sync_engine
 
     engines = onehop.sync_engines(engine)  # the hot transactions' own engine on SQLite, too
     for each in engines:

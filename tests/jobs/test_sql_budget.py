@@ -4,13 +4,21 @@ not timed."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Connection, event, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from imagegate.jobs.models import Job, JobStatus
+from imagegate import onehop
+from imagegate.jobs import idempotency, service
+from imagegate.jobs.models import IdempotencyRecord, Job, JobStatus
+from imagegate.jobs.requests import GenerationRequest
+from imagegate.keys.service import KeyLimits
+from imagegate.webhooks.models import WebhookDelivery
 from tests.fakes.backends import tiny_png
 from tests.helpers import GENERATE, Harness, HarnessFactory, counting, fake_backends, job_row
 
@@ -29,6 +37,9 @@ TRANSACTIONS_PER_JOB = 4
 # asyncio.to_thread steps of a synchronous demo job: the demo's render, then the output's check and its write to local
 # storage together (the database's own hand-offs are aiosqlite's and onehop's, counted as statements above).
 THREAD_STEPS_PER_JOB = 2
+# On a SQLite file only the key's read goes through aiosqlite (a thread hand-off per statement, BEGIN and COMMIT);
+# the submit, the claim and the finish each run whole in onehop's writer thread, one hand-off a transaction.
+THROUGH_AIOSQLITE = ("api_key",)
 
 
 async def _native(harness: Harness, auth: dict[str, str], i: int) -> None:
@@ -84,6 +95,9 @@ async def test_a_synchronous_job_stays_within_its_sql_budget(harness_with: Harne
         dialect = harness.app.state.services.engine.dialect.name
     assert len(counts.statements) / JOBS <= budget[dialect], "\n".join(counts.statements)
     assert counts.transactions / JOBS <= TRANSACTIONS_PER_JOB
+    if len(onehop.sync_engines(harness.app.state.services.engine)) > 1:  # a SQLite file: onehop has its writer
+        assert [sql for sql in counts.async_statements if not any(part in sql for part in THROUGH_AIOSQLITE)] == []
+        assert counts.async_transactions <= len(counts.async_statements)
 
 
 BURST = 8
@@ -140,3 +154,71 @@ async def test_a_synchronous_demo_job_takes_two_thread_steps(
         monkeypatch.undo()
     assert len(steps) / JOBS <= THREAD_STEPS_PER_JOB, steps
     assert "render" in steps  # the count sees the backend's own steps
+# Everything the submit's one transaction may hold, each once: the job's INSERT (which computes the fair tag and counts
+# the queue), the key's four quotas, the Idempotency-Key tied to the job, the webhook's 'queued' event; PostgreSQL's
+# submit lock before them.
+FULL_SUBMIT = [
+    "INSERT INTO job",
+    "SELECT count",
+    "SELECT coalesce",
+    "SELECT coalesce",
+    "SELECT sum",
+    "UPDATE",
+    "INSERT",
+]
+
+
+@contextmanager
+def transactions(engine: AsyncEngine) -> Iterator[list[tuple[bool, list[str]]]]:
+    """Each transaction the engine runs inside the block: whether it went through the async engine, its statements."""
+    seen: list[tuple[bool, list[str]]] = []
+    current: dict[int, list[str]] = {}
+
+    def begin(conn: Connection) -> None:
+        current[id(conn)] = []
+        seen.append((conn.engine is engine.sync_engine, current[id(conn)]))
+
+    def statement(conn: Connection, _cursor: object, sql: str, *_args: object) -> None:
+        current.setdefault(id(conn), []).append(" ".join(sql.split()))
+
+    engines = onehop.sync_engines(engine)
+    for each in engines:
+        event.listen(each, "begin", begin)
+        event.listen(each, "before_cursor_execute", statement)
+    try:
+        yield seen
+    finally:
+        for each in engines:
+            event.remove(each, "begin", begin)
+            event.remove(each, "before_cursor_execute", statement)
+
+
+async def test_a_submit_with_quotas_an_idempotency_key_and_a_webhook_is_one_transaction(
+    harness_with: HarnessFactory,
+) -> None:
+    async with harness_with(webhook_allow_private=True, poll_interval_seconds=60) as harness:
+        ctx = harness.app.state.services.jobs
+        quotas = KeyLimits(
+            max_concurrent_jobs=5, daily_image_quota=50, monthly_image_quota=500, monthly_budget_usd=10.0
+        )
+        key, _token = await harness.new_key(limits=quotas)
+        await idempotency.begin(
+            sessions=ctx.sessions, key=key, idempotency_key="once", fingerprint="f", ttl=timedelta(hours=1)
+        )
+        request = GenerationRequest(
+            prompt="budget", model="demo", webhook_url="http://127.0.0.1:9/hook", webhook_events=["queued"]
+        )
+        with transactions(harness.app.state.services.engine) as seen:
+            job = await service.submit(ctx=ctx, request=request, key=key, idempotency_key="once")
+        dialect = harness.app.state.services.engine.dialect.name
+        async with ctx.sessions() as session:
+            tied = await session.scalar(select(IdempotencyRecord.job_id))
+            event_queued = await session.scalar(select(WebhookDelivery.event).where(WebhookDelivery.job_id == job.id))
+    # The app's start-up sweep and the claim loop's first look may fall in the window, in transactions of their own.
+    submits = [(on_async, sql) for on_async, sql in seen if any(s.startswith("INSERT INTO job ") for s in sql)]
+    expected = (["SELECT pg_advisory_xact_lock"] if dialect == "postgresql" else []) + FULL_SUBMIT
+    assert len(submits) == 1, submits
+    through_async, statements = submits[0]
+    assert [next((p for p in expected if sql.startswith(p)), sql) for sql in statements] == expected, statements
+    assert through_async == (dialect == "postgresql")  # on SQLite, whole in onehop's writer thread: not aiosqlite
+    assert (tied, event_queued) == (job.id, "queued")

@@ -7,7 +7,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -79,9 +79,9 @@ async def begin(
     raise IdempotencyInProgress(headers={"Retry-After": "1"})
 
 
-async def complete(*, session: AsyncSession, key: ApiKey, idempotency_key: str, job_id: str) -> None:
-    """Tie the Idempotency-Key to the job, in the transaction that queues the job."""
-    await session.execute(
+def complete(connection: Connection, *, key: ApiKey, idempotency_key: str, job_id: str) -> None:
+    """Tie the Idempotency-Key to the job, in the connection's transaction: the one that queues the job."""
+    connection.execute(
         update(IdempotencyRecord)
         .where(IdempotencyRecord.key_id == key.id, IdempotencyRecord.idempotency_key == idempotency_key)
         .values(job_id=job_id)

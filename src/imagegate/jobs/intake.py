@@ -7,8 +7,7 @@ import functools
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Insert, ScalarSelect, Table, bindparam, func, insert, select, union_all
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection, Insert, ScalarSelect, Table, bindparam, func, insert, select, union_all
 from sqlalchemy.orm import aliased
 
 from imagegate.db import utcnow
@@ -156,22 +155,21 @@ WRITTEN = tuple(column for column in JOB.columns if column.key not in ("seq", "f
 INPUT_COLUMNS = tuple(column.key for column in JOB_INPUT.columns if column.key != "id")
 
 
-async def insert_queued(session: AsyncSession, job: Job) -> int:
+def insert_queued(connection: Connection, job: Job) -> int:
     """Write the queued job and its input rows (Core, no unit of work); how many image jobs now wait in all.
 
     One statement computes its fair tag and counts the queue; job gets the seq and fair tag the database gave it.
     """
     values = {column.key: getattr(job, column.key) for column in WRITTEN}
-    connection = await session.connection()
     params = {**values, "tag_backend": job.backend, "tag_key_id": job.key_id, "new_id": job.id}
     dialect = connection.dialect.name
     if dialect == "postgresql":
         params["queued_notice"] = notify.queued_notice(backend=job.backend, job_id=job.id)
-    row = (await connection.execute(_insert_statement(dialect), params)).one()
+    row = connection.execute(_insert_statement(dialect), params).one()
     job.seq, job.fair_tag = row.seq, row.fair_tag
     if job.inputs:
         rows = [{name: getattr(item, name) for name in INPUT_COLUMNS} | {"job_id": job.id} for item in job.inputs]
-        await connection.execute(insert(JOB_INPUT), rows)
+        connection.execute(insert(JOB_INPUT), rows)
     return int(row.others) + 1
 
 

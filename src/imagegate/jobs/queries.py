@@ -177,23 +177,27 @@ async def queued_image_jobs(session: AsyncSession) -> int:
 
 async def images_used(session: AsyncSession, key_id: int, since: datetime) -> int:
     """Images the key has reserved (unfinished jobs) or received (delivered jobs) since a moment."""
+    return int(await session.scalar(images_used_query(key_id, since)) or 0)
+
+
+def images_used_query(key_id: int, since: datetime) -> Select[int]:
+    """The statement of images_used, also run on a connection by the submit's quota check."""
     reserved = case(
         (Job.status.in_(ACTIVE), Job.count),
         (Job.status.in_(DELIVERED), Job.image_count),
         else_=0,
     )
-    total = await session.scalar(
-        select(func.coalesce(func.sum(reserved), 0)).where(Job.key_id == key_id, Job.created_at >= since)
-    )
-    return int(total or 0)
+    return select(func.coalesce(func.sum(reserved), 0)).where(Job.key_id == key_id, Job.created_at >= since)
 
 
 async def active_jobs(session: AsyncSession, key_id: int) -> int:
     """The key's queued and running jobs."""
-    count = await session.scalar(
-        select(func.count()).select_from(Job).where(Job.key_id == key_id, Job.status.in_(ACTIVE))
-    )
-    return int(count or 0)
+    return int(await session.scalar(active_jobs_query(key_id)) or 0)
+
+
+def active_jobs_query(key_id: int) -> Select[int]:
+    """The statement of active_jobs, also run on a connection by the submit's quota check."""
+    return select(func.count()).select_from(Job).where(Job.key_id == key_id, Job.status.in_(ACTIVE))
 
 
 async def created_since_by_status(session: AsyncSession, since: datetime) -> dict[JobStatus, tuple[int, int]]:

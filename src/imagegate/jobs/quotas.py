@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.errors import QuotaExceeded, TooManyConcurrentJobs
@@ -19,12 +20,19 @@ CONCURRENCY_RETRY_AFTER = "5"
 
 async def check(*, session: AsyncSession, key: ApiKey, now: datetime) -> None:
     """After the new job is in the transaction: refuse it if the key is now over a quota."""
-    if key.max_concurrent_jobs is not None and await queries.active_jobs(session, key.id) > key.max_concurrent_jobs:
-        raise TooManyConcurrentJobs(
-            f"API key {key.handle} may have {key.max_concurrent_jobs} unfinished job(s) at once; "
-            "wait for one to finish.",
-            headers={"Retry-After": CONCURRENCY_RETRY_AFTER},
-        )
+    await session.run_sync(lambda sync_session: check_now(sync_session.connection(), key=key, now=now))
+
+
+def check_now(connection: Connection, *, key: ApiKey, now: datetime) -> None:
+    """check in the connection's transaction (the submit's, in one hand-off); a key without quotas reads nothing."""
+    if key.max_concurrent_jobs is not None:
+        active = int(connection.scalar(queries.active_jobs_query(key.id)) or 0)
+        if active > key.max_concurrent_jobs:
+            raise TooManyConcurrentJobs(
+                f"API key {key.handle} may have {key.max_concurrent_jobs} unfinished job(s) at once; "
+                "wait for one to finish.",
+                headers={"Retry-After": CONCURRENCY_RETRY_AFTER},
+            )
     periods = Periods.at(now)
     for quota, since, resets, label in (
         (key.daily_image_quota, periods.day_start, periods.next_day, "daily"),
@@ -32,23 +40,22 @@ async def check(*, session: AsyncSession, key: ApiKey, now: datetime) -> None:
     ):
         if quota is None:
             continue
-        used = await queries.images_used(session, key.id, since)
+        used = int(connection.scalar(queries.images_used_query(key.id, since)) or 0)
         if used > quota:
             raise QuotaExceeded(
                 f"API key {key.handle} has a {label} quota of {quota} images and this request would make it "
                 f"{used}; it resets at {resets.isoformat()}.",
                 headers={"Retry-After": str(seconds_until(resets, now))},
             )
-    await _check_budget(session=session, key=key, now=now)
+    _check_budget(connection, key=key, periods=periods, now=now)
 
 
-async def _check_budget(*, session: AsyncSession, key: ApiKey, now: datetime) -> None:
+def _check_budget(connection: Connection, *, key: ApiKey, periods: Periods, now: datetime) -> None:
     """Refuse a key whose estimated spend this month has reached its budget: one aggregate of the priced jobs (the
     new job has cost nothing yet, so the one that crosses the budget still runs)."""
     if key.monthly_budget_usd is None:
         return
-    periods = Periods.at(now)
-    spent = await spend.cost_since(session, since=periods.month_start, key_id=key.id)
+    spent = float(connection.scalar(spend.cost_since_query(key_id=key.id, since=periods.month_start)) or 0.0)
     if spent >= key.monthly_budget_usd:
         raise QuotaExceeded(
             f"API key {key.handle} has a monthly budget of ${key.monthly_budget_usd:,.2f} and has spent an "

@@ -8,11 +8,12 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import case, delete, func, text, update
+from sqlalchemy import Connection, case, delete, func, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from imagegate import onehop
 from imagegate.backends.registry import BackendSet
-from imagegate.db import utcnow
+from imagegate.db import engine_of, utcnow
 from imagegate.errors import Conflict, InvalidRequest, NotFound, QueueFull, Refusal
 from imagegate.jobs import idempotency, intake, queries, quotas
 from imagegate.jobs.build import request_shape
@@ -32,6 +33,7 @@ from imagegate.webhooks import service as webhooks
 # One lock id for every submit on PostgreSQL: the queue-size check and the fairness tag need a
 # consistent view; SQLite gets the same from its single writer.
 SUBMIT_LOCK_ID = 0x1A6E5B17
+SUBMIT_LOCK = text("SELECT pg_advisory_xact_lock(:id)")
 QUEUE_FULL_RETRY_AFTER = "5"
 # A waiter on a job this process runs still looks at the database this often, in case the run was taken over.
 LOCAL_WAIT_SECONDS = 30.0
@@ -160,18 +162,23 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
 
 
 async def _insert_queued(ctx: JobContext, job: Job, key: ApiKey, idempotency_key: str | None) -> None:
-    async with ctx.sessions() as session, session.begin():
-        if session.get_bind().dialect.name == "postgresql":
-            await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": SUBMIT_LOCK_ID})
-        if await intake.insert_queued(session, job) > ctx.settings.queue_max_size:
+    """The submit's transaction in one hand-off (onehop); a refusal raised in it rolls it back, to the caller."""
+    queue_max_size = ctx.settings.queue_max_size
+
+    def queue_now(connection: Connection) -> None:
+        if connection.dialect.name == "postgresql":
+            connection.execute(SUBMIT_LOCK, {"id": SUBMIT_LOCK_ID})
+        if intake.insert_queued(connection, job) > queue_max_size:
             raise QueueFull(
-                f"The queue is full ({ctx.settings.queue_max_size} jobs waiting); retry in a few seconds.",
+                f"The queue is full ({queue_max_size} jobs waiting); retry in a few seconds.",
                 headers={"Retry-After": QUEUE_FULL_RETRY_AFTER},
             )
-        await quotas.check(session=session, key=key, now=job.created_at)
+        quotas.check_now(connection, key=key, now=job.created_at)
         if idempotency_key is not None:
-            await idempotency.complete(session=session, key=key, idempotency_key=idempotency_key, job_id=job.id)
-        webhooks.add_delivery(session, job, JobStatus.QUEUED)
+            idempotency.complete(connection, key=key, idempotency_key=idempotency_key, job_id=job.id)
+        webhooks.add_delivery_now(connection, job, JobStatus.QUEUED)
+
+    await onehop.transaction(engine_of(ctx.sessions), queue_now)
 
 
 async def get_job(*, ctx: JobContext, job_id: str, key: ApiKey | None) -> Job:

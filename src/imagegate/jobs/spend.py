@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.jobs.models import Job
@@ -86,6 +86,10 @@ async def cost_since(session: AsyncSession, *, since: datetime, key_id: int) -> 
 async def known_cost_since(session: AsyncSession, *, since: datetime, key_id: int) -> float | None:
     """A key's estimated dollars since a moment, in one aggregate on the (key_id, created_at) index; None when none
     of its jobs since then could be priced (unknown, not 0)."""
-    statement = select(func.sum(Job.cost_usd)).where(Job.key_id == key_id, Job.created_at >= since)
-    total = await session.scalar(statement)
+    total = await session.scalar(cost_since_query(key_id=key_id, since=since))
     return None if total is None else float(total)
+
+
+def cost_since_query(*, key_id: int, since: datetime) -> Select[float | None]:
+    """The statement of known_cost_since, also run on a connection by the submit's budget check."""
+    return select(func.sum(Job.cost_usd)).where(Job.key_id == key_id, Job.created_at >= since)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, text, update
+from sqlalchemy import Connection, and_, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
@@ -67,6 +67,16 @@ def add_delivery(session: AsyncSession | Session, job: Job, event: str) -> bool:
         )
     )
     return True
+
+
+def add_delivery_now(connection: Connection, job: Job, event: str) -> bool:
+    """add_delivery in the connection's transaction, through a Session made only when the webhook wants the event."""
+    if not wants(job.webhook, event):
+        return False
+    with Session(bind=connection, expire_on_commit=False) as session:
+        added = add_delivery(session, job, event)
+        session.flush()
+    return added
 
 
 async def enqueue(session: AsyncSession, job_id: str, event: str, target: Mapping[str, Any] | None) -> bool:
