@@ -10,7 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Insert, ScalarSelect, Table, bindparam, func, insert, select, union_all
 from sqlalchemy.orm import aliased
 
-from imagegate.db import utcnow
+from imagegate.db import detached, utcnow
 from imagegate.errors import PayloadTooLarge
 from imagegate.images import ImageHeader, ImageInfo, inspect_image, read_header
 from imagegate.jobs import notify
@@ -89,7 +89,6 @@ NOT_YET: dict[str, Any] = {
     "error_status": None,
     "error_retry_after": None,
     "logs": "",
-    "webhook": None,
     "started_at": None,
     "finished_at": None,
     "deleted_at": None,
@@ -100,51 +99,60 @@ NOT_YET: dict[str, Any] = {
 def new_job(
     job_id: str,
     key: ApiKey,
-    model: str,
-    backend: str,
+    route: tuple[str, str],
     valid: ValidRequest,
     request: GenerationRequest,
     inputs: list[tuple[str, str, ImageInfo]],
     settings: Settings,
+    webhook: WebhookTarget | None,
 ) -> Job:
-    """The queued job row, with a row per stored input: every column set, as it will be written."""
+    """The queued job row, with a row per stored input: every column set, as it will be written.
+
+    Built from plain mappings without the ORM's attribute events (db.detached): it is only written by a Core insert
+    and read by the caller's answer and the waiter.
+    """
     now = utcnow()
-    return Job(
-        id=job_id,
-        key_id=key.id,
-        key_handle=key.handle,
-        kind=JobKind.IMAGE,
-        status=JobStatus.QUEUED,
-        model=model,
-        backend=backend,
-        prompt=valid.prompt,
-        size=valid.size,
-        width=valid.width,
-        height=valid.height,
-        quality=valid.quality,
-        output_format=valid.output_format,
-        count=valid.count,
-        operation=request.resolved_operation,
-        params=dict(request.params),
-        request_id=current_request_id(),
-        surface=request.surface,
-        created_at=now,
-        expires_at=now + timedelta(days=settings.retention_days),
+    model, backend = route
+    row = {
+        "id": job_id,
+        "key_id": key.id,
+        "key_handle": key.handle,
+        "kind": JobKind.IMAGE,
+        "status": JobStatus.QUEUED,
+        "model": model,
+        "backend": backend,
+        "prompt": valid.prompt,
+        "size": valid.size,
+        "width": valid.width,
+        "height": valid.height,
+        "quality": valid.quality,
+        "output_format": valid.output_format,
+        "count": valid.count,
+        "operation": request.resolved_operation,
+        "params": dict(request.params),
+        "request_id": current_request_id(),
+        "surface": request.surface,
+        "created_at": now,
+        "expires_at": now + timedelta(days=settings.retention_days),
         **NOT_YET,
-        inputs=[
-            JobInput(
-                index=i,
-                role=role,
-                storage_key=storage_key,
-                width=info.width,
-                height=info.height,
-                format=info.format,
-                bytes=info.bytes,
-                sha256=info.sha256,
-            )
-            for i, (storage_key, role, info) in enumerate(inputs)
-        ],
-        images=[],
+        "webhook": webhook.as_json() if webhook else None,
+    }
+    return detached(Job, row, inputs=[_input_row(i, *item) for i, item in enumerate(inputs)], images=[])
+
+
+def _input_row(index: int, storage_key: str, role: str, info: ImageInfo) -> JobInput:
+    return detached(
+        JobInput,
+        {
+            "index": index,
+            "role": role,
+            "storage_key": storage_key,
+            "width": info.width,
+            "height": info.height,
+            "format": info.format,
+            "bytes": info.bytes,
+            "sha256": info.sha256,
+        },
     )
 
 

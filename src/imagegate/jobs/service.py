@@ -139,14 +139,13 @@ async def _accept(*, ctx: JobContext, request: GenerationRequest, key: ApiKey, i
     job = intake.new_job(
         job_id,
         key,
-        route.model,
-        route.backend,
+        (route.model, route.backend),
         valid,
         request,
         list(zip(input_keys, roles, infos, strict=True)),
         ctx.settings,
+        webhook,
     )
-    job.webhook = webhook.as_json() if webhook else None
     # The backend judges the job row as it will run it; the uploads are not read into memory for that.
     ctx.backends.backends[route.backend].check(request_shape(job))
     try:
