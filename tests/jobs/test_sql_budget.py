@@ -173,6 +173,8 @@ async def test_a_synchronous_demo_job_takes_two_thread_steps(
         monkeypatch.undo()
     assert len(steps) / JOBS <= THREAD_STEPS_PER_JOB, steps
     assert "render" in steps  # the count sees the backend's own steps
+
+
 # Everything the submit's one transaction may hold, each once: the job's INSERT (which computes the fair tag and counts
 # the queue), the key's four quotas, the Idempotency-Key tied to the job, the webhook's 'queued' event; PostgreSQL's
 # submit lock before them.
