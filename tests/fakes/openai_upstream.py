@@ -2,7 +2,9 @@
 
 'rate-limited' → 429 with retry-after; 'policy' → 400 moderation_blocked; 'bad-credentials' → 401 (its message
 echoes a key fragment, as OpenAI's does); 'upstream-down' → 500; 'slow' → answers after 5 s; 'as-url' → a URL
-to the image instead of base64; 'huge-url' → a URL to 2 MB of bytes. Chat Completions (vision) follow the
+to the image instead of base64; 'huge-url' → a URL to 2 MB of bytes; 'flaky' → the first request of each prompt
+is a 500 asking for a retry after 1 ms ('flaky final' adds x-should-retry: false). Azure's deployment URLs
+answer as /v1 does. Chat Completions (vision) follow the
 same words, and 'no-answer' gives an empty message. Every request is recorded.
 """
 
@@ -38,6 +40,8 @@ class Recorded:
     fields: dict[str, Any]
     files: dict[str, list[bytes]] = field(default_factory=dict)
     authorization: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict)
 
 
 class FakeOpenAI:
@@ -46,6 +50,7 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.files: dict[str, bytes] = {}
+        self.tried: set[str] = set()
         self.url = ""
 
     def app(self) -> Starlette:
@@ -55,6 +60,7 @@ class FakeOpenAI:
                 Route("/v1/images/generations", self._images, methods=["POST"]),
                 Route("/v1/images/edits", self._images, methods=["POST"]),
                 Route("/v1/images/variations", self._images, methods=["POST"]),
+                Route("/openai/deployments/{deployment}/images/generations", self._images, methods=["POST"]),
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/files/{name}", self._file, methods=["GET"]),
             ]
@@ -72,14 +78,21 @@ class FakeOpenAI:
                         files.setdefault(name, []).append(await value.read())
                     else:
                         fields[name] = value
-        recorded = Recorded(request.url.path, fields, files, request.headers.get("authorization", ""))
+        recorded = Recorded(
+            request.url.path,
+            fields,
+            files,
+            request.headers.get("authorization", ""),
+            dict(request.headers),
+            dict(request.query_params),
+        )
         self.requests.append(recorded)
         return recorded
 
     async def _images(self, request: Request) -> Response:
         recorded = await self._read(request)
         prompt = str(recorded.fields.get("prompt", ""))
-        failure = _failure(prompt)
+        failure = self._first_try_fails(prompt) or _failure(prompt)
         if failure is not None:
             return failure
         if "slow" in prompt:
@@ -126,6 +139,14 @@ class FakeOpenAI:
                 "usage": {"prompt_tokens": 100, "completion_tokens": 8, "total_tokens": 108},
             }
         )
+
+    def _first_try_fails(self, prompt: str) -> Response | None:
+        if "flaky" not in prompt or prompt in self.tried:
+            return None
+        self.tried.add(prompt)
+        headers = {"retry-after-ms": "1", **({"x-should-retry": "false"} if "final" in prompt else {})}
+        body = {"error": {"message": "Try again.", "type": "server_error", "param": None, "code": None}}
+        return JSONResponse(body, status_code=500, headers=headers)
 
     def _item(self, prompt: str, image: bytes, index: int) -> dict[str, Any]:
         if "huge-url" in prompt:

@@ -1,4 +1,7 @@
-"""The OpenAI backend: the Images API (or any OpenAI-compatible provider, or Azure OpenAI) through the SDK.
+"""The OpenAI backend: the Images API (or any OpenAI-compatible provider, or Azure OpenAI).
+
+The SDK is configured as usual and streams, vision and the client's settings go through it; the plain Images
+calls are made on its pooled HTTP client directly (openai_http), which costs a fraction of the SDK's CPU a call.
 
 The SDK is imported where it is used, not at the top: importing it costs about a second of CPU, and every
 process loads this module (the command line collects each backend type's commands) while most never call it.
@@ -28,6 +31,7 @@ from imagegate.backends.base import (
 )
 from imagegate.backends.fetch import ImageFetcher
 from imagegate.backends.openai_errors import translate
+from imagegate.backends.openai_http import Files, ImagesAPI, ImagesEndpoint
 from imagegate.backends.openai_models import check_request, rules_for, upstream_size
 from imagegate.errors import (
     BackendError,
@@ -94,13 +98,14 @@ class OpenAIBackend:
 
         self.name = name
         self.options = OpenAIOptions.model_validate(dict(options))
+        http = _pooled_client(_concurrency(name, settings))
         common: dict[str, Any] = {
             "api_key": self.options.key(),
             "organization": self.options.organization,
             "project": self.options.project,
             "timeout": self.options.timeout_seconds,
             "max_retries": self.options.max_retries,
-            "http_client": _pooled_client(_concurrency(name, settings)),
+            "http_client": http,
         }
         self.client: openai.AsyncOpenAI
         if self.options.azure_endpoint:
@@ -112,6 +117,12 @@ class OpenAIBackend:
             )
         else:
             self.client = openai.AsyncOpenAI(base_url=self.options.base_url, **common)
+        self._api = ImagesAPI(
+            http,
+            ImagesEndpoint.of(self.client),
+            timeout=self.options.timeout_seconds,
+            max_retries=self.options.max_retries,
+        )
         self._downloads = ImageFetcher(
             provider_url=self.options.azure_endpoint or self.options.base_url or str(self.client.base_url),
             timeout=self.options.download_timeout_seconds,
@@ -181,42 +192,26 @@ class OpenAIBackend:
                     f"openai: call {len(images) + 1} failed ({error.code}); keeping the images already made\n"
                 )
                 break
-            images += [await self._image(item) for item in response.data or []]
-            _merge_metadata(metadata, response)
-            if not response.data:
+            data = _items(response)
+            images += [await self._image(item) for item in data]
+            _merge_metadata(metadata, data, response.get("usage"))
+            if not data:
                 break
         return BackendResult(images=images, metadata=metadata)
 
-    async def _call(
-        self, request: BackendRequest, model: str, n: int, reporter: JobReporter
-    ) -> openai.types.ImagesResponse:
-        import openai
-
+    async def _call(self, request: BackendRequest, model: str, n: int, reporter: JobReporter) -> dict[str, Any]:
         operation = request.operation
         arguments = self._arguments(request, model, n, operation)
         reporter.write(f"openai: {operation} model={model} n={n} size={arguments.get('size')}\n")
-        try:
-            if _streams(request, model, operation):
-                return await self._streamed(request, operation, arguments, reporter)
-            if operation == "variation":
-                response = await self._images.create_variation(
-                    image=_file(request.references[0], "image"),
-                    **{k: v for k, v in arguments.items() if k in ("model", "n", "size", "response_format", "user")},
-                )
-            elif operation == "edit":
-                response = await self._images.edit(
-                    image=[_file(ref, f"image-{i}") for i, ref in enumerate(request.references)],
-                    prompt=request.prompt,
-                    **({"mask": _file(request.mask, "mask")} if request.mask else {}),
-                    **arguments,
-                )
-            else:
-                response = await self._images.generate(prompt=request.prompt, **arguments)
-        except openai.APIError as error:
-            raise translate(error) from None
-        if not isinstance(response, openai.types.ImagesResponse):
-            raise BackendError("The image provider answered unexpectedly.")
-        return response
+        if _streams(request, model, operation):
+            return await self._streamed(request, operation, arguments, reporter)
+        if operation == "variation":
+            fields = {k: v for k, v in arguments.items() if k in ("model", "n", "size", "response_format", "user")}
+            return await self._api.post("images/variations", model, fields, [("image", _file(request.references[0]))])
+        if operation == "edit":
+            fields = {"prompt": request.prompt, **arguments}
+            return await self._api.post("images/edits", model, fields, _edit_files(request))
+        return await self._api.post("images/generations", model, {"prompt": request.prompt, **arguments})
 
     def _arguments(self, request: BackendRequest, model: str, n: int, operation: str) -> dict[str, Any]:
         rules = rules_for(model)
@@ -234,43 +229,46 @@ class OpenAIBackend:
 
     async def _streamed(
         self, request: BackendRequest, operation: str, arguments: dict[str, Any], reporter: JobReporter
-    ) -> openai.types.ImagesResponse:
-        """Stream from the provider so its partial images reach our callers; the result as a plain response."""
+    ) -> dict[str, Any]:
+        """Stream from the provider so its partial images reach our callers; the result as a plain answer."""
         import openai
 
         arguments = {**arguments, "partial_images": request.params["partial_images"]}
-        if operation == "edit":
-            stream = await self._images.edit(
-                image=[_file(ref, f"image-{i}") for i, ref in enumerate(request.references)],
-                prompt=request.prompt,
-                stream=True,
-                **({"mask": _file(request.mask, "mask")} if request.mask else {}),
-                **arguments,
-            )
-        else:
-            stream = await self._images.generate(prompt=request.prompt, stream=True, **arguments)
-        data: list[openai.types.Image] = []
-        usage = None
-        async for event in stream:
-            if event.type.endswith(".partial_image"):
-                reporter.partial_image(getattr(event, "partial_image_index", 0), base64.b64decode(event.b64_json))
-            elif event.type.endswith(".completed"):
-                data.append(openai.types.Image(b64_json=event.b64_json))
-                usage = getattr(event, "usage", None)
-        return openai.types.ImagesResponse.model_construct(
-            created=0, data=data, usage=usage.model_dump() if usage is not None else None
-        )
+        try:
+            if operation == "edit":
+                stream = await self._images.edit(
+                    image=[_file(ref, f"image-{i}") for i, ref in enumerate(request.references)],
+                    prompt=request.prompt,
+                    stream=True,
+                    **({"mask": _file(request.mask, "mask")} if request.mask else {}),
+                    **arguments,
+                )
+            else:
+                stream = await self._images.generate(prompt=request.prompt, stream=True, **arguments)
+            data: list[dict[str, Any]] = []
+            usage = None
+            async for event in stream:
+                if event.type.endswith(".partial_image"):
+                    index = getattr(event, "partial_image_index", 0)
+                    reporter.partial_image(index, base64.b64decode(event.b64_json))
+                elif event.type.endswith(".completed"):
+                    data.append({"b64_json": event.b64_json})
+                    usage = getattr(event, "usage", None)
+        except openai.APIError as error:
+            raise translate(error) from None
+        return {"data": data, "usage": usage.model_dump() if usage is not None else None}
 
-    async def _image(self, item: openai.types.Image) -> OutputImage:
-        if item.b64_json:
+    async def _image(self, item: dict[str, Any]) -> OutputImage:
+        b64, url = item.get("b64_json"), item.get("url")
+        if isinstance(b64, str) and b64:
             try:
-                data = binascii.a2b_base64(item.b64_json, strict_mode=True)
+                data = binascii.a2b_base64(b64, strict_mode=True)
             except (binascii.Error, ValueError):
                 raise BackendError("The image provider returned invalid base64.") from None
             # Kept as sent: a base64 answer to our caller reuses it instead of encoding the bytes again.
-            return OutputImage(data, b64=item.b64_json)
-        if item.url:
-            return OutputImage(await self._download(item.url))
+            return OutputImage(data, b64=b64)
+        if isinstance(url, str) and url:
+            return OutputImage(await self._download(url))
         raise BackendError("The image provider returned an image without data.")
 
     async def _download(self, url: str) -> bytes:
@@ -344,18 +342,33 @@ def _streams(request: BackendRequest, model: str, operation: str) -> bool:
     return bool(wanted) and operation != "variation" and (rules is None or rules.gpt_image)
 
 
-def _file(image: InputImage | None, name: str) -> tuple[str, bytes, str]:
+def _file(image: InputImage | None, name: str = "image") -> tuple[str, bytes, str]:
     assert image is not None
     return (f"{name}.{image.format}", image.data, f"image/{image.format}")
 
 
-def _merge_metadata(metadata: dict[str, Any], response: openai.types.ImagesResponse) -> None:
-    revised = next((item.revised_prompt for item in response.data or [] if item.revised_prompt), None)
+def _edit_files(request: BackendRequest) -> Files:
+    """The images as image[] parts (as the SDK sends a list) and the mask, if any."""
+    files: Files = [("image[]", _file(ref, f"image-{i}")) for i, ref in enumerate(request.references)]
+    return files + ([("mask", _file(request.mask, "mask"))] if request.mask else [])
+
+
+def _items(response: dict[str, Any]) -> list[dict[str, Any]]:
+    data = response.get("data")
+    return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+
+
+def _merge_metadata(metadata: dict[str, Any], data: list[dict[str, Any]], usage: Any) -> None:
+    revised = next((text for item in data if isinstance(text := item.get("revised_prompt"), str) and text), None)
     if revised and "revised_prompt" not in metadata:
         metadata["revised_prompt"] = revised
-    if response.usage is not None:
-        usage = response.usage.model_dump(exclude_none=True)
-        metadata["usage"] = _add_usage(metadata.get("usage"), usage)
+    if isinstance(usage, dict):
+        metadata["usage"] = _add_usage(metadata.get("usage"), _without_none(usage))
+
+
+def _without_none(values: dict[str, Any]) -> dict[str, Any]:
+    """What the SDK's model_dump(exclude_none=True) kept: the fields that have a value, at every level."""
+    return {k: _without_none(v) if isinstance(v, dict) else v for k, v in values.items() if v is not None}
 
 
 def _add_usage(total: dict[str, Any] | None, more: dict[str, Any]) -> dict[str, Any]:
