@@ -11,7 +11,7 @@ import base64
 import itertools
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -378,16 +378,24 @@ def counting(engine: AsyncEngine) -> Iterator[Counts]:
         counts.transactions += 1
         counts.async_transactions += conn.engine is engine.sync_engine
 
-    engines = onehop.sync_engines(engine)  # the hot transactions' own engine on SQLite, too
-    for each in engines:
-        event.listen(each, "before_cursor_execute", statement)
-        event.listen(each, "begin", begin)
-    try:
+    # The hot transactions' own engine on SQLite, too.
+    with listening(onehop.sync_engines(engine), before_cursor_execute=statement, begin=begin):
         yield counts
+
+
+@contextmanager
+def listening(targets: Iterable[Any], **hooks: Callable[..., None]) -> Iterator[None]:
+    """SQLAlchemy event hooks (event name = function) on every target inside the block."""
+    targets = list(targets)
+    for target in targets:
+        for name, hook in hooks.items():
+            event.listen(target, name, hook)
+    try:
+        yield
     finally:
-        for each in engines:
-            event.remove(each, "before_cursor_execute", statement)
-            event.remove(each, "begin", begin)
+        for target in targets:
+            for name, hook in hooks.items():
+                event.remove(target, name, hook)
 
 
 def count_fingerprints(monkeypatch: pytest.MonkeyPatch) -> list[str]:

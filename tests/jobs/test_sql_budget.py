@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import Connection, event, select
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imagegate import onehop
@@ -20,7 +20,7 @@ from imagegate.jobs.requests import GenerationRequest
 from imagegate.keys.service import KeyLimits
 from imagegate.webhooks.models import WebhookDelivery
 from tests.fakes.backends import tiny_png
-from tests.helpers import GENERATE, Harness, HarnessFactory, counting, fake_backends, job_row
+from tests.helpers import GENERATE, Harness, HarnessFactory, counting, fake_backends, job_row, listening
 
 JOBS = 10
 T = TypeVar("T")
@@ -81,13 +81,8 @@ def built_through_the_orm() -> Iterator[list[str]]:
     def init(target: object, _args: object, _kwargs: object) -> None:
         built.append(type(target).__name__)
 
-    for cls in ORM_ROWS:
-        event.listen(cls, "init", init)
-    try:
+    with listening(ORM_ROWS, init=init):
         yield built
-    finally:
-        for cls in ORM_ROWS:
-            event.remove(cls, "init", init)
 
 
 async def _scheduler_idle(harness: Harness) -> None:
@@ -202,16 +197,8 @@ def transactions(engine: AsyncEngine) -> Iterator[list[tuple[bool, list[str]]]]:
     def statement(conn: Connection, _cursor: object, sql: str, *_args: object) -> None:
         current.setdefault(id(conn), []).append(" ".join(sql.split()))
 
-    engines = onehop.sync_engines(engine)
-    for each in engines:
-        event.listen(each, "begin", begin)
-        event.listen(each, "before_cursor_execute", statement)
-    try:
+    with listening(onehop.sync_engines(engine), begin=begin, before_cursor_execute=statement):
         yield seen
-    finally:
-        for each in engines:
-            event.remove(each, "begin", begin)
-            event.remove(each, "before_cursor_execute", statement)
 
 
 async def test_a_submit_with_quotas_an_idempotency_key_and_a_webhook_is_one_transaction(
