@@ -86,6 +86,7 @@ async def test_a_generation_is_one_request_on_the_pooled_client_without_the_sdks
     assert sdk_requests == []
     (call,) = fresh.requests
     assert call.authorization == f"Bearer {SECRET}"
+    assert call.headers["user-agent"].startswith("AsyncOpenAI/Python ")  # as the SDK identifies itself
     sent = {"prompt": "a fox", "model": "gpt-image-1", "n": 1, "size": "1024x1024", "output_format": "png"}
     assert call.fields == sent
 

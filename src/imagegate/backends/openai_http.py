@@ -56,7 +56,7 @@ class ImagesEndpoint:
         """The endpoint of an SDK client (its base URL, credentials, organization, project and query)."""
         import openai
 
-        headers = dict(client.auth_headers)
+        headers = {**client.auth_headers, "User-Agent": client.user_agent}  # the provider sees the same client
         if client.organization is not None:
             headers["OpenAI-Organization"] = client.organization
         if client.project is not None:
