@@ -176,3 +176,46 @@ async def test_a_run_that_ends_during_a_renewal_is_not_taken_for_lost(
         assert await scheduler.renew() == []
         assert not scheduler.runner.lost
         assert "taken over" not in caplog.text
+
+
+async def test_a_run_that_ends_during_the_lost_jobs_read_is_not_taken_for_lost(
+    harness_with: HarnessFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with harness_with(**QUIET) as harness:
+        job_id, auth, _job = await _running_job(harness, "gate:read")
+        scheduler = services_of(harness.app).scheduler
+        assert scheduler is not None
+        running_on = queue.running_on
+
+        async def read_then_the_run_ends(*args: Any) -> list[Claimed]:
+            rows = await running_on(*args)  # the read still sees the job running here
+            harness.fake.open("gate:read")
+            await wait_status(harness, job_id, auth, "succeeded")
+            async with asyncio.timeout(30):  # a deadline, not a measurement
+                while job_id in scheduler.running_jobs():
+                    await asyncio.sleep(0.02)
+            return rows
+
+        monkeypatch.setattr(queue, "running_on", read_then_the_run_ends)
+        assert await scheduler.lost_jobs() == []
+        assert (await stored_job(harness, job_id)).status == "succeeded"
+
+
+async def test_a_lost_job_that_ended_before_it_was_settled_is_not_reported(
+    harness_with: HarnessFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with harness_with(**QUIET) as harness:
+        job_id, auth, job = await _running_job(harness, "gate:ended")
+        scheduler = services_of(harness.app).scheduler
+        assert scheduler is not None
+        harness.fake.open("gate:ended")
+        await wait_status(harness, job_id, auth, "succeeded")
+        stale = Claimed(job_id, job.attempts, job.model, backend=job.backend, worker_id=job.worker_id)
+
+        async def read_before_it_ended() -> list[Claimed]:
+            return [stale]
+
+        monkeypatch.setattr(scheduler, "lost_jobs", read_before_it_ended)
+        assert await scheduler.recover() == []
+        assert "untracked" not in caplog.text
+        assert (await stored_job(harness, job_id)).status == "succeeded"

@@ -85,18 +85,23 @@ class Scheduler:
 
     async def lost_jobs(self) -> list[Claimed]:
         """Jobs the database says this worker runs but it does not (a run that ended without its record)."""
+        tracked = set(self._running)  # a run that ends while the read is under way was read as running
         rows = await queue.running_on(self.ctx.sessions, self.worker_id)
         if self._claims_in_flight:  # a job claimed this instant may not be tracked yet: judge at the next sweep
             return []
-        return [row for row in rows if row.job_id not in self._running]
+        return [row for row in rows if row.job_id not in tracked and row.job_id not in self._running]
 
     async def _settle_lost(self) -> list[str]:
         lost = await self.lost_jobs()
         retry = self.ctx.settings.interrupted_jobs == "retry"
+        settled = []
         for claimed in lost:
             status = await queue.settle_interrupted(self.ctx.sessions, claimed, None, retry=retry)
+            if status is None:  # fenced: the row ended or moved on meanwhile, so it was not lost
+                continue
             logger.warning("job %s was running here untracked; now %s", claimed.job_id, status)
-        return [claimed.job_id for claimed in lost]
+            settled.append(claimed.job_id)
+        return settled
 
     async def wedged_backends(self) -> dict[str, str]:
         """Backends whose slots are held by jobs that cannot end: backend → why (empty when all is well)."""
