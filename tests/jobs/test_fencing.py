@@ -47,6 +47,17 @@ async def _until_running(harness: Harness, count: int) -> None:
             await asyncio.sleep(0.02)
 
 
+async def _run_ends(harness: Harness, job_id: str, auth: dict[str, str], prompt: str) -> None:
+    """Let the held run end and wait until its record is written and it has left the running set."""
+    harness.fake.open(prompt)
+    await wait_status(harness, job_id, auth, "succeeded")
+    scheduler = services_of(harness.app).scheduler
+    assert scheduler is not None
+    async with asyncio.timeout(30):  # a deadline, not a measurement
+        while job_id in scheduler.running_jobs():
+            await asyncio.sleep(0.02)
+
+
 async def _image_rows(harness: Harness, job_id: str) -> int:
     async with services_of(harness.app).sessions() as session:
         return int(await session.scalar(select(func.count()).where(JobImage.job_id == job_id)) or 0)
@@ -165,11 +176,8 @@ async def test_a_run_that_ends_during_a_renewal_is_not_taken_for_lost(
         renew = leases.renew
 
         async def renew_after_the_run_ended(*args: Any, **kwargs: Any) -> leases.Renewal:
-            harness.fake.open("gate:ending")  # the run ends between the renewal's look at its runs and its answer
-            await wait_status(harness, job_id, auth, "succeeded")
-            async with asyncio.timeout(30):  # a deadline, not a measurement
-                while job_id in scheduler.running_jobs():
-                    await asyncio.sleep(0.02)
+            # the run ends between the renewal's look at its runs and its answer
+            await _run_ends(harness, job_id, auth, "gate:ending")
             return await renew(*args, **kwargs)
 
         monkeypatch.setattr(leases, "renew", renew_after_the_run_ended)
@@ -179,7 +187,7 @@ async def test_a_run_that_ends_during_a_renewal_is_not_taken_for_lost(
 
 
 async def test_a_run_that_ends_during_the_lost_jobs_read_is_not_taken_for_lost(
-    harness_with: HarnessFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    harness_with: HarnessFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with harness_with(**QUIET) as harness:
         job_id, auth, _job = await _running_job(harness, "gate:read")
@@ -189,11 +197,7 @@ async def test_a_run_that_ends_during_the_lost_jobs_read_is_not_taken_for_lost(
 
         async def read_then_the_run_ends(*args: Any) -> list[Claimed]:
             rows = await running_on(*args)  # the read still sees the job running here
-            harness.fake.open("gate:read")
-            await wait_status(harness, job_id, auth, "succeeded")
-            async with asyncio.timeout(30):  # a deadline, not a measurement
-                while job_id in scheduler.running_jobs():
-                    await asyncio.sleep(0.02)
+            await _run_ends(harness, job_id, auth, "gate:read")
             return rows
 
         monkeypatch.setattr(queue, "running_on", read_then_the_run_ends)
